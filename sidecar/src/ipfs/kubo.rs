@@ -1,0 +1,1 @@
+//! Kubo RPC client. Filled in by the connector work.

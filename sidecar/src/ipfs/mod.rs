@@ -1,0 +1,84 @@
+//! The IPFS connector: everything the peer asks of its IPFS daemon.
+//!
+//! [`IpfsConnector`] is the seam: [`kubo::KuboClient`] speaks the Kubo RPC API over HTTP to a real
+//! daemon; [`fake::FakeIpfs`] is a fast in-process fake for unit tests and throughput benchmarks.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use multiaddr::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Cid, CidKey, IpfsId, PinMode};
+use crate::Result;
+
+pub mod fake;
+pub mod kubo;
+
+/// Repository usage, for the `freespace` metric.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepoStat {
+    pub repo_size: u64,
+    pub storage_max: u64,
+}
+
+impl RepoStat {
+    pub fn free_space(&self) -> u64 {
+        self.storage_max.saturating_sub(self.repo_size)
+    }
+}
+
+/// One line of an `add`: a file or directory the daemon imported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedEntry {
+    pub name: String,
+    #[serde(with = "crate::types::cid_serde")]
+    pub cid: Cid,
+    /// Bytes read so far (progress lines) or total.
+    pub bytes: u64,
+    /// The DAG size as the daemon reports it.
+    pub size: u64,
+}
+
+/// A request to import content: the client's multipart body passed through to the daemon's `add`.
+pub struct AddRequest {
+    /// The request's `Content-Type` (multipart/form-data with its boundary), forwarded as is.
+    pub content_type: String,
+    pub body: BoxStream<'static, std::result::Result<Bytes, std::io::Error>>,
+    /// Query parameters the daemon's `add` understands (`cid-version`, `raw-leaves`, `chunker`,
+    /// `hash`, `wrap-with-directory`, `hidden`, `progress`...).
+    pub params: Vec<(String, String)>,
+}
+
+/// A key removed by garbage collection, or the error reported for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcKey {
+    #[serde(default, with = "crate::types::opt_cid_serde", skip_serializing_if = "Option::is_none")]
+    pub key: Option<Cid>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+#[async_trait]
+pub trait IpfsConnector: Send + Sync + 'static {
+    /// The daemon's identity; also the readiness probe.
+    async fn id(&self) -> Result<IpfsId>;
+    /// Pins `cid`, connecting to `origins` first. Bounded by the configured timeouts.
+    async fn pin(&self, cid: &Cid, mode: PinMode, origins: &[Multiaddr]) -> Result<()>;
+    /// Unpins `cid`; "not pinned" counts as success.
+    async fn unpin(&self, cid: &Cid) -> Result<()>;
+    /// How `cid` is pinned (recursive or direct), or `None` when it is not.
+    async fn pin_status(&self, cid: &Cid) -> Result<Option<PinMode>>;
+    /// Every recursive and direct pin of the daemon (indirect pins are not listed).
+    async fn pin_ls(&self) -> Result<HashMap<CidKey, PinMode>>;
+    async fn swarm_connect(&self, addr: &Multiaddr) -> Result<()>;
+    async fn repo_stat(&self) -> Result<RepoStat>;
+    /// Resolves an `/ipfs/...`, `/ipns/...` or `/ipld/...` path to the CID it names.
+    async fn resolve(&self, path: &str) -> Result<Cid>;
+    /// Imports content; yields the daemon's entries as they come (the last one is the root).
+    async fn add(&self, request: AddRequest) -> Result<BoxStream<'static, Result<AddedEntry>>>;
+    /// Runs garbage collection and reports what was removed.
+    async fn repo_gc(&self) -> Result<Vec<GcKey>>;
+}

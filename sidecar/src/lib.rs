@@ -1,0 +1,10 @@
+//! An IPFS Cluster peer that runs beside an IPFS daemon: REST API compatible with IPFS Cluster,
+//! durable pinset, pin tracker, IPFS connector and a command-line client.
+
+pub mod error;
+pub mod ipfs;
+pub mod state;
+pub mod tracker;
+pub mod types;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The durable pinset state machine. Filled in by the state work.

@@ -1,0 +1,1 @@
+//! The pin tracker. Filled in by the tracker work.

@@ -1,0 +1,19 @@
+//! Wire types shared by the server, the CLI, the operator and the tests: one definition of each.
+
+mod cid;
+mod metric;
+mod peer;
+mod pin;
+mod pin_options;
+mod status;
+pub mod time;
+
+pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
+pub use metric::{Alert, Metric};
+pub use peer::{Id, IpfsId, Version, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION};
+pub use pin::{Pin, PinMode, PinType};
+pub use pin_options::{parse_go_duration, PinOptions};
+pub use status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
+
+#[cfg(test)]
+pub(crate) use pin::fixtures;
