@@ -16,4 +16,5 @@ pub use pin_options::{parse_go_duration, PinOptions};
 pub use status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 
 #[cfg(test)]
+#[allow(unused_imports)] // used by the state and tracker tests
 pub(crate) use pin::fixtures;

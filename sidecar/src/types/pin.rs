@@ -171,7 +171,11 @@ pub(crate) mod null_as_empty {
         T: Deserialize<'de> + Default,
         D: Deserializer<'de>,
     {
-        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+        if d.is_human_readable() {
+            Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+        } else {
+            T::deserialize(d)
+        }
     }
 }
 

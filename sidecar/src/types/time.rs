@@ -21,7 +21,9 @@ pub mod optional {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
+        // JSON may carry `null`; binary formats always carry the string that was written.
+        let text: Option<String> =
+            if d.is_human_readable() { Option::deserialize(d)? } else { Some(String::deserialize(d)?) };
         match text.as_deref() {
             None | Some("") => Ok(None),
             Some(text) => {
