@@ -1,7 +1,9 @@
 //! An IPFS Cluster peer that runs beside an IPFS daemon: REST API compatible with IPFS Cluster,
 //! durable pinset, pin tracker, IPFS connector and a command-line client.
 
+pub mod cluster;
 pub mod error;
+pub mod identity;
 pub mod ipfs;
 pub mod state;
 pub mod tracker;

@@ -52,14 +52,8 @@ pub struct AddRequest {
     pub params: Vec<(String, String)>,
 }
 
-/// A key removed by garbage collection, or the error reported for it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GcKey {
-    #[serde(default, with = "crate::types::opt_cid_serde", skip_serializing_if = "Option::is_none")]
-    pub key: Option<Cid>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub error: String,
-}
+/// A key removed by garbage collection, or the error reported for it (the wire type of `/ipfs/gc`).
+pub use crate::types::RepoGcKey as GcKey;
 
 #[async_trait]
 pub trait IpfsConnector: Send + Sync + 'static {

@@ -1,6 +1,7 @@
 //! Wire types shared by the server, the CLI, the operator and the tests: one definition of each.
 
 mod cid;
+mod health;
 mod metric;
 mod peer;
 mod pin;
@@ -9,6 +10,7 @@ mod status;
 pub mod time;
 
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
+pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
 pub use metric::{Alert, Metric};
 pub use peer::{Id, IpfsId, Version, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION};
 pub use pin::{Pin, PinMode, PinType};
