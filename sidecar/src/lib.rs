@@ -1,10 +1,12 @@
 //! An IPFS Cluster peer that runs beside an IPFS daemon: REST API compatible with IPFS Cluster,
 //! durable pinset, pin tracker, IPFS connector and a command-line client.
 
+pub mod allocator;
 pub mod cluster;
 pub mod error;
 pub mod identity;
 pub mod ipfs;
+pub mod monitor;
 pub mod state;
 pub mod tracker;
 pub mod types;
