@@ -2,7 +2,11 @@
 //! durable pinset, pin tracker, IPFS connector and a command-line client.
 
 pub mod allocator;
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod cluster;
+pub mod consensus;
 pub mod error;
 pub mod identity;
 pub mod ipfs;

@@ -1,1 +1,3 @@
+//! Harness of the cross-process end-to-end tests: real IPFS daemons, real peer processes.
 
+pub mod ipfs_daemon;

@@ -3,13 +3,34 @@
 //! It only ever changes by applying [`StateOp`]s, in order, and it can snapshot and restore itself,
 //! so a consensus layer (single-node today, Raft later) drives it without knowing its insides.
 //! Every applied batch reports its [`StateChange`]s to a [`StateObserver`] (the pin tracker).
+//!
+//! Storage is one redb file (see `store`): table `pins` (CidKey bytes -> versioned postcard record),
+//! `expiry` ((expire_at seconds, key) -> ()) so expiry never scans the pinset, and `meta` (format
+//! version, and the consensus layer's `last_applied` blob, written in the same transaction as the
+//! ops it covers). Records are decoded when read; a record that does not decode is an error,
+//! never skipped.
+//!
+//! Measured in release mode on the 2-core build machine (`cargo test --release -p sidecar
+//! state::tests::million -- --ignored --nocapture`), 1M pins: insert by batches of 1024 ops per
+//! fsync ~9.5 s (~105k pins/s), reopen 1 ms, full scan in pages of 10k ~2.1 s (~470k pins/s),
+//! snapshot ~2.5 s (~300 MB stream), restore ~12 s, file ~560 MiB, RSS ~200 MiB with the
+//! default 64 MiB cache.
 
-use std::path::Path;
+mod snapshot;
+mod store;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTableMetadata};
 
 use crate::types::{CidKey, Pin};
 use crate::Result;
+
+pub use snapshot::RestoreSummary;
 
 /// An operation on the pinset.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,40 +52,168 @@ pub enum StateChange {
 /// Implementations must be quick (enqueue work, never block on IO).
 pub trait StateObserver: Send + Sync + 'static {
     fn on_changes(&self, changes: &[StateChange]);
+
+    /// The whole pinset was replaced by [`PinState::restore`] (a Raft snapshot install, a state
+    /// import). No per-pin changes are reported for it: the observer must resynchronise from the
+    /// state itself (for the tracker: a full sync of the state against IPFS). Called once, after
+    /// the restore is durable and before any later change is reported. The default does nothing,
+    /// which is only right for observers that keep no view of the pinset.
+    fn on_restored(&self, _summary: &RestoreSummary) {}
+}
+
+/// Tuning of the state file.
+#[derive(Clone, Debug)]
+pub struct StateOptions {
+    /// Bytes of redb page cache. Kept small: the OS page cache serves scans, and the peer must
+    /// hold millions of pins in little memory.
+    pub cache_size: usize,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions { cache_size: 64 * 1024 * 1024 }
+    }
 }
 
 /// The durable pinset.
 pub struct PinState {
-    _todo: (),
+    db: Database,
+    path: PathBuf,
 }
 
 impl PinState {
     /// Opens (or creates) the state at `path`. A corrupt, truncated or foreign file is an error
     /// that names the file; it is never replaced or emptied.
-    pub fn open(_path: &Path) -> Result<Self> {
-        todo!()
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &StateOptions::default())
+    }
+
+    /// [`PinState::open`] with explicit options.
+    pub fn open_with(path: &Path, options: &StateOptions) -> Result<Self> {
+        let db = store::open(path, options)?;
+        Ok(PinState { db, path: path.to_path_buf() })
+    }
+
+    /// The file this state lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Applies `ops` in order in one durable transaction (fsync before returning).
-    pub fn apply(&self, _ops: &[StateOp]) -> Result<Vec<StateChange>> {
-        todo!()
+    pub fn apply(&self, ops: &[StateOp]) -> Result<Vec<StateChange>> {
+        Ok(self.apply_each(ops, None)?.into_iter().flatten().collect())
     }
 
-    pub fn get(&self, _key: &CidKey) -> Result<Option<Pin>> {
-        todo!()
+    /// Applies `ops` in order in one durable transaction and returns what each op changed (`None`
+    /// for an unpin of an absent pin). When `applied` is given it replaces the `last_applied` blob
+    /// in the same transaction, so the consensus layer's position and the pinset never disagree
+    /// after a crash. All or nothing: on error nothing of the batch is stored.
+    pub fn apply_each(&self, ops: &[StateOp], applied: Option<&[u8]>) -> Result<Vec<Option<StateChange>>> {
+        if ops.is_empty() && applied.is_none() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_write().map_err(|e| store::db_error(&self.path, "starting a write", e))?;
+        let outcomes = {
+            let mut tables = store::Tables::open(&txn, &self.path)?;
+            let outcomes = ops.iter().map(|op| tables.apply(op)).collect::<Result<Vec<_>>>()?;
+            if applied.is_some() {
+                tables.set_last_applied(applied)?;
+            }
+            outcomes
+        };
+        txn.commit().map_err(|e| store::db_error(&self.path, "committing a write", e))?;
+        Ok(outcomes)
+    }
+
+    /// The blob last stored by [`PinState::apply_each`] or [`PinState::restore`], if any.
+    pub fn last_applied(&self) -> Result<Option<Vec<u8>>> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(store::META).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
+        let value = meta.get(store::LAST_APPLIED).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    pub fn get(&self, key: &CidKey) -> Result<Option<Pin>> {
+        let txn = self.begin_read()?;
+        let pins = store::open_read(&txn, store::PINS, &self.path)?;
+        let value = pins.get(key.as_bytes()).map_err(|e| store::db_error(&self.path, "reading a pin", e))?;
+        value.map(|v| store::decode_pin(&self.path, key.as_bytes(), v.value())).transpose()
     }
 
     pub fn len(&self) -> Result<u64> {
-        todo!()
+        let txn = self.begin_read()?;
+        let pins = store::open_read(&txn, store::PINS, &self.path)?;
+        pins.len().map_err(|e| store::db_error(&self.path, "counting pins", e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// Up to `limit` pins in key order, starting after `after` (pagination for streaming).
-    pub fn scan(&self, _after: Option<&CidKey>, _limit: usize) -> Result<Vec<Pin>> {
-        todo!()
+    pub fn scan(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<Pin>> {
+        let txn = self.begin_read()?;
+        let pins = store::open_read(&txn, store::PINS, &self.path)?;
+        let lower = match after {
+            Some(key) => std::ops::Bound::Excluded(key.as_bytes()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = pins
+            .range::<&[u8]>((lower, std::ops::Bound::Unbounded))
+            .map_err(|e| store::db_error(&self.path, "scanning pins", e))?;
+        let mut out = Vec::with_capacity(limit.min(16 * 1024));
+        for entry in range.take(limit) {
+            let (key, value) = entry.map_err(|e| store::db_error(&self.path, "scanning pins", e))?;
+            out.push(store::decode_pin(&self.path, key.value(), value.value())?);
+        }
+        Ok(out)
     }
 
     /// Pins whose `expire_at` is at or before `now`.
-    pub fn expired(&self, _now: DateTime<Utc>) -> Result<Vec<Pin>> {
-        todo!()
+    pub fn expired(&self, now: DateTime<Utc>) -> Result<Vec<Pin>> {
+        let txn = self.begin_read()?;
+        let expiry = store::open_read(&txn, store::EXPIRY, &self.path)?;
+        let pins = store::open_read(&txn, store::PINS, &self.path)?;
+        // Every entry of a second up to and including now's; the sub-second part is checked below.
+        let end: (i64, &[u8]) = (now.timestamp().saturating_add(1), &[]);
+        let due = expiry.range(..end).map_err(|e| store::db_error(&self.path, "reading expiries", e))?;
+        let mut out = Vec::new();
+        for entry in due {
+            let (index, _) = entry.map_err(|e| store::db_error(&self.path, "reading expiries", e))?;
+            let (_, key) = index.value();
+            let value = pins.get(key).map_err(|e| store::db_error(&self.path, "reading a pin", e))?;
+            let Some(value) = value else {
+                return Err(store::damaged(&self.path, "an expiry entry names a pin that is not in the pinset"));
+            };
+            let pin = store::decode_pin(&self.path, key, value.value())?;
+            if pin.is_expired(now) {
+                out.push(pin);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes every pin, from one consistent read, as a self-describing checksummed stream that
+    /// [`PinState::restore`] reads back. Returns the number of pins written.
+    pub fn snapshot(&self, writer: impl Write) -> Result<u64> {
+        snapshot::write(self, writer)
+    }
+
+    /// Replaces the whole pinset (and `last_applied`) with the stream of [`PinState::snapshot`], in
+    /// one durable transaction. A damaged or truncated stream is an error and leaves the state as
+    /// it was. Observers are not told here: whoever drives the state calls
+    /// [`StateObserver::on_restored`] with the summary once this returns.
+    pub fn restore(&self, reader: impl Read) -> Result<RestoreSummary> {
+        snapshot::restore(self, reader)
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(|e| store::db_error(&self.path, "starting a read", e))
+    }
+}
+
+impl std::fmt::Debug for PinState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinState").field("path", &self.path).finish()
     }
 }

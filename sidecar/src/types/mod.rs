@@ -1,6 +1,8 @@
 //! Wire types shared by the server, the CLI, the operator and the tests: one definition of each.
 
+mod api_error;
 mod cid;
+mod duration;
 mod health;
 mod metric;
 mod peer;
@@ -9,7 +11,9 @@ mod pin_options;
 mod status;
 pub mod time;
 
+pub use api_error::{ApiError, Token};
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
+pub use duration::{format_go_duration, go_duration, parse_std_duration};
 pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
 pub use metric::{Alert, Metric};
 pub use peer::{Id, IpfsId, Version, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION};

@@ -1,0 +1,149 @@
+//! The HTTP service in front of the routes: what the reference does in middleware (CORS preflight,
+//! authentication, strict-slash 307, headers), plus body limits and request metrics. It also
+//! swaps in streaming bodies with trailers, which warp's own body type cannot carry.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, ORIGIN};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tower_service::Service as _;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::auth::{unauthorized, Auth};
+use super::cors::Cors;
+use super::error::{error_response, JSON};
+use super::metrics::ApiMetrics;
+use super::routes::{routes, Ctx, RouteLabel};
+use super::stream::{ApiBody, BoxError, TrailerBody};
+use super::RestApiConfig;
+use crate::cluster::Cluster;
+
+/// Paths that answer without credentials: liveness, readiness and metrics probes.
+const OPEN_PATHS: [&str; 3] = ["/health", "/readyz", "/metrics"];
+
+pub(crate) struct ApiService {
+    cors: Cors,
+    auth: Option<Arc<Auth>>,
+    extra_headers: HeaderMap,
+    max_body_size: u64,
+    max_add_body_size: Option<u64>,
+    metrics: ApiMetrics,
+    routes: BoxedFilter<(Response,)>,
+}
+
+impl ApiService {
+    pub(crate) fn new(cluster: Cluster, config: &RestApiConfig, metrics: ApiMetrics) -> crate::Result<Self> {
+        let auth = config.basic_auth_credentials.clone().map(|c| Arc::new(Auth::new(c)));
+        let mut extra_headers = HeaderMap::new();
+        for (name, values) in &config.headers {
+            let name: http::HeaderName =
+                name.parse().map_err(|_| crate::Error::Config(format!("restapi.headers: bad header name {name:?}")))?;
+            for value in values {
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| crate::Error::Config(format!("restapi.headers: bad value for {name}")))?;
+                extra_headers.append(name.clone(), value);
+            }
+        }
+        let ctx = Ctx { cluster, auth: auth.clone(), max_add_body_size: config.max_add_body_size };
+        Ok(ApiService {
+            cors: Cors::new(config),
+            auth,
+            extra_headers,
+            max_body_size: config.max_body_size,
+            max_add_body_size: config.max_add_body_size,
+            metrics,
+            routes: routes(ctx),
+        })
+    }
+
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<http::Response<ApiBody>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let origin = req.headers().get(ORIGIN).cloned();
+        let (mut resp, route) = self.dispatch(req).await;
+
+        let headers = resp.headers_mut();
+        if let Some(origin) = origin {
+            let mut request = HeaderMap::new();
+            request.insert(ORIGIN, origin);
+            self.cors.decorate(&method, &request, headers);
+        }
+        for (name, value) in &self.extra_headers {
+            headers.append(name, value.clone());
+        }
+        headers.entry(CONTENT_TYPE).or_insert(JSON);
+        self.metrics.observe(route, &method, resp.status().as_u16(), started.elapsed());
+        tracing::debug!(%method, route, status = resp.status().as_u16(), "request");
+
+        let streamed = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take);
+        Ok(resp.map(|body| streamed.unwrap_or_else(|| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())))
+    }
+
+    /// The response and the route label it is counted under.
+    async fn dispatch(&self, mut req: Request<Incoming>) -> (Response, &'static str) {
+        if Cors::is_preflight(req.method(), req.headers()) {
+            return (self.cors.preflight(req.headers()), "preflight");
+        }
+        let path = req.uri().path();
+        if let Some(auth) = &self.auth {
+            if req.method() != Method::OPTIONS && !OPEN_PATHS.contains(&path) {
+                match auth.check(req.headers()) {
+                    Ok(user) => {
+                        req.extensions_mut().insert(user);
+                    }
+                    Err(err) => return (unauthorized(&err), "unauthorized"),
+                }
+            }
+        }
+        let path = req.uri().path();
+        if path.len() > 1 && path.ends_with('/') {
+            return (redirect_without_slash(req.uri()), "redirect");
+        }
+        let limit = if path == "/add" { self.max_add_body_size } else { Some(self.max_body_size) };
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(limit), Some(declared)) = (limit, declared) {
+            if declared > limit {
+                let message = format!("request body exceeds {limit} bytes");
+                return (error_response(StatusCode::PAYLOAD_TOO_LARGE, message), "too_large");
+            }
+        }
+        let resp = warp::service(self.routes.clone()).call(req).await.unwrap_or_else(|never| match never {});
+        let route = resp.extensions().get::<RouteLabel>().map_or("unmatched", |r| r.0);
+        (resp, route)
+    }
+}
+
+/// 307 keeps the method and body, unlike 301 (reference issue #1415).
+fn redirect_without_slash(uri: &http::Uri) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    let location = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut resp = Response::new(Vec::<u8>::new().into());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, value);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slash_redirects_keep_the_query() {
+        let resp = redirect_without_slash(&"/pins/?filter=pinned".parse().unwrap());
+        assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(resp.headers()[LOCATION], "/pins?filter=pinned");
+        let resp = redirect_without_slash(&"/id//".parse().unwrap());
+        assert_eq!(resp.headers()[LOCATION], "/id");
+    }
+}

@@ -1,0 +1,139 @@
+//! Streaming responses as the reference sends them: NDJSON, one object per line, flushed per item,
+//! with `Trailer: X-Stream-Error` and that trailer always sent at the end (empty when all went well).
+//!
+//! warp's body type cannot carry trailers, so the handler parks the real body in a response
+//! extension ([`TrailerBody`]) and the outer service (`service.rs`) swaps it in.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TRAILER};
+use http::{HeaderMap, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use serde::Serialize;
+use warp::reply::Response;
+
+use super::error::{error_response, no_content, JSON};
+use crate::Result;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type the server writes.
+pub(crate) type ApiBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub(crate) const STREAM_ERROR: HeaderName = HeaderName::from_static("x-stream-error");
+
+/// A body with trailers, travelling in the extensions of a warp response.
+#[derive(Clone)]
+pub(crate) struct TrailerBody(Arc<Mutex<Option<ApiBody>>>);
+
+impl TrailerBody {
+    pub(crate) fn take(&self) -> Option<ApiBody> {
+        self.0.lock().expect("not poisoned").take()
+    }
+}
+
+/// 200 + NDJSON when the stream has items; 204 when it is empty; 500 + error JSON when it fails
+/// before the first item. A later failure ends the body and goes in the `X-Stream-Error` trailer.
+pub(crate) async fn ndjson<T: Serialize + Send + 'static>(mut items: BoxStream<'static, Result<T>>) -> Response {
+    let mut resp = match items.next().await {
+        None => no_content(),
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "stream failed before its first item");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+        }
+        Some(Ok(first)) => {
+            let items = stream::iter([Ok(first)]).chain(items).boxed();
+            let body = StreamBody::new(frames(items)).boxed_unsync();
+            let mut resp = Response::new(Vec::<u8>::new().into());
+            resp.headers_mut().insert(CONTENT_TYPE, JSON);
+            resp.extensions_mut().insert(TrailerBody(Arc::new(Mutex::new(Some(body)))));
+            resp
+        }
+    };
+    resp.headers_mut().insert(TRAILER, HeaderValue::from_static("X-Stream-Error"));
+    resp
+}
+
+/// One data frame per item, then the trailer frame; nothing after an error.
+fn frames<T: Serialize + Send + 'static>(
+    items: BoxStream<'static, Result<T>>,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
+    stream::unfold(Some(items), |state| async move {
+        let mut items = state?;
+        let frame = match items.next().await {
+            Some(Ok(item)) => match serde_json::to_vec(&item) {
+                Ok(mut line) => {
+                    line.push(b'\n');
+                    return Some((Ok(Frame::data(Bytes::from(line))), Some(items)));
+                }
+                Err(e) => trailer(&format!("encoding stream item: {e}")),
+            },
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "stream failed mid-way");
+                trailer(&err.to_string())
+            }
+            None => trailer(""),
+        };
+        Some((Ok(frame), None))
+    })
+}
+
+fn trailer(message: &str) -> Frame<Bytes> {
+    let mut trailers = HeaderMap::new();
+    // Header values cannot hold newlines; keep the message on one line.
+    let value = HeaderValue::from_str(&message.replace(['\r', '\n'], " "))
+        .unwrap_or_else(|_| HeaderValue::from_static("stream error (message not representable)"));
+    trailers.insert(STREAM_ERROR, value);
+    Frame::trailers(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    async fn collect(resp: Response) -> (StatusCode, Vec<u8>, Option<HeaderMap>) {
+        let status = resp.status();
+        let body = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take);
+        let Some(body) = body else {
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            return (status, bytes.to_vec(), None);
+        };
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (status, collected.to_bytes().to_vec(), trailers)
+    }
+
+    #[tokio::test]
+    async fn items_become_lines_and_an_empty_trailer() {
+        let resp = ndjson(stream::iter([Ok(1), Ok(2)]).boxed()).await;
+        assert_eq!(resp.headers()[TRAILER], "X-Stream-Error");
+        let (status, body, trailers) = collect(resp).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"1\n2\n");
+        assert_eq!(trailers.unwrap()[STREAM_ERROR], "");
+    }
+
+    #[tokio::test]
+    async fn a_mid_stream_error_ends_the_body_and_fills_the_trailer() {
+        let items = stream::iter([Ok(1), Err(Error::Ipfs("daemon went away".into())), Ok(3)]).boxed();
+        let (status, body, trailers) = collect(ndjson(items).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"1\n");
+        assert_eq!(trailers.unwrap()[STREAM_ERROR], "IPFS error: daemon went away");
+    }
+
+    #[tokio::test]
+    async fn empty_is_204_and_early_error_is_500() {
+        let (status, body, _) = collect(ndjson(stream::empty::<Result<u8>>().boxed()).await).await;
+        assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+        let items = stream::iter([Err::<u8, _>(Error::Storage("cannot read".into()))]).boxed();
+        let (status, body, _) = collect(ndjson(items).await).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json, serde_json::json!({"code": 500, "message": "state storage: cannot read"}));
+    }
+}

@@ -1,0 +1,401 @@
+//! A typed client of the cluster REST API, shared by the CLI, the tests and the operator.
+//!
+//! Built on hyper's client (not reqwest) because streaming endpoints report late failures in an
+//! HTTP trailer, which reqwest cannot read. Plain HTTP only.
+//!
+//! ```no_run
+//! # async fn demo() -> sidecar::Result<()> {
+//! use futures::TryStreamExt;
+//! let client = sidecar::client::Client::new("/ip4/127.0.0.1/tcp/9094")?.with_basic_auth("admin", "pw");
+//! let pins: Vec<_> = client.status_all(None, &[], false).await?.try_collect().await?;
+//! # Ok(()) }
+//! ```
+
+mod ndjson;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, TE};
+use http::{Method, Request, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use multiaddr::{Multiaddr, Protocol};
+use serde::de::DeserializeOwned;
+
+use crate::types::{
+    Alert, ApiError, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType,
+    Readiness, Token, Version,
+};
+use crate::{Error, Result};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// `(host, port)` of a TCP multiaddr: `/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>`.
+pub fn multiaddr_host_port(addr: &Multiaddr) -> Result<(String, u16)> {
+    let mut parts = addr.iter();
+    let host = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.to_string(),
+        Some(Protocol::Ip6(ip)) => ip.to_string(),
+        Some(Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h)) => h.to_string(),
+        _ => return Err(Error::Config(format!("{addr}: expected /ip4, /ip6 or /dns address"))),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) => Ok((host, port)),
+        _ => Err(Error::Config(format!("{addr}: expected /tcp/<port> after the host"))),
+    }
+}
+
+/// One file of [`Client::add`].
+#[derive(Clone, Debug)]
+pub struct AddFile {
+    pub name: String,
+    pub data: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: hyper_util::client::legacy::Client<HttpConnector, ReqBody>,
+    base: String,
+    authorization: Option<HeaderValue>,
+    timeout: Option<Duration>,
+}
+
+impl Client {
+    /// `endpoint` is a URL (`http://host:9094`) or a multiaddr (`/ip4/127.0.0.1/tcp/9094`).
+    pub fn new(endpoint: &str) -> Result<Self> {
+        let base = if endpoint.starts_with('/') {
+            let addr: Multiaddr = endpoint.parse().map_err(|e| Error::Config(format!("{endpoint}: {e}")))?;
+            let (host, port) = multiaddr_host_port(&addr)?;
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            format!("http://{host}:{port}")
+        } else if let Some(rest) = endpoint.strip_prefix("http://") {
+            format!("http://{}", rest.trim_end_matches('/'))
+        } else {
+            return Err(Error::Config(format!("{endpoint}: expected an http:// URL or a multiaddr (https is not supported)")));
+        };
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        Ok(Client { http, base, authorization: None, timeout: None })
+    }
+
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        let value = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        self.authorization = HeaderValue::from_str(&value).ok();
+        self
+    }
+
+    pub fn with_bearer_token(mut self, token: &str) -> Self {
+        self.authorization = HeaderValue::from_str(&format!("Bearer {token}")).ok();
+        self
+    }
+
+    /// Bounds whole requests; for streams, the wait for the response head.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn id(&self) -> Result<Id> {
+        self.json(Method::GET, "/id", &[]).await
+    }
+
+    pub async fn version(&self) -> Result<Version> {
+        self.json(Method::GET, "/version", &[]).await
+    }
+
+    pub async fn peers(&self) -> Result<BoxStream<'static, Result<Id>>> {
+        self.stream(Method::GET, "/peers", &[], empty()).await
+    }
+
+    /// `POST /pins/{cid}`: the pin as committed.
+    pub async fn pin(&self, cid: &Cid, options: &PinOptions) -> Result<Pin> {
+        self.json(Method::POST, &format!("/pins/{cid}"), &options.to_query()).await
+    }
+
+    /// `POST /pins/{ipfs,ipns,ipld}/...`; `path` starts with `/ipfs/`, `/ipns/` or `/ipld/`.
+    pub async fn pin_path(&self, path: &str, options: &PinOptions) -> Result<Pin> {
+        self.json(Method::POST, &format!("/pins{}", path.trim_end_matches('/')), &options.to_query()).await
+    }
+
+    pub async fn unpin(&self, cid: &Cid) -> Result<Pin> {
+        self.json(Method::DELETE, &format!("/pins/{cid}"), &[]).await
+    }
+
+    pub async fn unpin_path(&self, path: &str) -> Result<Pin> {
+        self.json(Method::DELETE, &format!("/pins{}", path.trim_end_matches('/')), &[]).await
+    }
+
+    /// `GET /allocations`; an empty `filter` lists every type.
+    pub async fn allocations(&self, filter: &[PinType]) -> Result<BoxStream<'static, Result<Pin>>> {
+        let query = if filter.is_empty() {
+            vec![]
+        } else {
+            vec![("filter".to_string(), filter.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","))]
+        };
+        self.stream(Method::GET, "/allocations", &query, empty()).await
+    }
+
+    pub async fn allocation(&self, cid: &Cid) -> Result<Pin> {
+        self.json(Method::GET, &format!("/allocations/{cid}"), &[]).await
+    }
+
+    pub async fn status(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
+        self.json(Method::GET, &format!("/pins/{cid}"), &local_query(local)).await
+    }
+
+    /// `GET /pins`: `filter` is a comma-separated list of status names (`pinned,error`...);
+    /// non-empty `cids` restricts the listing to them.
+    pub async fn status_all(
+        &self,
+        filter: Option<&str>,
+        cids: &[Cid],
+        local: bool,
+    ) -> Result<BoxStream<'static, Result<GlobalPinInfo>>> {
+        let mut query = local_query(local);
+        if let Some(filter) = filter.filter(|f| !f.is_empty()) {
+            query.push(("filter".into(), filter.into()));
+        }
+        if !cids.is_empty() {
+            query.push(("cids".into(), cids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")));
+        }
+        self.stream(Method::GET, "/pins", &query, empty()).await
+    }
+
+    pub async fn recover(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
+        self.json(Method::POST, &format!("/pins/{cid}/recover"), &local_query(local)).await
+    }
+
+    pub async fn recover_all(&self, local: bool) -> Result<BoxStream<'static, Result<GlobalPinInfo>>> {
+        self.stream(Method::POST, "/pins/recover", &local_query(local), empty()).await
+    }
+
+    /// `POST /add` of in-memory files; `query` carries pin options and add parameters.
+    pub async fn add(
+        &self,
+        files: Vec<AddFile>,
+        query: &[(String, String)],
+    ) -> Result<BoxStream<'static, Result<crate::types::AddedOutput>>> {
+        let boundary = "sidecar-client-boundary-7d1c2f";
+        let mut parts: Vec<Bytes> = Vec::new();
+        for file in files {
+            let name = file.name.replace('"', "%22");
+            parts.push(Bytes::from(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )));
+            parts.push(file.data);
+            parts.push(Bytes::from_static(b"\r\n"));
+        }
+        parts.push(Bytes::from(format!("--{boundary}--\r\n")));
+        let frames = stream::iter(parts.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b))));
+        let body = StreamBody::new(frames).boxed_unsync();
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let request = self.request(Method::POST, "/add", query, body, Some(&content_type))?;
+        let resp = self.send(request).await?;
+        stream_of(resp).await
+    }
+
+    pub async fn metric_names(&self) -> Result<Vec<String>> {
+        self.json(Method::GET, "/monitor/metrics", &[]).await
+    }
+
+    pub async fn metrics(&self, name: &str) -> Result<Vec<Metric>> {
+        self.json(Method::GET, &format!("/monitor/metrics/{name}"), &[]).await
+    }
+
+    pub async fn alerts(&self) -> Result<Vec<Alert>> {
+        self.json(Method::GET, "/health/alerts", &[]).await
+    }
+
+    pub async fn health_graph(&self) -> Result<ConnectGraph> {
+        self.json(Method::GET, "/health/graph", &[]).await
+    }
+
+    /// `GET /health`: `Ok` when the peer answers 204.
+    pub async fn health(&self) -> Result<()> {
+        let resp = self.send(self.request(Method::GET, "/health", &[], empty(), None)?).await?;
+        expect_success(resp).await.map(drop)
+    }
+
+    /// `GET /readyz`: the report whether ready (200) or not (503).
+    pub async fn readiness(&self) -> Result<Readiness> {
+        let resp = self.send(self.request(Method::GET, "/readyz", &[], empty(), None)?).await?;
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            return parse_body(resp).await;
+        }
+        parse_body(expect_success(resp).await?).await
+    }
+
+    pub async fn ipfs_gc(&self, local: bool) -> Result<GlobalRepoGc> {
+        self.json(Method::POST, "/ipfs/gc", &local_query(local)).await
+    }
+
+    /// `POST /token`: a JWT for the authenticated user, for [`Client::with_bearer_token`].
+    pub async fn token(&self) -> Result<String> {
+        Ok(self.json::<Token>(Method::POST, "/token", &[]).await?.token)
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: ReqBody,
+        content_type: Option<&str>,
+    ) -> Result<Request<ReqBody>> {
+        let mut uri = format!("{}{path}", self.base);
+        if !query.is_empty() {
+            let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+            uri.push('?');
+            uri.push_str(&encoded);
+        }
+        let mut builder = Request::builder().method(method).uri(&uri).header(TE, "trailers");
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header(CONTENT_TYPE, content_type);
+        }
+        builder.body(body).map_err(|e| Error::BadRequest(format!("cannot build request for {uri}: {e}")))
+    }
+
+    async fn send(&self, request: Request<ReqBody>) -> Result<http::Response<Incoming>> {
+        let what = format!("{} {}", request.method(), request.uri());
+        let call = self.http.request(request);
+        let result = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| Error::Timeout(what.clone()))?,
+            None => call.await,
+        };
+        result.map_err(|e| Error::Io(std::io::Error::other(format!("{what}: {e}"))))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, query: &[(String, String)]) -> Result<T> {
+        let request = self.request(method, path, query, empty(), None)?;
+        let what = format!("{} {}", request.method(), request.uri());
+        let call = async { parse_body(expect_success(self.send(request).await?).await?).await };
+        match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| Error::Timeout(what))?,
+            None => call.await,
+        }
+    }
+
+    async fn stream<T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: ReqBody,
+    ) -> Result<BoxStream<'static, Result<T>>> {
+        let resp = self.send(self.request(method, path, query, body, None)?).await?;
+        stream_of(resp).await
+    }
+}
+
+fn empty() -> ReqBody {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn local_query(local: bool) -> Vec<(String, String)> {
+    if local {
+        vec![("local".into(), "true".into())]
+    } else {
+        vec![]
+    }
+}
+
+async fn stream_of<T: DeserializeOwned + Send + 'static>(
+    resp: http::Response<Incoming>,
+) -> Result<BoxStream<'static, Result<T>>> {
+    let resp = expect_success(resp).await?;
+    if resp.status() == StatusCode::NO_CONTENT {
+        return Ok(stream::empty().boxed());
+    }
+    Ok(ndjson::items(resp.into_body()))
+}
+
+/// The response when it is a success; otherwise its error JSON as a crate error.
+async fn expect_success(resp: http::Response<Incoming>) -> Result<http::Response<Incoming>> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let message = match serde_json::from_slice::<ApiError>(&body) {
+        Ok(api) => api.message,
+        Err(_) => String::from_utf8_lossy(&body).trim().to_string(),
+    };
+    Err(error_from_message(status.as_u16(), message))
+}
+
+async fn parse_body<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Result<T> {
+    let body = resp.into_body().collect().await.map_err(|e| Error::Io(std::io::Error::other(e)))?.to_bytes();
+    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("unexpected response from the server: {e}")))
+}
+
+/// The crate error for a status and the server's message; server-side variants are recognised by
+/// the text they display, so an error keeps its kind across the wire.
+pub(crate) fn error_from_message(status: u16, message: String) -> Error {
+    match status {
+        400 if message.starts_with("error decoding Cid") => Error::InvalidCid(message),
+        400 => Error::BadRequest(message),
+        401 => Error::Unauthorized(message),
+        404 => Error::NotFound(message),
+        _ => {
+            let strip = |prefix: &str| message.strip_prefix(prefix).map(str::to_string);
+            if let Some(rest) = strip("IPFS error: ") {
+                Error::Ipfs(rest)
+            } else if let Some(rest) = strip("IPFS daemon unreachable: ") {
+                Error::IpfsUnreachable(rest)
+            } else if let Some(rest) = strip("timed out: ") {
+                Error::Timeout(rest)
+            } else if let Some(rest) = strip("state storage: ") {
+                Error::Storage(rest)
+            } else if message.starts_with("not enough peers to allocate") {
+                Error::Allocation(message)
+            } else if message == "the peer is shutting down" {
+                Error::ShuttingDown
+            } else {
+                Error::Io(std::io::Error::other(format!("server error {status}: {message}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_from_multiaddrs_and_urls() {
+        assert_eq!(Client::new("/ip4/127.0.0.1/tcp/9094").unwrap().base_url(), "http://127.0.0.1:9094");
+        assert_eq!(Client::new("/ip6/::1/tcp/9094").unwrap().base_url(), "http://[::1]:9094");
+        assert_eq!(Client::new("/dns/cluster-0.svc/tcp/9094").unwrap().base_url(), "http://cluster-0.svc:9094");
+        assert_eq!(Client::new("http://localhost:9094/").unwrap().base_url(), "http://localhost:9094");
+        assert!(Client::new("https://x").is_err());
+        assert!(Client::new("/ip4/1.2.3.4/udp/1").is_err());
+    }
+
+    #[test]
+    fn statuses_become_error_kinds() {
+        let e = |s, m: &str| error_from_message(s, m.to_string());
+        assert!(matches!(e(400, "error decoding Cid: bad"), Error::InvalidCid(_)));
+        assert!(matches!(e(400, "parameter replication-min invalid"), Error::BadRequest(_)));
+        assert!(matches!(e(401, "unauthorized: access denied"), Error::Unauthorized(_)));
+        assert!(matches!(e(404, "not found"), Error::NotFound(_)));
+        assert!(matches!(e(500, "IPFS error: pin failed"), Error::Ipfs(m) if m == "pin failed"));
+        assert!(matches!(e(500, "not enough peers to allocate CID. Needed at least: 2"), Error::Allocation(_)));
+        assert!(matches!(e(500, "the peer is shutting down"), Error::ShuttingDown));
+        let other = e(502, "bad gateway").to_string();
+        assert!(other.contains("502") && other.contains("bad gateway"), "{other}");
+    }
+}

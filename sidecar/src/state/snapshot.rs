@@ -1,0 +1,263 @@
+//! The snapshot stream: the whole pinset, self-describing and checksummed, for Raft snapshots and
+//! state export/import.
+//!
+//! Layout (integers little-endian):
+//! - header: `PINSNAP\0`, u32 format version, u64 pin count, u8 1/0 for whether a `last_applied`
+//!   blob follows, then (if 1) u32 length + the blob;
+//! - `count` records: u32 length + the record as stored (versioned, see `store::encode_pin`);
+//! - trailer: `PINSEND\0`, u32 CRC-32 (IEEE) of every byte before it; then the end of the stream.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use super::store::{self, Tables};
+use super::PinState;
+use crate::{Error, Result};
+
+const HEADER_MAGIC: &[u8; 8] = b"PINSNAP\0";
+const TRAILER_MAGIC: &[u8; 8] = b"PINSEND\0";
+const SNAPSHOT_VERSION: u32 = 1;
+/// Far above any real pin or blob: a bigger length is damage, not something to allocate.
+const MAX_ITEM_LEN: u32 = 16 * 1024 * 1024;
+
+/// What a restore installed. See [`super::StateObserver::on_restored`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreSummary {
+    /// Pins in the state after the restore.
+    pub pins: u64,
+    /// The `last_applied` blob that came with the snapshot.
+    pub last_applied: Option<Vec<u8>>,
+}
+
+pub(super) fn write(state: &PinState, writer: impl Write) -> Result<u64> {
+    let path = state.path();
+    let txn = state.begin_read()?;
+    let pins = store::open_read(&txn, store::PINS, path)?;
+    let meta = store::open_read(&txn, store::META, path)?;
+    let count = pins.len().map_err(|e| store::db_error(path, "counting pins for a snapshot", e))?;
+    let applied = meta.get(store::LAST_APPLIED).map_err(|e| store::db_error(path, "reading meta for a snapshot", e))?;
+
+    let sink_error = |e: io::Error| Error::Storage(format!("writing a snapshot of {}: {e}", path.display()));
+    let mut out = Checksummed::new(BufWriter::with_capacity(256 * 1024, writer));
+    out.write(HEADER_MAGIC).map_err(sink_error)?;
+    out.write(&SNAPSHOT_VERSION.to_le_bytes()).map_err(sink_error)?;
+    out.write(&count.to_le_bytes()).map_err(sink_error)?;
+    match &applied {
+        Some(blob) => {
+            out.write(&[1]).map_err(sink_error)?;
+            out.write_item(blob.value()).map_err(sink_error)?;
+        }
+        None => out.write(&[0]).map_err(sink_error)?,
+    }
+    let mut written = 0u64;
+    for entry in pins.iter().map_err(|e| store::db_error(path, "reading pins for a snapshot", e))? {
+        let (key, record) = entry.map_err(|e| store::db_error(path, "reading pins for a snapshot", e))?;
+        // A damaged record must stop the snapshot here rather than travel to other peers.
+        store::decode_pin(path, key.value(), record.value())?;
+        out.write_item(record.value()).map_err(sink_error)?;
+        written += 1;
+    }
+    if written != count {
+        return Err(store::damaged(path, format!("the pins table holds {written} records but counts {count}")));
+    }
+    let crc = out.crc.finish();
+    out.write(TRAILER_MAGIC).map_err(sink_error)?;
+    out.write(&crc.to_le_bytes()).map_err(sink_error)?;
+    out.inner.flush().map_err(sink_error)?;
+    Ok(count)
+}
+
+pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<RestoreSummary> {
+    let path = state.path();
+    let mut input = Checksummed::new(BufReader::with_capacity(256 * 1024, reader));
+    let (count, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
+
+    let txn = state.db.begin_write().map_err(|e| store::db_error(path, "starting a restore", e))?;
+    // Nothing below is visible, or durable, until the commit: any error drops `txn`, which rolls
+    // the whole restore back and leaves the state as it was.
+    let clear = |e| store::db_error(path, "clearing the pinset for a restore", e);
+    txn.delete_table(store::PINS).map_err(clear)?;
+    txn.delete_table(store::EXPIRY).map_err(clear)?;
+    {
+        let mut tables = Tables::open(&txn, path)?;
+        let mut record = Vec::new();
+        for index in 0..count {
+            input.read_item(&mut record).map_err(|e| rejected(path, e))?;
+            let pin = store::decode_record(&record)
+                .map_err(|why| rejected(path, StreamError::Invalid(format!("record {index}: {why}"))))?;
+            if tables.put(&pin)?.is_some() {
+                return Err(rejected(path, StreamError::Invalid(format!("record {index}: {} appears twice", pin.cid))));
+            }
+        }
+        read_trailer(&mut input).map_err(|e| rejected(path, e))?;
+        tables.set_last_applied(applied.as_deref())?;
+    }
+    txn.commit().map_err(|e| store::db_error(path, "committing a restore", e))?;
+    tracing::info!(file = %path.display(), pins = count, "restored the pinset from a snapshot");
+    Ok(RestoreSummary { pins: count, last_applied: applied })
+}
+
+fn read_header<R: Read>(input: &mut Checksummed<R>) -> Result<(u64, Option<Vec<u8>>), StreamError> {
+    let mut magic = [0; 8];
+    input.read(&mut magic)?;
+    if &magic != HEADER_MAGIC {
+        return Err(StreamError::Invalid("it is not a pinset snapshot".into()));
+    }
+    let version = u32::from_le_bytes(input.array()?);
+    if version != SNAPSHOT_VERSION {
+        return Err(StreamError::Invalid(format!(
+            "snapshot format version {version}, this build reads only version {SNAPSHOT_VERSION}"
+        )));
+    }
+    let count = u64::from_le_bytes(input.array()?);
+    let applied = match input.array::<1>()? {
+        [0] => None,
+        [1] => {
+            let mut blob = Vec::new();
+            input.read_item(&mut blob)?;
+            Some(blob)
+        }
+        [other] => return Err(StreamError::Invalid(format!("bad last_applied flag {other}"))),
+    };
+    Ok((count, applied))
+}
+
+fn read_trailer<R: Read>(input: &mut Checksummed<R>) -> Result<(), StreamError> {
+    let expected = input.crc.finish();
+    let mut magic = [0; 8];
+    input.read(&mut magic)?;
+    if &magic != TRAILER_MAGIC {
+        return Err(StreamError::Invalid("the trailer is missing (more records than the header counts?)".into()));
+    }
+    let stored = u32::from_le_bytes(input.array()?);
+    if stored != expected {
+        return Err(StreamError::Invalid(format!("checksum mismatch (stored {stored:08x}, computed {expected:08x})")));
+    }
+    let mut extra = [0; 1];
+    match input.inner.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(StreamError::Invalid("unexpected bytes after the trailer".into())),
+        Err(e) => Err(StreamError::Io(e)),
+    }
+}
+
+enum StreamError {
+    Io(io::Error),
+    Invalid(String),
+}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> Self {
+        StreamError::Io(e)
+    }
+}
+
+fn rejected(path: &Path, e: StreamError) -> Error {
+    let why = match e {
+        StreamError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => "the stream is truncated".to_string(),
+        StreamError::Io(e) => format!("reading it failed: {e}"),
+        StreamError::Invalid(why) => why,
+    };
+    Error::Storage(format!("snapshot rejected, the pinset in {} is unchanged: {why}", path.display()))
+}
+
+/// A reader or writer that checksums every byte passing through it.
+struct Checksummed<T> {
+    inner: T,
+    crc: Crc32,
+}
+
+impl<T> Checksummed<T> {
+    fn new(inner: T) -> Self {
+        Checksummed { inner, crc: Crc32::new() }
+    }
+}
+
+impl<W: Write> Checksummed<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc.update(bytes);
+        self.inner.write_all(bytes)
+    }
+
+    fn write_item(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(bytes.len()).ok().filter(|len| *len <= MAX_ITEM_LEN).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("an item of {} bytes is too large", bytes.len()))
+        })?;
+        self.write(&len.to_le_bytes())?;
+        self.write(bytes)
+    }
+}
+
+impl<R: Read> Checksummed<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact(out)?;
+        self.crc.update(out);
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        let mut out = [0; N];
+        self.read(&mut out)?;
+        Ok(out)
+    }
+
+    fn read_item(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let len = u32::from_le_bytes(self.array()?);
+        if len > MAX_ITEM_LEN {
+            return Err(StreamError::Invalid(format!("an item claims {len} bytes")));
+        }
+        out.resize(len as usize, 0);
+        self.read(out)?;
+        Ok(())
+    }
+}
+
+/// CRC-32 (IEEE 802.3, as zlib and PNG): enough to catch damage in transit or at rest.
+struct Crc32(u32);
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            bit += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+impl Crc32 {
+    fn new() -> Self {
+        Crc32(0xFFFF_FFFF)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = CRC_TABLE[((self.0 ^ u32::from(byte)) & 0xFF) as usize] ^ (self.0 >> 8);
+        }
+    }
+
+    fn finish(&self) -> u32 {
+        !self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Crc32;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        let mut crc = Crc32::new();
+        crc.update(b"1234");
+        crc.update(b"56789");
+        assert_eq!(crc.finish(), 0xCBF4_3926);
+    }
+}

@@ -1,0 +1,270 @@
+//! The redb layout of the pinset: opening and creating the file, tables, record encoding, and
+//! redb errors turned into messages that name the file and say what to do.
+
+use std::fmt::Display;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, Table, TableDefinition,
+    TableError, WriteTransaction,
+};
+
+use super::{StateChange, StateOp, StateOptions};
+use crate::types::{CidKey, Pin};
+use crate::{Error, Result};
+
+/// CidKey bytes -> record (see [`encode_pin`]).
+pub(super) const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pins");
+/// (expire_at as Unix seconds, CidKey bytes) -> (): pins by expiry, so `expired` reads only what is due.
+pub(super) const EXPIRY: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("expiry");
+/// Format version and the consensus layer's `last_applied` blob.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(super) const LAST_APPLIED: &str = "last_applied";
+const FORMAT: &str = "format";
+/// Version of the table layout; a file with another one is refused, never guessed at.
+pub(super) const FORMAT_VERSION: u32 = 1;
+/// First byte of every record: how the rest is encoded (1 = postcard of [`Pin`]).
+const RECORD_V1: u8 = 1;
+
+const DAMAGED_HINT: &str = "it was left as it is: restore it from a snapshot, or move it away so that the peer \
+    starts with an empty pinset and re-syncs from the cluster";
+
+/// Opens the state file, creating it only when nothing is at `path`.
+pub(super) fn open(path: &Path, options: &StateOptions) -> Result<Database> {
+    let exists = path.try_exists().map_err(|e| {
+        Error::Storage(format!(
+            "{}: cannot tell whether the state file exists: {e}; check the permissions of its directory",
+            path.display()
+        ))
+    })?;
+    if !exists {
+        create(path)?;
+    }
+    if fs::metadata(path).map(|m| m.len()).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))? == 0 {
+        return Err(damaged(path, "it is empty (0 bytes)"));
+    }
+    let mut builder = Builder::new();
+    builder.set_cache_size(options.cache_size);
+    // Even a clean writable open rewrites redb's header, so the file is vetted read-only first:
+    // a file we refuse is left byte for byte as it was.
+    match builder.open_read_only(path) {
+        Ok(db) => {
+            check_layout(&db, path)?;
+            db.close().map_err(|e| db_error(path, "cannot open the pinset state", e))?;
+        }
+        // Not shut down cleanly: only the writable open below may repair it; vetted after that.
+        Err(DatabaseError::RepairAborted) => {
+            tracing::warn!(file = %path.display(), "the pinset state was not closed cleanly; repairing it")
+        }
+        Err(e) => return Err(db_error(path, "cannot open the pinset state", e)),
+    }
+    let db = builder.open(path).map_err(|e| db_error(path, "cannot open the pinset state", e))?;
+    check_layout(&db, path)?;
+    Ok(db)
+}
+
+/// Builds an empty state beside `path` and renames it into place once durable, so a file at
+/// `path` is always a complete state: an empty or half-written one there is damage, not a
+/// crash during creation, and is reported instead of being initialised over.
+fn create(path: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::Storage(format!("{}: {what}: {e}", path.display()));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| io("cannot create the state directory", e))?;
+    let staging = staging_path(path);
+    match fs::remove_file(&staging) {
+        Ok(()) => tracing::warn!(file = %staging.display(), "removed an unfinished state file from an interrupted start"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("cannot remove the unfinished state file beside it", e)),
+    }
+    let db = Builder::new().create(&staging).map_err(|e| db_error(&staging, "cannot create the pinset state", e))?;
+    let txn = db.begin_write().map_err(|e| db_error(&staging, "cannot initialise the pinset state", e))?;
+    {
+        Tables::open(&txn, &staging)?.meta.insert(FORMAT, FORMAT_VERSION.to_le_bytes().as_slice()).map_err(
+            |e| db_error(&staging, "cannot initialise the pinset state", e),
+        )?;
+    }
+    txn.commit().map_err(|e| db_error(&staging, "cannot initialise the pinset state", e))?;
+    db.close().map_err(|e| db_error(&staging, "cannot close the new pinset state", e))?;
+    fs::rename(&staging, path).map_err(|e| io("cannot move the new state file into place", e))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("cannot sync the state directory", e))?;
+    tracing::info!(file = %path.display(), "created an empty pinset state");
+    Ok(())
+}
+
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    PathBuf::from(name)
+}
+
+/// Refuses a redb file that is not a pinset of a format this build reads.
+fn check_layout(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
+    let foreign = || {
+        Error::Storage(format!(
+            "{} is a redb database but not a pinset state file; it was left as it is: point the state \
+             path elsewhere or move the file away",
+            path.display()
+        ))
+    };
+    let txn = db.begin_read().map_err(|e| db_error(path, "cannot read the pinset state", e))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_) | TableError::TableTypeMismatch { .. } | TableError::TableIsMultimap(_)) => {
+            return Err(foreign())
+        }
+        Err(e) => return Err(db_error(path, "cannot read the pinset state", e)),
+    };
+    let format = meta.get(FORMAT).map_err(|e| db_error(path, "cannot read the pinset state", e))?.ok_or_else(foreign)?;
+    let version = <[u8; 4]>::try_from(format.value())
+        .map(u32::from_le_bytes)
+        .map_err(|_| damaged(path, "its format version is unreadable"))?;
+    if version != FORMAT_VERSION {
+        return Err(Error::Storage(format!(
+            "{} has pinset format version {version}, and this build reads only version {FORMAT_VERSION}; it was \
+             left as it is: run a sidecar release that reads it, or restore the state from a snapshot",
+            path.display()
+        )));
+    }
+    open_read(&txn, PINS, path)?;
+    open_read(&txn, EXPIRY, path)?;
+    Ok(())
+}
+
+/// The tables of a write transaction, and the one place where a pin is written or removed,
+/// keeping `pins` and `expiry` in step.
+pub(super) struct Tables<'t> {
+    pins: Table<'t, &'static [u8], &'static [u8]>,
+    expiry: Table<'t, (i64, &'static [u8]), ()>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+    path: &'t Path,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<Self> {
+        let err = |e| db_error(path, "cannot open the pinset tables", e);
+        Ok(Tables {
+            pins: txn.open_table(PINS).map_err(err)?,
+            expiry: txn.open_table(EXPIRY).map_err(err)?,
+            meta: txn.open_table(META).map_err(err)?,
+            path,
+        })
+    }
+
+    pub(super) fn apply(&mut self, op: &StateOp) -> Result<Option<StateChange>> {
+        match op {
+            StateOp::Pin(pin) => {
+                let previous = self.put(pin)?;
+                Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
+            }
+            StateOp::Unpin(key) => {
+                let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
+                let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
+                let Some(pin) = removed else { return Ok(None) };
+                if let Some(at) = pin.expire_at {
+                    self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
+                }
+                Ok(Some(StateChange::Unpinned { pin }))
+            }
+        }
+    }
+
+    /// Stores `pin` and returns the pin it replaced.
+    pub(super) fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+        let key = pin.key();
+        let record = encode_pin(self.path, pin)?;
+        let previous = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
+        let previous = previous.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
+        if let Some(at) = previous.as_ref().and_then(|p| p.expire_at) {
+            self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
+        }
+        if let Some(at) = pin.expire_at {
+            self.expiry.insert((at.timestamp(), key.as_bytes()), ()).map_err(write_error(self.path))?;
+        }
+        Ok(previous)
+    }
+
+    pub(super) fn set_last_applied(&mut self, applied: Option<&[u8]>) -> Result<()> {
+        match applied {
+            Some(applied) => self.meta.insert(LAST_APPLIED, applied).map(drop),
+            None => self.meta.remove(LAST_APPLIED).map(drop),
+        }
+        .map_err(write_error(self.path))
+    }
+
+}
+
+fn write_error(path: &Path) -> impl Fn(redb::StorageError) -> Error + '_ {
+    move |e| db_error(path, "writing the pinset", e)
+}
+
+pub(super) fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+    path: &Path,
+) -> Result<ReadOnlyTable<K, V>> {
+    txn.open_table(table).map_err(|e| match e {
+        TableError::TableDoesNotExist(name) => damaged(path, format!("its table `{name}` is missing")),
+        e => db_error(path, "cannot read the pinset state", e),
+    })
+}
+
+/// A record: [`RECORD_V1`], then the postcard encoding of the pin.
+pub(super) fn encode_pin(path: &Path, pin: &Pin) -> Result<Vec<u8>> {
+    postcard::to_extend(pin, vec![RECORD_V1])
+        .map_err(|e| Error::Storage(format!("{}: cannot encode the pin of {}: {e}", path.display(), pin.cid)))
+}
+
+/// Reads a record stored under `key`; anything but a well-formed record of that very key is damage.
+pub(super) fn decode_pin(path: &Path, key: &[u8], record: &[u8]) -> Result<Pin> {
+    let pin = decode_record(record).map_err(|why| damaged(path, format!("the record of {}: {why}", describe_key(key))))?;
+    if pin.key().as_bytes() != key {
+        return Err(damaged(path, format!("the record stored under {} is the pin of {}", describe_key(key), pin.cid)));
+    }
+    Ok(pin)
+}
+
+/// Decodes a record of any version this build reads.
+pub(super) fn decode_record(record: &[u8]) -> Result<Pin, String> {
+    match record.split_first() {
+        Some((&RECORD_V1, body)) => match postcard::take_from_bytes::<Pin>(body) {
+            Ok((pin, [])) => Ok(pin),
+            Ok((_, rest)) => Err(format!("{} unexpected bytes after the pin", rest.len())),
+            Err(e) => Err(format!("it does not decode ({e})")),
+        },
+        Some((version, _)) => Err(format!("unknown record version {version}")),
+        None => Err("it is empty".into()),
+    }
+}
+
+fn describe_key(key: &[u8]) -> String {
+    match CidKey::from_bytes(key) {
+        Some(key) => key.to_cid().to_string(),
+        None => format!("key 0x{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+pub(super) fn damaged(path: &Path, what: impl Display) -> Error {
+    Error::Storage(format!("{}: {what}: the state file is damaged; {DAMAGED_HINT}", path.display()))
+}
+
+/// A redb failure, with what we were doing and what the operator can do about it.
+pub(super) fn db_error(path: &Path, doing: &str, e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    let hint = match &e {
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            return damaged(path, format!("{doing}: {e}"))
+        }
+        redb::Error::Corrupted(_) => {
+            return damaged(path, format!("{doing}: {e}"))
+        }
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+            "another process has it open: stop the other peer that uses this data directory"
+        }
+        redb::Error::UpgradeRequired(_) => "it was written by an incompatible storage version: restore it from a snapshot",
+        redb::Error::Io(_) | redb::Error::PreviousIo => "check the disk (free space, permissions), then restart the peer",
+        _ => "restart the peer; if this persists, restore the state from a snapshot",
+    };
+    Error::Storage(format!("{}: {doing}: {e}; {hint}", path.display()))
+}

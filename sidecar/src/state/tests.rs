@@ -1,0 +1,420 @@
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use tempfile::TempDir;
+
+use super::*;
+use crate::types::{fixtures, Cid, CidKey, Pin};
+use crate::Error;
+
+/// A distinct, valid pin for each `n` (raw codec, identity multihash of `n`).
+pub(crate) fn pin_n(n: u64) -> Pin {
+    let hash = multihash::Multihash::<64>::wrap(0x00, &n.to_be_bytes()).unwrap();
+    let mut pin = fixtures::pin("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG");
+    pin.cid = Cid::new_v1(0x55, hash);
+    pin.name = format!("pin-{n}");
+    pin
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+}
+
+fn state_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("state.redb")
+}
+
+fn storage_error<T: std::fmt::Debug>(result: Result<T>) -> String {
+    match result {
+        Err(Error::Storage(msg)) => msg,
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+}
+
+fn all_pins(state: &PinState) -> Vec<Pin> {
+    state.scan(None, usize::MAX).unwrap()
+}
+
+#[test]
+fn apply_get_scan_len() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    assert!(state.is_empty().unwrap());
+
+    let (a, b, c) = (pin_n(1), pin_n(2), pin_n(3));
+    let changes = state
+        .apply(&[StateOp::Pin(a.clone()), StateOp::Pin(b.clone()), StateOp::Pin(c.clone()), StateOp::Unpin(b.key())])
+        .unwrap();
+    assert_eq!(
+        changes,
+        vec![
+            StateChange::Pinned { pin: a.clone(), previous: None },
+            StateChange::Pinned { pin: b.clone(), previous: None },
+            StateChange::Pinned { pin: c.clone(), previous: None },
+            StateChange::Unpinned { pin: b.clone() },
+        ]
+    );
+    assert_eq!(state.len().unwrap(), 2);
+    assert_eq!(state.get(&a.key()).unwrap(), Some(a.clone()));
+    assert_eq!(state.get(&b.key()).unwrap(), None);
+
+    // Replacing reports the previous pin; unpinning an absent pin changes nothing.
+    let mut a2 = a.clone();
+    a2.name = "renamed".into();
+    let outcomes = state.apply_each(&[StateOp::Pin(a2.clone()), StateOp::Unpin(b.key())], None).unwrap();
+    assert_eq!(outcomes, vec![Some(StateChange::Pinned { pin: a2.clone(), previous: Some(a.clone()) }), None]);
+
+    let mut expected = vec![a2, c];
+    expected.sort_by_key(Pin::key);
+    assert_eq!(all_pins(&state), expected);
+}
+
+#[test]
+fn scan_pages_through_everything_in_key_order() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    let ops: Vec<_> = (0..250).map(|n| StateOp::Pin(pin_n(n))).collect();
+    state.apply(&ops).unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<CidKey> = None;
+    loop {
+        let page = state.scan(after.as_ref(), 100).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 100);
+        after = page.last().map(Pin::key);
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 250);
+    assert!(seen.windows(2).all(|w| w[0].key() < w[1].key()));
+    assert_eq!(state.scan(None, 0).unwrap(), vec![]);
+}
+
+#[test]
+fn expired_reads_only_due_pins_and_follows_replacements() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    let mut soon = pin_n(1);
+    soon.expire_at = Some(at("2030-01-01T00:00:00.500Z"));
+    let mut later = pin_n(2);
+    later.expire_at = Some(at("2031-01-01T00:00:00Z"));
+    let never = pin_n(3);
+    state.apply(&[StateOp::Pin(soon.clone()), StateOp::Pin(later.clone()), StateOp::Pin(never)]).unwrap();
+
+    assert_eq!(state.expired(at("2029-12-31T23:59:59Z")).unwrap(), vec![]);
+    // Same second as the expiry but before it: not yet.
+    assert_eq!(state.expired(at("2030-01-01T00:00:00.100Z")).unwrap(), vec![]);
+    assert_eq!(state.expired(at("2030-01-01T00:00:00.500Z")).unwrap(), vec![soon.clone()]);
+    let mut both = vec![soon.clone(), later.clone()];
+    both.sort_by_key(|p| p.expire_at);
+    assert_eq!(state.expired(at("2032-01-01T00:00:00Z")).unwrap(), both);
+
+    // Moving the expiry of `soon` later removes its old index entry; unpinning `later` removes its.
+    let mut moved = soon.clone();
+    moved.expire_at = Some(at("2040-01-01T00:00:00Z"));
+    state.apply(&[StateOp::Pin(moved.clone()), StateOp::Unpin(later.key())]).unwrap();
+    assert_eq!(state.expired(at("2032-01-01T00:00:00Z")).unwrap(), vec![]);
+    assert_eq!(state.expired(at("2040-01-01T00:00:00Z")).unwrap(), vec![moved]);
+}
+
+#[test]
+fn records_round_trip_every_field() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    let mut pin = pin_n(7);
+    pin.replication_factor_min = 2;
+    pin.replication_factor_max = 3;
+    pin.mode = crate::types::PinMode::Direct;
+    pin.shard_size = 1 << 20;
+    pin.user_allocations = vec![libp2p_identity::PeerId::random()];
+    pin.allocations = vec![libp2p_identity::PeerId::random(), libp2p_identity::PeerId::random()];
+    pin.expire_at = Some(at("2030-05-06T07:08:09.123456789Z"));
+    pin.metadata.insert("owner".into(), "me".into());
+    pin.pin_update = Some(pin_n(8).cid);
+    pin.reference = Some(pin_n(9).cid);
+    pin.origins = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
+    pin.pin_type = crate::types::PinType::Meta;
+    pin.max_depth = 0;
+    state.apply(&[StateOp::Pin(pin.clone())]).unwrap();
+    assert_eq!(state.get(&pin.key()).unwrap(), Some(pin));
+}
+
+#[test]
+fn reopening_keeps_pins_and_last_applied() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    {
+        let state = PinState::open(&path).unwrap();
+        assert_eq!(state.last_applied().unwrap(), None);
+        state.apply_each(&[StateOp::Pin(pin_n(1)), StateOp::Pin(pin_n(2))], Some(b"log-7")).unwrap();
+        state.apply(&[StateOp::Unpin(pin_n(1).key())]).unwrap();
+    }
+    let state = PinState::open(&path).unwrap();
+    assert_eq!(all_pins(&state), vec![pin_n(2)]);
+    // A batch without a position leaves the stored one alone.
+    assert_eq!(state.last_applied().unwrap(), Some(b"log-7".to_vec()));
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    let _state = PinState::open(&path).unwrap();
+    let msg = storage_error(PinState::open(&path));
+    assert!(msg.contains("another process has it open"), "{msg}");
+}
+
+/// Opening must fail with a message naming the file, and leave its bytes exactly as they were.
+fn assert_refused(path: &Path, expect: &str) {
+    let before = std::fs::read(path).unwrap();
+    let msg = storage_error(PinState::open(path));
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(expect), "expected {expect:?} in: {msg}");
+    assert!(std::fs::read(path).unwrap() == before, "the file was modified");
+}
+
+fn populated(dir: &TempDir, pins: u64) -> PathBuf {
+    let path = state_path(dir);
+    let state = PinState::open(&path).unwrap();
+    let ops: Vec<_> = (0..pins).map(|n| StateOp::Pin(pin_n(n))).collect();
+    state.apply(&ops).unwrap();
+    path
+}
+
+#[test]
+fn zero_length_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    std::fs::write(&path, b"").unwrap();
+    assert_refused(&path, "damaged");
+}
+
+#[test]
+fn garbage_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
+    assert_refused(&path, "damaged");
+}
+
+#[test]
+fn truncated_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = populated(&dir, 2000);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len / 3).unwrap();
+    drop(file);
+    assert_refused(&path, "damaged");
+}
+
+#[test]
+fn foreign_redb_file_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, u64>::new("something")).unwrap().insert("a", 1).unwrap();
+        txn.commit().unwrap();
+    }
+    assert_refused(&path, "not a pinset state file");
+}
+
+/// Rewrites meta or pins of a state file with raw redb, as damage or another version would.
+fn tamper(path: &Path, edit: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    edit(&txn);
+    txn.commit().unwrap();
+}
+
+#[test]
+fn unknown_format_version_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = populated(&dir, 3);
+    tamper(&path, |txn| {
+        txn.open_table(store::META).unwrap().insert("format", 2u32.to_le_bytes().as_slice()).unwrap();
+    });
+    assert_refused(&path, "format version 2");
+}
+
+#[test]
+fn corrupt_record_is_an_error_when_read_never_skipped() {
+    let dir = TempDir::new().unwrap();
+    let path = populated(&dir, 3);
+    let victim = pin_n(1).key();
+    tamper(&path, |txn| {
+        txn.open_table(store::PINS).unwrap().insert(victim.as_bytes(), [1u8, 0xff, 0xff, 0xff].as_slice()).unwrap();
+    });
+    let state = PinState::open(&path).unwrap();
+    let cid = victim.to_cid().to_string();
+    for msg in [
+        storage_error(state.get(&victim)),
+        storage_error(state.scan(None, 10)),
+        storage_error(state.snapshot(Vec::new())),
+        storage_error(state.apply(&[StateOp::Unpin(victim.clone())])),
+    ] {
+        assert!(msg.contains(&cid) && msg.contains("damaged"), "{msg}");
+    }
+    assert_eq!(state.get(&pin_n(0).key()).unwrap(), Some(pin_n(0)));
+    drop(state);
+    // Nothing was dropped or rewritten: the damaged record is still there, as it was.
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let pins = txn.open_table(store::PINS).unwrap();
+    assert_eq!(pins.get(victim.as_bytes()).unwrap().unwrap().value(), [1u8, 0xff, 0xff, 0xff].as_slice());
+    assert_eq!(redb::ReadableTableMetadata::len(&pins).unwrap(), 3);
+}
+
+#[test]
+fn record_under_the_wrong_key_is_an_error() {
+    let dir = TempDir::new().unwrap();
+    let path = populated(&dir, 2);
+    let record = store::encode_pin(&path, &pin_n(0)).unwrap();
+    tamper(&path, |txn| {
+        txn.open_table(store::PINS).unwrap().insert(pin_n(1).key().as_bytes(), record.as_slice()).unwrap();
+    });
+    let state = PinState::open(&path).unwrap();
+    let msg = storage_error(state.get(&pin_n(1).key()));
+    assert!(msg.contains("is the pin of"), "{msg}");
+}
+
+#[test]
+fn snapshot_restores_into_a_fresh_state() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    let mut pins: Vec<Pin> = (0..500).map(pin_n).collect();
+    pins[3].expire_at = Some(at("2030-01-01T00:00:00Z"));
+    let ops: Vec<_> = pins.iter().cloned().map(StateOp::Pin).collect();
+    source.apply_each(&ops, Some(b"term-2-index-9")).unwrap();
+
+    let mut stream = Vec::new();
+    assert_eq!(source.snapshot(&mut stream).unwrap(), 500);
+
+    let target = PinState::open(&dir.path().join("b.redb")).unwrap();
+    target.apply(&[StateOp::Pin(pin_n(10_000))]).unwrap();
+    let summary = target.restore(stream.as_slice()).unwrap();
+    assert_eq!(summary, RestoreSummary { pins: 500, last_applied: Some(b"term-2-index-9".to_vec()) });
+    assert_eq!(all_pins(&target), all_pins(&source));
+    assert_eq!(target.last_applied().unwrap(), Some(b"term-2-index-9".to_vec()));
+    assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![pins[3].clone()]);
+
+    // An empty state restores to empty, and clears the position.
+    let mut empty = Vec::new();
+    PinState::open(&dir.path().join("c.redb")).unwrap().snapshot(&mut empty).unwrap();
+    assert_eq!(target.restore(empty.as_slice()).unwrap(), RestoreSummary { pins: 0, last_applied: None });
+    assert!(target.is_empty().unwrap());
+    assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![]);
+    assert_eq!(target.last_applied().unwrap(), None);
+}
+
+#[test]
+fn damaged_snapshots_are_rejected_and_change_nothing() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    source.apply(&(0..50).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
+    let mut stream = Vec::new();
+    source.snapshot(&mut stream).unwrap();
+
+    let target = PinState::open(&dir.path().join("b.redb")).unwrap();
+    target.apply_each(&[StateOp::Pin(pin_n(999))], Some(b"mine")).unwrap();
+
+    let mut flipped = stream.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    let mut trailing = stream.clone();
+    trailing.push(0);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bit flip", flipped, ""),
+        ("truncated", stream[..stream.len() - 3].to_vec(), "truncated"),
+        ("cut between records", stream[..stream.len() / 3].to_vec(), "truncated"),
+        ("trailing bytes", trailing, "after the trailer"),
+        ("not a snapshot", b"hello world, this is not it".to_vec(), "not a pinset snapshot"),
+        ("empty", Vec::new(), "truncated"),
+    ];
+    for (name, bytes, expect) in cases {
+        let msg = storage_error(target.restore(bytes.as_slice()));
+        assert!(msg.contains("snapshot rejected") && msg.contains(expect), "{name}: {msg}");
+        assert_eq!(all_pins(&target), vec![pin_n(999)], "{name}");
+        assert_eq!(target.last_applied().unwrap(), Some(b"mine".to_vec()), "{name}");
+    }
+}
+
+/// `cargo test --release -p sidecar state::tests::million -- --ignored --nocapture`
+#[test]
+#[ignore = "a benchmark: 1M pins, takes a minute in release mode"]
+fn million_pins_insert_reopen_scan_snapshot() {
+    const N: u64 = 1_000_000;
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    let state = PinState::open(&path).unwrap();
+    let started = Instant::now();
+    let mut ops = Vec::with_capacity(1024);
+    for n in 0..N {
+        let mut pin = pin_n(n);
+        pin.allocations = vec![libp2p_identity::PeerId::random(), libp2p_identity::PeerId::random()];
+        if n % 10 == 0 {
+            pin.expire_at = Some(Utc::now() + Duration::days(1 + (n % 365) as i64));
+        }
+        ops.push(StateOp::Pin(pin));
+        if ops.len() == 1024 {
+            state.apply(&ops).unwrap();
+            ops.clear();
+        }
+    }
+    state.apply(&ops).unwrap();
+    let insert = started.elapsed();
+    drop(state);
+
+    let started = Instant::now();
+    let state = PinState::open(&path).unwrap();
+    assert_eq!(state.len().unwrap(), N);
+    let reopen = started.elapsed();
+
+    let started = Instant::now();
+    let (mut after, mut seen) = (None, 0u64);
+    loop {
+        let page = state.scan(after.as_ref(), 10_000).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        seen += page.len() as u64;
+    }
+    assert_eq!(seen, N);
+    let scan = started.elapsed();
+
+    let started = Instant::now();
+    let expired = state.expired(Utc::now() + Duration::days(30)).unwrap();
+    assert!(!expired.is_empty());
+    let expiry = started.elapsed();
+
+    let started = Instant::now();
+    let snapshot_path = dir.path().join("snapshot");
+    state.snapshot(std::io::BufWriter::new(std::fs::File::create(&snapshot_path).unwrap())).unwrap();
+    let snapshot = started.elapsed();
+    let started = Instant::now();
+    let copy = PinState::open(&dir.path().join("copy.redb")).unwrap();
+    copy.restore(std::fs::File::open(&snapshot_path).unwrap()).unwrap();
+    let restore = started.elapsed();
+
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let mib = |p: &Path| std::fs::metadata(p).unwrap().len() / (1024 * 1024);
+    println!(
+        "1M pins: insert {insert:?} ({:.0}/s, batches of 1024), reopen {reopen:?}, scan {scan:?} ({:.0}/s), \
+         expired(30 days, {} pins) {expiry:?}, snapshot {snapshot:?} ({} MiB), restore {restore:?}, \
+         file {} MiB, {rss}",
+        N as f64 / insert.as_secs_f64(),
+        N as f64 / scan.as_secs_f64(),
+        expired.len(),
+        mib(&snapshot_path),
+        mib(&path),
+    );
+}
