@@ -4,14 +4,30 @@
 //! only; the others answer for the whole cluster (today the cluster is this one peer; the
 //! multi-peer layer gathers the other peers' answers behind the same signatures).
 
-use futures::stream::BoxStream;
+mod add;
+mod background;
+mod info;
+mod metrics;
+mod pins;
 
-use crate::ipfs::AddRequest;
-use crate::types::{
-    Alert, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness,
-    StatusFilter, AddedOutput,
-};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::consensus::LocalConsensus;
+use crate::identity::Identity;
+use crate::ipfs::IpfsConnector;
+use crate::monitor::Monitor;
+use crate::state::PinState;
+use crate::tracker::{PinTracker, TrackerConfig};
+use crate::types::{IpfsId, PinOptions, PinType};
 use crate::Result;
+
+/// The file of the durable pinset inside the data directory.
+pub const STATE_FILE: &str = "pinset.redb";
 
 /// Which pin types `GET /allocations` lists (`filter=pin,meta-pin,...`; empty = all).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,154 +57,112 @@ pub struct AddOptions {
     pub pin: PinOptions,
     /// `no-pin`: import only.
     pub no_pin: bool,
-    /// `local`: pin on this peer only... (reference: add locally, then pin cluster-wide).
+    /// `local`: pin through this peer only. With a single peer it changes nothing; the
+    /// multi-peer layer honours it.
     pub local: bool,
 }
 
-/// The cluster-level settings of `service.json`'s `cluster` section that the peer acts on.
+/// The settings the peer acts on (`service.json`'s `cluster` section and the pin tracker).
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub peername: String,
     /// Defaults used when a pin asks for 0 (-1 = everywhere).
     pub replication_factor_min: i32,
     pub replication_factor_max: i32,
+    /// How often the peer probes its daemon and publishes its metrics.
+    pub monitor_ping_interval: Duration,
+    /// How often expired pins are looked for and unpinned.
+    pub expiry_check_interval: Duration,
+    pub tracker: TrackerConfig,
 }
 
 impl ClusterConfig {
-    /// Reference defaults: replicate everywhere. More settings (tracker, monitor...) join here.
+    /// Reference defaults: replicate everywhere, metrics every 15 s.
     pub fn new(peername: impl Into<String>) -> Self {
-        ClusterConfig { peername: peername.into(), replication_factor_min: -1, replication_factor_max: -1 }
+        ClusterConfig {
+            peername: peername.into(),
+            replication_factor_min: -1,
+            replication_factor_max: -1,
+            monitor_ping_interval: Duration::from_secs(15),
+            expiry_check_interval: Duration::from_secs(10),
+            tracker: TrackerConfig::default(),
+        }
     }
 }
 
 /// Handle to the running peer; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
-    _todo: (),
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    identity: Identity,
+    state: Arc<PinState>,
+    consensus: LocalConsensus,
+    tracker: PinTracker,
+    ipfs: Arc<dyn IpfsConnector>,
+    monitor: Monitor,
+    /// The daemon's identity from the last probe (with `error` set when it failed).
+    ipfs_id: RwLock<IpfsId>,
+    ipfs_up: AtomicBool,
+    shutdown: CancellationToken,
+    tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    registry: std::sync::Mutex<prometheus_client::registry::Registry>,
 }
 
 impl Cluster {
     /// Opens the durable state under `data_dir`, starts the tracker, monitor and background tasks.
     pub async fn start(
-        _config: ClusterConfig,
-        _identity: crate::identity::Identity,
-        _ipfs: std::sync::Arc<dyn crate::ipfs::IpfsConnector>,
-        _data_dir: &std::path::Path,
+        config: ClusterConfig,
+        identity: Identity,
+        ipfs: Arc<dyn IpfsConnector>,
+        data_dir: &Path,
     ) -> Result<Cluster> {
-        todo!()
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(STATE_FILE);
+        let state = Arc::new(tokio::task::spawn_blocking(move || PinState::open(&path)).await.expect("open task")?);
+        let tracker = PinTracker::new(config.tracker.clone(), identity.peer_id, ipfs.clone(), state.clone())?;
+        let consensus = LocalConsensus::start(state.clone(), Arc::new(tracker.clone()));
+        let cluster = Cluster {
+            inner: Arc::new_cyclic(|weak| Inner {
+                config,
+                identity,
+                state,
+                consensus,
+                tracker,
+                ipfs,
+                monitor: Monitor::default(),
+                ipfs_id: RwLock::new(IpfsId::default()),
+                ipfs_up: AtomicBool::new(false),
+                shutdown: CancellationToken::new(),
+                tasks: tokio::sync::Mutex::new(Vec::new()),
+                registry: std::sync::Mutex::new(metrics::peer_registry(weak.clone())),
+            }),
+        };
+        let tracker_task = cluster.inner.tracker.start(cluster.inner.shutdown.child_token());
+        cluster.inner.tasks.lock().await.push(tracker_task);
+        cluster.spawn_background_tasks().await;
+        Ok(cluster)
     }
 
-    /// Stops background work and closes the state; pending writes fail with `ShuttingDown`.
+    /// Stops background work; writes still pending fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
-        todo!()
+        self.inner.shutdown.cancel();
+        self.inner.consensus.shutdown().await;
+        for task in self.inner.tasks.lock().await.drain(..) {
+            let _ = task.await;
+        }
+        tracing::info!("peer stopped");
     }
 
-    /// Prometheus text exposition of the peer's metrics (`GET /metrics`).
-    pub fn prometheus(&self) -> String {
-        todo!()
-    }
-
-    /// `GET /id`.
-    pub async fn id(&self) -> Id {
-        todo!()
-    }
-
-    /// `GET /peers`: the ID of every member (unreachable ones carry `error`).
-    pub async fn peers(&self) -> Vec<Id> {
-        todo!()
-    }
-
-    /// `POST /pins/{cid}`: allocates, commits and returns the pin as committed.
-    pub async fn pin(&self, _cid: Cid, _opts: PinOptions) -> Result<Pin> {
-        todo!()
-    }
-
-    /// `POST /pins/{ipfs,ipns,ipld}/{path}`: resolves through IPFS, then pins.
-    pub async fn pin_path(&self, _path: &str, _opts: PinOptions) -> Result<Pin> {
-        todo!()
-    }
-
-    /// `DELETE /pins/{cid}`: the pin as it was; `Error::NotFound` when absent.
-    pub async fn unpin(&self, _cid: &Cid) -> Result<Pin> {
-        todo!()
-    }
-
-    /// `DELETE /pins/{ipfs,ipns,ipld}/{path}`.
-    pub async fn unpin_path(&self, _path: &str) -> Result<Pin> {
-        todo!()
-    }
-
-    /// `GET /allocations`: every pin of the pinset, streamed.
-    pub fn allocations(&self, _filter: PinTypeFilter) -> BoxStream<'static, Result<Pin>> {
-        todo!()
-    }
-
-    /// `GET /allocations/{cid}`: `Error::NotFound("pin is not part of the pinset")` when absent.
-    pub async fn allocation(&self, _cid: &Cid) -> Result<Pin> {
-        todo!()
-    }
-
-    /// `GET /pins`: statuses of every pin (or of `cids`), filtered, streamed.
-    pub fn status_all(
+    /// Runs `read` against the pinset on a blocking thread (redb reads may touch the disk).
+    async fn read_state<T: Send + 'static>(
         &self,
-        _filter: StatusFilter,
-        _cids: Option<Vec<Cid>>,
-        _local: bool,
-    ) -> BoxStream<'static, Result<GlobalPinInfo>> {
-        todo!()
-    }
-
-    /// `GET /pins/{cid}`: not in the pinset = every peer `unpinned`.
-    pub async fn status(&self, _cid: &Cid, _local: bool) -> Result<GlobalPinInfo> {
-        todo!()
-    }
-
-    /// `POST /pins/{cid}/recover`.
-    pub async fn recover(&self, _cid: &Cid, _local: bool) -> Result<GlobalPinInfo> {
-        todo!()
-    }
-
-    /// `POST /pins/recover`: the pins re-queued, streamed.
-    pub fn recover_all(&self, _local: bool) -> BoxStream<'static, Result<GlobalPinInfo>> {
-        todo!()
-    }
-
-    /// `POST /add`: imports through the local daemon, then pins the root (unless `no_pin`).
-    pub async fn add(
-        &self,
-        _request: AddRequest,
-        _options: AddOptions,
-    ) -> Result<BoxStream<'static, Result<AddedOutput>>> {
-        todo!()
-    }
-
-    /// `GET /monitor/metrics`.
-    pub fn metric_names(&self) -> Vec<String> {
-        todo!()
-    }
-
-    /// `GET /monitor/metrics/{name}`: the latest valid metric of each peer.
-    pub fn metrics(&self, _name: &str) -> Vec<Metric> {
-        todo!()
-    }
-
-    /// `GET /health/alerts`: newest first.
-    pub fn alerts(&self) -> Vec<Alert> {
-        todo!()
-    }
-
-    /// `GET /health/graph`.
-    pub async fn health_graph(&self) -> ConnectGraph {
-        todo!()
-    }
-
-    /// `POST /ipfs/gc`.
-    pub async fn ipfs_gc(&self, _local: bool) -> Result<GlobalRepoGc> {
-        todo!()
-    }
-
-    /// The readiness endpoint (ours).
-    pub async fn readiness(&self) -> Readiness {
-        todo!()
+        read: impl FnOnce(&PinState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let state = self.inner.state.clone();
+        tokio::task::spawn_blocking(move || read(&state)).await.expect("state read task")
     }
 }

@@ -1,0 +1,91 @@
+//! The peer's periodic work: probe the daemon and publish metrics; unpin expired pins.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::Cluster;
+use crate::monitor::{self, FREESPACE, PING};
+use crate::state::StateOp;
+use crate::types::IpfsId;
+
+impl Cluster {
+    pub(super) async fn spawn_background_tasks(&self) {
+        // The first probe runs before `start` returns, so allocation has this peer's metrics at once.
+        self.probe_and_publish().await;
+        let mut tasks = self.inner.tasks.lock().await;
+        let cluster = self.clone();
+        tasks.push(tokio::spawn(cluster.every(self.inner.config.monitor_ping_interval, |c| async move {
+            c.probe_and_publish().await
+        })));
+        let cluster = self.clone();
+        tasks.push(tokio::spawn(cluster.every(self.inner.config.expiry_check_interval, |c| async move {
+            c.unpin_expired().await
+        })));
+    }
+
+    /// Runs `work` every `period` until shutdown.
+    async fn every<F, Fut>(self, period: Duration, work: F)
+    where
+        F: Fn(Cluster) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = ticker.tick() => work(self.clone()).await,
+            }
+        }
+    }
+
+    /// Asks the daemon who it is and how full it is, and publishes `ping` and `freespace`.
+    /// A daemon that does not answer stops the metrics, which then expire and raise alerts.
+    async fn probe_and_publish(&self) {
+        let inner = &self.inner;
+        let me = inner.identity.peer_id.to_string();
+        let ttl = inner.config.monitor_ping_interval * 2;
+        let now = Utc::now();
+        match inner.ipfs.id().await {
+            Ok(id) => {
+                if !inner.ipfs_up.swap(true, Ordering::Relaxed) {
+                    tracing::info!(ipfs_id = ?id.id, "IPFS daemon answers");
+                }
+                *inner.ipfs_id.write().expect("ipfs id lock") = id;
+                inner.monitor.publish(monitor::metric(PING, &me, 1, ttl, now), now);
+            }
+            Err(e) => {
+                if inner.ipfs_up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "IPFS daemon does not answer");
+                }
+                let mut id = inner.ipfs_id.write().expect("ipfs id lock");
+                *id = IpfsId { error: e.to_string(), ..id.clone() };
+            }
+        }
+        if inner.ipfs_up.load(Ordering::Relaxed) {
+            match inner.ipfs.repo_stat().await {
+                Ok(stat) => inner.monitor.publish(monitor::metric(FREESPACE, &me, stat.free_space(), ttl, now), now),
+                Err(e) => tracing::warn!(error = %e, "cannot read the daemon's repo/stat"),
+            }
+        }
+        inner.monitor.check_expired(Utc::now());
+    }
+
+    /// Unpins every pin whose `expire_at` has passed, through consensus like any unpin.
+    async fn unpin_expired(&self) {
+        let now = Utc::now();
+        let expired = match self.read_state(move |state| state.expired(now)).await {
+            Ok(expired) => expired,
+            Err(e) => return tracing::error!(error = %e, "cannot look for expired pins"),
+        };
+        for pin in expired {
+            tracing::info!(cid = %pin.cid, expire_at = ?pin.expire_at, "pin expired: unpinning");
+            if let Err(e) = self.inner.consensus.commit(StateOp::Unpin(pin.key())).await {
+                tracing::warn!(cid = %pin.cid, error = %e, "could not unpin an expired pin; will retry");
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The daemon's configuration: defaults, then `service.json` (the reference's file, so existing
+//! configurations migrate), then environment variables and flags (what Kubernetes manifests use).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use multiaddr::Multiaddr;
+use serde::Deserialize;
+
+use crate::api::RestApiConfig;
+use crate::cluster::ClusterConfig;
+use crate::ipfs::kubo::KuboConfig;
+use crate::tracker::TrackerConfig;
+use crate::types::{go_duration, parse_std_duration};
+use crate::{Error, Result};
+
+pub const SERVICE_FILE: &str = "service.json";
+
+/// `cluster-sidecar`: an IPFS Cluster peer beside an IPFS daemon.
+///
+/// Every flag can also be given as the environment variable shown; flags and variables override
+/// `service.json`, which overrides the defaults.
+#[derive(Debug, Parser)]
+#[command(name = "cluster-sidecar", version, about)]
+pub struct DaemonArgs {
+    /// Where the peer keeps its identity, pinset and configuration.
+    #[arg(long, env = "CLUSTER_DATA_DIR", default_value = "~/.ipfs-cluster")]
+    pub data_dir: String,
+    /// The reference's `service.json` to read [default: <data-dir>/service.json when present].
+    #[arg(long, env = "CLUSTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Human name of this peer [default: the host name].
+    #[arg(long, env = "CLUSTER_PEERNAME")]
+    pub peername: Option<String>,
+    /// The cluster secret: 32 bytes as 64 hex digits, the same on every peer.
+    #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Listen address of the REST API.
+    #[arg(long, env = "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")]
+    pub api_listen: Option<Multiaddr>,
+    /// REST API users, `user:password[,user:password...]`; none = no authentication.
+    #[arg(long, env = "CLUSTER_RESTAPI_BASICAUTHCREDENTIALS", hide_env_values = true)]
+    pub basic_auth: Option<String>,
+    /// The IPFS daemon's RPC API address.
+    #[arg(long, env = "CLUSTER_IPFSHTTP_NODEMULTIADDRESS")]
+    pub ipfs_api: Option<Multiaddr>,
+    /// Fail a pin whose progress stalls this long (e.g. `2m`).
+    #[arg(long, env = "CLUSTER_IPFSHTTP_PINTIMEOUT", value_parser = duration)]
+    pub pin_timeout: Option<Duration>,
+    /// Fail a pin that takes longer than this in all (e.g. `1h`).
+    #[arg(long, env = "CLUSTER_IPFSHTTP_PINDEADLINE", value_parser = duration)]
+    pub pin_deadline: Option<Duration>,
+    /// Default replication factor minimum (-1 = every peer).
+    #[arg(long, env = "CLUSTER_REPLICATIONFACTORMIN", allow_negative_numbers = true)]
+    pub replication_min: Option<i32>,
+    /// Default replication factor maximum (-1 = every peer).
+    #[arg(long, env = "CLUSTER_REPLICATIONFACTORMAX", allow_negative_numbers = true)]
+    pub replication_max: Option<i32>,
+    /// IPFS pin operations running at once.
+    #[arg(long, env = "CLUSTER_STATELESS_CONCURRENTPINS")]
+    pub concurrent_pins: Option<usize>,
+    /// How often failed pins are retried (`recover`).
+    #[arg(long, env = "CLUSTER_PINRECOVERINTERVAL", value_parser = duration)]
+    pub pin_recover_interval: Option<Duration>,
+    /// How often the daemon's pin set is compared with the cluster's.
+    #[arg(long, env = "CLUSTER_IPFSSYNCINTERVAL", value_parser = duration)]
+    pub ipfs_sync_interval: Option<Duration>,
+    /// How often the peer probes its daemon and publishes metrics.
+    #[arg(long, env = "CLUSTER_MONITORPINGINTERVAL", value_parser = duration)]
+    pub monitor_ping_interval: Option<Duration>,
+    /// How often expired pins are unpinned.
+    #[arg(long, env = "CLUSTER_EXPIRYCHECKINTERVAL", value_parser = duration)]
+    pub expiry_check_interval: Option<Duration>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CLUSTER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(text: &str) -> std::result::Result<Duration, String> {
+    parse_std_duration(text).ok_or_else(|| format!("not a duration: {text} (try 30s, 2m, 1h30m)"))
+}
+
+/// Everything the daemon runs with, resolved.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub cluster: ClusterConfig,
+    pub api: RestApiConfig,
+    pub ipfs: KuboConfig,
+    pub secret: Option<String>,
+}
+
+impl DaemonConfig {
+    pub fn resolve(args: DaemonArgs) -> Result<Self> {
+        let data_dir = expand_home(&args.data_dir);
+        let file = match &args.config {
+            Some(path) => Some(ServiceFile::read(path)?),
+            None => {
+                let path = data_dir.join(SERVICE_FILE);
+                path.exists().then(|| ServiceFile::read(&path)).transpose()?
+            }
+        }
+        .unwrap_or_default();
+
+        let section = file.cluster;
+        let peername = args.peername.or(section.peername).unwrap_or_else(default_peername);
+        let mut cluster = ClusterConfig::new(peername);
+        cluster.tracker = file.pin_tracker.into_config()?;
+        set(&mut cluster.replication_factor_min, section.replication_factor_min);
+        set(&mut cluster.replication_factor_max, section.replication_factor_max);
+        set(&mut cluster.replication_factor_min, args.replication_min);
+        set(&mut cluster.replication_factor_max, args.replication_max);
+        set(&mut cluster.monitor_ping_interval, section.monitor_ping_interval);
+        set(&mut cluster.monitor_ping_interval, args.monitor_ping_interval);
+        set(&mut cluster.expiry_check_interval, args.expiry_check_interval);
+        set(&mut cluster.tracker.pin_recover_interval, section.pin_recover_interval);
+        set(&mut cluster.tracker.pin_recover_interval, args.pin_recover_interval);
+        set(&mut cluster.tracker.ipfs_sync_interval, args.ipfs_sync_interval);
+        set(&mut cluster.tracker.concurrent_pins, args.concurrent_pins);
+        cluster.tracker.validate()?;
+
+        let mut api = file.api.restapi.unwrap_or_default();
+        set(&mut api.http_listen_multiaddress, args.api_listen);
+        if let Some(users) = args.basic_auth {
+            api.basic_auth_credentials = Some(parse_credentials(&users)?);
+        }
+
+        let mut ipfs = file.ipfs_connector.ipfshttp.unwrap_or_default();
+        set(&mut ipfs.node_multiaddress, args.ipfs_api);
+        set(&mut ipfs.pin_timeout, args.pin_timeout);
+        set(&mut ipfs.pin_deadline, args.pin_deadline);
+
+        let secret = args.secret.or(section.secret).filter(|s| !s.is_empty());
+        if let Some(secret) = &secret {
+            validate_secret(secret)?;
+        }
+        Ok(DaemonConfig { data_dir, cluster, api, ipfs, secret })
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+/// The parts of the reference's `service.json` this peer understands; other keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ServiceFile {
+    cluster: ClusterSection,
+    api: ApiSection,
+    ipfs_connector: IpfsSection,
+    pin_tracker: TrackerSection,
+}
+
+impl ServiceFile {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClusterSection {
+    peername: Option<String>,
+    secret: Option<String>,
+    replication_factor_min: Option<i32>,
+    replication_factor_max: Option<i32>,
+    #[serde(with = "optional_go_duration")]
+    monitor_ping_interval: Option<Duration>,
+    #[serde(with = "optional_go_duration")]
+    pin_recover_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ApiSection {
+    restapi: Option<RestApiConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IpfsSection {
+    ipfshttp: Option<KuboConfig>,
+}
+
+/// The reference nests the tracker's settings under `pin_tracker.stateless`; a flat
+/// `pin_tracker` section is accepted too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+struct TrackerSection(Option<serde_json::Value>);
+
+impl TrackerSection {
+    fn into_config(self) -> Result<TrackerConfig> {
+        let Some(mut value) = self.0 else { return Ok(TrackerConfig::default()) };
+        if let Some(stateless) = value.get_mut("stateless") {
+            value = stateless.take();
+        }
+        serde_json::from_value(value).map_err(|e| Error::Config(format!("pin_tracker: {e}")))
+    }
+}
+
+mod optional_go_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::go_duration")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+fn parse_credentials(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok((user.to_string(), password.to_string())),
+            _ => Err(Error::Config("basic auth credentials must be user:password[,user:password]".into())),
+        })
+        .collect()
+}
+
+fn validate_secret(secret: &str) -> Result<()> {
+    if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Config("the cluster secret must be 32 bytes written as 64 hex digits".into()));
+    }
+    Ok(())
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn default_peername() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cluster-peer".to_string())
+}
