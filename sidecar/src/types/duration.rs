@@ -3,9 +3,39 @@
 
 use std::time::Duration;
 
-use super::parse_go_duration;
+/// Parses a Go duration (`1h30m`, `90s`, `1.5h`, `250ms`); humantime forms (`1day`) are accepted too.
+pub fn parse_go_duration(text: &str) -> Option<chrono::Duration> {
+    let std = humantime::parse_duration(text).ok().or_else(|| parse_fractional(text))?;
+    chrono::Duration::from_std(std).ok()
+}
 
-/// Parses a Go-style duration (`"2m0s"`, `"90s"`, `"1.5h"`); `None` when it is not one.
+fn parse_fractional(text: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = &rest[unit_end..];
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// Parses a Go-style duration as a std duration (`"2m0s"`, `"90s"`, `"1.5h"`); `None` when it is not one.
 pub fn parse_std_duration(text: &str) -> Option<Duration> {
     parse_go_duration(text)?.to_std().ok()
 }
@@ -87,6 +117,13 @@ pub mod go_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1.5h"), Some(chrono::Duration::minutes(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(chrono::Duration::milliseconds(250)));
+        assert_eq!(parse_go_duration("nope"), None);
+    }
 
     #[test]
     fn parses_go_syntax() {

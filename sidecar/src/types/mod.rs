@@ -13,12 +13,12 @@ pub mod time;
 
 pub use api_error::{ApiError, Token};
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
-pub use duration::{format_go_duration, go_duration, parse_std_duration};
+pub use duration::{format_go_duration, go_duration, parse_go_duration, parse_std_duration};
 pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
 pub use metric::{Alert, Metric};
 pub use peer::{Id, IpfsId, Version, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION};
 pub use pin::{Pin, PinMode, PinType};
-pub use pin_options::{parse_go_duration, PinOptions};
+pub use pin_options::PinOptions;
 pub use status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 
 #[cfg(test)]

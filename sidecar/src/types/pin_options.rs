@@ -7,6 +7,7 @@ use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 
 use super::cid::{parse_cid, Cid};
+use super::duration::parse_go_duration;
 use super::pin::PinMode;
 use crate::Error;
 
@@ -144,38 +145,6 @@ fn int_param(value: Option<&str>, name: &str) -> Result<i32, Error> {
     value.map_or(Ok(0), |v| v.trim().parse().map_err(|_| invalid(name)))
 }
 
-/// Parses a Go duration (`1h30m`, `90s`, `1.5h`, `250ms`); humantime forms (`1day`) are accepted too.
-pub fn parse_go_duration(text: &str) -> Option<chrono::Duration> {
-    let std = humantime::parse_duration(text).ok().or_else(|| parse_fractional(text))?;
-    chrono::Duration::from_std(std).ok()
-}
-
-fn parse_fractional(text: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let value: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let seconds = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * seconds;
-        rest = &rest[unit_end..];
-    }
-    Some(std::time::Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,12 +192,5 @@ mod tests {
         let again = PinOptions::from_query(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         assert_eq!(again.metadata, opts.metadata);
         assert_eq!(again.name, "site");
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("1.5h"), Some(chrono::Duration::minutes(90)));
-        assert_eq!(parse_go_duration("250ms"), Some(chrono::Duration::milliseconds(250)));
-        assert_eq!(parse_go_duration("nope"), None);
     }
 }
