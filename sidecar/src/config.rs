@@ -252,3 +252,71 @@ fn default_peername() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "cluster-peer".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(dir: &Path, extra: &[&str]) -> Result<DaemonConfig> {
+        let mut argv = vec!["cluster-sidecar", "--data-dir", dir.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        DaemonConfig::resolve(DaemonArgs::try_parse_from(argv).expect("valid flags"))
+    }
+
+    const SERVICE_JSON: &str = r#"{
+        "cluster": {"peername": "from-file", "secret": "", "replication_factor_min": 2,
+                    "replication_factor_max": 3, "monitor_ping_interval": "30s",
+                    "pin_recover_interval": "1h0m0s", "leave_on_shutdown": false},
+        "api": {"restapi": {"http_listen_multiaddress": "/ip4/127.0.0.1/tcp/19094",
+                            "basic_auth_credentials": {"admin": "pw"}}},
+        "ipfs_connector": {"ipfshttp": {"node_multiaddress": "/ip4/127.0.0.1/tcp/15001", "pin_timeout": "1m0s"}},
+        "pin_tracker": {"stateless": {"concurrent_pins": 4, "max_pin_queue_size": 1000}},
+        "informer": {"disk": {"metric_ttl": "30s"}}
+    }"#;
+
+    #[test]
+    fn reads_the_reference_service_json() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVICE_FILE), SERVICE_JSON).unwrap();
+        let config = resolve(dir.path(), &[]).unwrap();
+        assert_eq!(config.cluster.peername, "from-file");
+        assert_eq!((config.cluster.replication_factor_min, config.cluster.replication_factor_max), (2, 3));
+        assert_eq!(config.cluster.monitor_ping_interval, Duration::from_secs(30));
+        assert_eq!(config.cluster.tracker.pin_recover_interval, Duration::from_secs(3600));
+        assert_eq!(config.cluster.tracker.concurrent_pins, 4);
+        assert_eq!(config.api.http_listen_multiaddress.to_string(), "/ip4/127.0.0.1/tcp/19094");
+        assert_eq!(config.api.basic_auth_credentials.unwrap()["admin"], "pw");
+        assert_eq!(config.ipfs.pin_timeout, Duration::from_secs(60));
+        assert_eq!(config.secret, None, "an empty secret is no secret");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVICE_FILE), SERVICE_JSON).unwrap();
+        let config = resolve(
+            dir.path(),
+            &["--peername", "flag", "--replication-min", "-1", "--replication-max", "-1", "--concurrent-pins", "7",
+              "--basic-auth", "a:1,b:2", "--pin-deadline", "90s"],
+        )
+        .unwrap();
+        assert_eq!(config.cluster.peername, "flag");
+        assert_eq!((config.cluster.replication_factor_min, config.cluster.replication_factor_max), (-1, -1));
+        assert_eq!(config.cluster.tracker.concurrent_pins, 7);
+        assert_eq!(config.api.basic_auth_credentials.unwrap().len(), 2);
+        assert_eq!(config.ipfs.pin_deadline, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = resolve(dir.path(), &["--secret", "abc"]).unwrap_err().to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        let err = resolve(dir.path(), &["--basic-auth", "nopassword"]).unwrap_err().to_string();
+        assert!(err.contains("user:password"), "{err}");
+        std::fs::write(dir.path().join(SERVICE_FILE), "{ not json").unwrap();
+        let err = resolve(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("service.json"), "{err}");
+        assert!(DaemonArgs::try_parse_from(["cluster-sidecar", "--pin-timeout", "soon"]).is_err());
+    }
+}
