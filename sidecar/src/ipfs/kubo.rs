@@ -315,7 +315,10 @@ impl IpfsConnector for KuboClient {
         let limit = format_go_duration(self.config.pin_deadline);
         let timed_out = move || Error::Timeout(format!("add did not complete within pin_deadline ({limit})"));
 
-        let mut query: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // The cluster decides what is pinned (and where): the daemon only imports.
+        let mut query: Vec<(&str, &str)> =
+            params.iter().filter(|(k, _)| k != "pin").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        query.push(("pin", "false"));
         // Without it the daemon may hold every entry back until the whole upload is read.
         if !params.iter().any(|(k, _)| k == "stream-channels") {
             query.push(("stream-channels", "true"));
