@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use metrics::ApiMetrics;
+use metrics::ApiMetrics;
 
 use crate::{Error, Result};
 
@@ -97,21 +97,11 @@ impl RestApiConfig {
 }
 
 /// Binds `config.http_listen_multiaddress` (port 0 picks one) and serves until `shutdown`
-/// resolves. Returns the bound address and the server task. Request metrics go to a private
-/// [`ApiMetrics`]; use [`serve_with_metrics`] to export them.
+/// resolves. Returns the bound address and the server task. Request metrics join the peer's
+/// registry (`GET /metrics`).
 pub async fn serve(
     cluster: crate::cluster::Cluster,
     config: RestApiConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(SocketAddr, JoinHandle<()>)> {
-    serve_with_metrics(cluster, config, ApiMetrics::default(), shutdown).await
-}
-
-/// [`serve`], counting requests in `metrics` (register them with [`ApiMetrics::register`]).
-pub async fn serve_with_metrics(
-    cluster: crate::cluster::Cluster,
-    config: RestApiConfig,
-    metrics: ApiMetrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     config.validate()?;
@@ -120,6 +110,8 @@ pub async fn serve_with_metrics(
         Error::Config(format!("restapi: cannot listen on {}: {e}", config.http_listen_multiaddress))
     })?;
     let local = listener.local_addr()?;
+    let metrics = ApiMetrics::default();
+    cluster.register_metrics(|registry| metrics.register(registry));
     let service = Arc::new(service::ApiService::new(cluster, &config, metrics)?);
     tracing::info!(address = %local, authenticated = config.basic_auth_credentials.is_some(), "REST API listening");
     let task = tokio::spawn(run(listener, service, config.read_header_timeout, shutdown));

@@ -19,7 +19,7 @@ use super::cors::Cors;
 use super::error::{error_response, JSON};
 use super::metrics::ApiMetrics;
 use super::routes::{routes, Ctx, RouteLabel};
-use super::stream::{ApiBody, BoxError, TrailerBody};
+use super::stream::{abort_on_stream_error, ApiBody, BoxError, TrailerBody};
 use super::RestApiConfig;
 use crate::cluster::Cluster;
 
@@ -65,6 +65,7 @@ impl ApiService {
         let started = Instant::now();
         let method = req.method().clone();
         let origin = req.headers().get(ORIGIN).cloned();
+        let accepts_trailers = accepts_trailers(req.headers());
         let (mut resp, route) = self.dispatch(req).await;
 
         let headers = resp.headers_mut();
@@ -81,6 +82,7 @@ impl ApiService {
         tracing::debug!(%method, route, status = resp.status().as_u16(), "request");
 
         let streamed = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take);
+        let streamed = streamed.map(|body| if accepts_trailers { body } else { abort_on_stream_error(body) });
         Ok(resp.map(|body| streamed.unwrap_or_else(|| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())))
     }
 
@@ -118,6 +120,14 @@ impl ApiService {
     }
 }
 
+/// hyper writes trailers only to clients that sent `TE: trailers` (the reference's Go server sends
+/// them to everyone, and Go clients do not ask).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(http::header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    })
+}
+
 /// 307 keeps the method and body, unlike 301 (reference issue #1415).
 fn redirect_without_slash(uri: &http::Uri) -> Response {
     let path = uri.path().trim_end_matches('/');
@@ -137,6 +147,14 @@ fn redirect_without_slash(uri: &http::Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailers_are_accepted_only_when_asked_for() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_trailers(&headers));
+        headers.insert(http::header::TE, HeaderValue::from_static("gzip, Trailers"));
+        assert!(accepts_trailers(&headers));
+    }
 
     #[test]
     fn trailing_slash_redirects_keep_the_query() {

@@ -81,6 +81,20 @@ fn frames<T: Serialize + Send + 'static>(
     })
 }
 
+/// For a client that cannot receive trailers: a failed stream breaks the connection instead of ending
+/// cleanly (no last chunk), so the client sees an error rather than a short list that looks complete.
+pub(crate) fn abort_on_stream_error(body: ApiBody) -> ApiBody {
+    let frames = http_body_util::BodyStream::new(body).map(|frame| {
+        let frame = frame?;
+        let failure = frame.trailers_ref().and_then(|t| t.get(STREAM_ERROR)).filter(|message| !message.is_empty());
+        match failure {
+            Some(message) => Err(BoxError::from(String::from_utf8_lossy(message.as_bytes()).into_owned())),
+            None => Ok(frame),
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}
+
 fn trailer(message: &str) -> Frame<Bytes> {
     let mut trailers = HeaderMap::new();
     // Header values cannot hold newlines; keep the message on one line.
@@ -105,6 +119,19 @@ mod tests {
         let collected = body.collect().await.unwrap();
         let trailers = collected.trailers().cloned();
         (status, collected.to_bytes().to_vec(), trailers)
+    }
+
+    #[tokio::test]
+    async fn without_trailers_a_failure_breaks_the_body() {
+        let items = stream::iter([Ok(1), Err(Error::Ipfs("daemon went away".into()))]).boxed();
+        let resp = ndjson(items).await;
+        let body = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take).unwrap();
+        let err = abort_on_stream_error(body).collect().await.err().expect("the body fails");
+        assert!(err.to_string().contains("daemon went away"), "{err}");
+
+        let resp = ndjson(stream::iter([Ok(1)]).boxed()).await;
+        let body = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take).unwrap();
+        assert_eq!(abort_on_stream_error(body).collect().await.unwrap().to_bytes().as_ref(), b"1\n");
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ pub struct LocalConsensus {
     counters: Arc<Counters>,
 }
 
+// Ops are the hot, common case: kept inline rather than boxed to spare an allocation per write.
+#[allow(clippy::large_enum_variant)]
 enum Request {
     Op(StateOp, oneshot::Sender<Result<Option<StateChange>>>),
     Restore(Box<dyn Read + Send>, oneshot::Sender<Result<RestoreSummary>>),
@@ -67,7 +69,8 @@ impl LocalConsensus {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
-        let writer = Writer { state: state.clone(), observer, inbox, shutdown: shutdown.clone(), counters: counters.clone() };
+        let writer =
+            Writer { state: state.clone(), observer, inbox, shutdown: shutdown.clone(), counters: counters.clone() };
         let writer = tokio::spawn(writer.run());
         LocalConsensus { state, requests, shutdown, writer: Mutex::new(Some(writer)), counters }
     }
@@ -97,9 +100,7 @@ impl LocalConsensus {
 
     /// Ready to take writes: running, and the last write transaction did not fail.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled()
-            && !self.requests.is_closed()
-            && !self.counters.failing.load(Ordering::Relaxed)
+        !self.shutdown.is_cancelled() && !self.requests.is_closed() && !self.counters.failing.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> CommitStats {

@@ -160,7 +160,6 @@ fn crash_child() {
     });
 }
 
-
 #[test]
 fn acknowledged_commits_survive_an_abort() {
     let dir = TempDir::new().unwrap();
@@ -170,7 +169,11 @@ fn acknowledged_commits_survive_an_abort() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("acked {CRASH_PINS}")), "child: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains(&format!("acked {CRASH_PINS}")),
+        "child: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!output.status.success(), "the child was meant to abort");
 
     let path = dir.path().join("state.redb");
@@ -271,7 +274,11 @@ fn a_failing_op_does_not_fail_the_others_of_its_batch() {
     }
     let state = PinState::open(&path).unwrap();
     let counters = Counters::default();
-    let outcomes = apply_batch(&state, &[StateOp::Pin(pin_n(2)), StateOp::Unpin(pin_n(1).key()), StateOp::Pin(pin_n(3))], &counters);
+    let outcomes = apply_batch(
+        &state,
+        &[StateOp::Pin(pin_n(2)), StateOp::Unpin(pin_n(1).key()), StateOp::Pin(pin_n(3))],
+        &counters,
+    );
     assert!(matches!(&outcomes[0], Ok(Some(StateChange::Pinned { .. }))));
     assert!(matches!(&outcomes[1], Err(Error::Storage(msg)) if msg.contains("damaged")));
     assert!(matches!(&outcomes[2], Ok(Some(StateChange::Pinned { .. }))));

@@ -10,11 +10,13 @@
 //! ops it covers). Records are decoded when read; a record that does not decode is an error,
 //! never skipped.
 //!
-//! Measured in release mode on the 2-core build machine (`cargo test --release -p sidecar
-//! state::tests::million -- --ignored --nocapture`), 1M pins: insert by batches of 1024 ops per
-//! fsync ~9.5 s (~105k pins/s), reopen 1 ms, full scan in pages of 10k ~2.1 s (~470k pins/s),
-//! snapshot ~2.5 s (~300 MB stream), restore ~12 s, file ~560 MiB, RSS ~200 MiB with the
-//! default 64 MiB cache.
+//! Measured in release mode on the shared 2-core build machine (`cargo test --release -p sidecar
+//! --lib state::tests::million -- --ignored --nocapture`), 1M pins with two allocations each:
+//! insert ~95-107k pins/s (batches of 1024 ops, one fsync each), reopen after a clean close ~1-6 ms,
+//! the full-file check redb runs after a crash ~0.3 s (warm page cache), scan in pages of 10k
+//! ~615-690k pins/s, snapshot ~1.5 s (146 MiB stream), restore ~4.5 s, file 266 MiB, peak RSS of
+//! the whole test ~116 MiB with the default 64 MiB cache (185 MiB when it also runs the check above
+//! with redb's default 1 GiB cache).
 
 mod snapshot;
 mod store;

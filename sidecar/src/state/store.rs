@@ -28,8 +28,8 @@ pub(super) const FORMAT_VERSION: u32 = 1;
 /// First byte of every record: how the rest is encoded (1 = postcard of [`Pin`]).
 const RECORD_V1: u8 = 1;
 
-const DAMAGED_HINT: &str = "it was left as it is: restore it from a snapshot, or move it away so that the peer \
-    starts with an empty pinset and re-syncs from the cluster";
+const DAMAGED_HINT: &str = "it was left as it is: restore it from a snapshot, or move it away to start this peer \
+    with an empty pinset (it then re-syncs from its cluster peers, if it has any)";
 
 /// Opens the state file, creating it only when nothing is at `path`.
 pub(super) fn open(path: &Path, options: &StateOptions) -> Result<Database> {
@@ -42,7 +42,10 @@ pub(super) fn open(path: &Path, options: &StateOptions) -> Result<Database> {
     if !exists {
         create(path)?;
     }
-    if fs::metadata(path).map(|m| m.len()).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))? == 0 {
+    let len = fs::metadata(path).map(|m| m.len()).map_err(|e| {
+        Error::Storage(format!("{}: cannot read the state file's metadata: {e}; check its permissions", path.display()))
+    })?;
+    if len == 0 {
         return Err(damaged(path, "it is empty (0 bytes)"));
     }
     let mut builder = Builder::new();
@@ -74,16 +77,19 @@ fn create(path: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| io("cannot create the state directory", e))?;
     let staging = staging_path(path);
     match fs::remove_file(&staging) {
-        Ok(()) => tracing::warn!(file = %staging.display(), "removed an unfinished state file from an interrupted start"),
+        Ok(()) => {
+            tracing::warn!(file = %staging.display(), "removed an unfinished state file from an interrupted start")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("cannot remove the unfinished state file beside it", e)),
     }
     let db = Builder::new().create(&staging).map_err(|e| db_error(&staging, "cannot create the pinset state", e))?;
     let txn = db.begin_write().map_err(|e| db_error(&staging, "cannot initialise the pinset state", e))?;
     {
-        Tables::open(&txn, &staging)?.meta.insert(FORMAT, FORMAT_VERSION.to_le_bytes().as_slice()).map_err(
-            |e| db_error(&staging, "cannot initialise the pinset state", e),
-        )?;
+        Tables::open(&txn, &staging)?
+            .meta
+            .insert(FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
+            .map_err(|e| db_error(&staging, "cannot initialise the pinset state", e))?;
     }
     txn.commit().map_err(|e| db_error(&staging, "cannot initialise the pinset state", e))?;
     db.close().map_err(|e| db_error(&staging, "cannot close the new pinset state", e))?;
@@ -111,12 +117,13 @@ fn check_layout(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
     let txn = db.begin_read().map_err(|e| db_error(path, "cannot read the pinset state", e))?;
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
-        Err(TableError::TableDoesNotExist(_) | TableError::TableTypeMismatch { .. } | TableError::TableIsMultimap(_)) => {
-            return Err(foreign())
-        }
+        Err(
+            TableError::TableDoesNotExist(_) | TableError::TableTypeMismatch { .. } | TableError::TableIsMultimap(_),
+        ) => return Err(foreign()),
         Err(e) => return Err(db_error(path, "cannot read the pinset state", e)),
     };
-    let format = meta.get(FORMAT).map_err(|e| db_error(path, "cannot read the pinset state", e))?.ok_or_else(foreign)?;
+    let format =
+        meta.get(FORMAT).map_err(|e| db_error(path, "cannot read the pinset state", e))?.ok_or_else(foreign)?;
     let version = <[u8; 4]>::try_from(format.value())
         .map(u32::from_le_bytes)
         .map_err(|_| damaged(path, "its format version is unreadable"))?;
@@ -192,7 +199,6 @@ impl<'t> Tables<'t> {
         }
         .map_err(write_error(self.path))
     }
-
 }
 
 fn write_error(path: &Path) -> impl Fn(redb::StorageError) -> Error + '_ {
@@ -218,7 +224,8 @@ pub(super) fn encode_pin(path: &Path, pin: &Pin) -> Result<Vec<u8>> {
 
 /// Reads a record stored under `key`; anything but a well-formed record of that very key is damage.
 pub(super) fn decode_pin(path: &Path, key: &[u8], record: &[u8]) -> Result<Pin> {
-    let pin = decode_record(record).map_err(|why| damaged(path, format!("the record of {}: {why}", describe_key(key))))?;
+    let pin =
+        decode_record(record).map_err(|why| damaged(path, format!("the record of {}: {why}", describe_key(key))))?;
     if pin.key().as_bytes() != key {
         return Err(damaged(path, format!("the record stored under {} is the pin of {}", describe_key(key), pin.cid)));
     }
@@ -256,14 +263,16 @@ pub(super) fn db_error(path: &Path, doing: &str, e: impl Into<redb::Error>) -> E
         redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
             return damaged(path, format!("{doing}: {e}"))
         }
-        redb::Error::Corrupted(_) => {
-            return damaged(path, format!("{doing}: {e}"))
-        }
+        redb::Error::Corrupted(_) => return damaged(path, format!("{doing}: {e}")),
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             "another process has it open: stop the other peer that uses this data directory"
         }
-        redb::Error::UpgradeRequired(_) => "it was written by an incompatible storage version: restore it from a snapshot",
-        redb::Error::Io(_) | redb::Error::PreviousIo => "check the disk (free space, permissions), then restart the peer",
+        redb::Error::UpgradeRequired(_) => {
+            "it was written by an incompatible storage version: restore it from a snapshot"
+        }
+        redb::Error::Io(_) | redb::Error::PreviousIo => {
+            "check the disk (free space, permissions), then restart the peer"
+        }
         _ => "restart the peer; if this persists, restore the state from a snapshot",
     };
     Error::Storage(format!("{}: {doing}: {e}; {hint}", path.display()))

@@ -1,0 +1,468 @@
+//! Contract tests of the REST API over loopback: status codes, headers, JSON shapes, NDJSON framing
+//! and the `X-Stream-Error` trailer, checked on the raw wire (a TcpStream, no HTTP client library).
+//!
+//! Every test starts a real `Cluster` with the in-process fake IPFS daemon.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::TryStreamExt;
+use serde_json::Value;
+use sidecar::api::{serve, RestApiConfig};
+use sidecar::client::{AddFile, Client};
+use sidecar::cluster::{Cluster, ClusterConfig};
+use sidecar::identity::Identity;
+use sidecar::ipfs::fake::FakeIpfs;
+use sidecar::types::{parse_cid, PinOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CID: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+
+struct Server {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(config: RestApiConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster =
+        Cluster::start(ClusterConfig::new("peer-0"), Identity::generate(), Arc::new(FakeIpfs::new()), dir.path())
+            .await
+            .unwrap();
+    let config = RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), ..config };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, _task) = serve(cluster, config, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    Server { addr, _stop: stop, _dir: dir }
+}
+
+fn with_auth() -> RestApiConfig {
+    RestApiConfig { basic_auth_credentials: Some([("admin".into(), "s3cret".into())].into()), ..Default::default() }
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!("Authorization: Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// `None` when the response was not chunked.
+    trailers: Option<Vec<(String, String)>>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// NDJSON: every line one JSON object, the body ending with a newline.
+    fn lines(&self) -> Vec<Value> {
+        let text = self.text();
+        assert!(text.ends_with('\n'), "NDJSON ends with a newline: {text:?}");
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers.as_ref()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn assert_error(&self, status: u16, message_start: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let json = self.json();
+        assert_eq!(json["code"], status, "{json}");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.starts_with(message_start), "{message:?} does not start with {message_start:?}");
+        assert_eq!(json.as_object().unwrap().len(), 2, "{json}");
+    }
+}
+
+/// Sends `head` (request line + headers, without the blank line) and `body`; reads to EOF.
+async fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Raw {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("{head}\r\nHost: {addr}\r\nTE: trailers\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    parse(&bytes)
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Raw {
+    raw(addr, &format!("GET {path} HTTP/1.1"), b"").await
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str) -> Raw {
+    raw(addr, &format!("{method} {path} HTTP/1.1\r\nContent-Length: 0"), b"").await
+}
+
+fn header_pairs<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+fn parse(bytes: &[u8]) -> Raw {
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("a header section");
+    let head = std::str::from_utf8(&bytes[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = header_pairs(lines);
+    let mut rest = &bytes[split + 4..];
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if !chunked {
+        return Raw { status, headers, body: rest.to_vec(), trailers: None };
+    }
+    let mut body = Vec::new();
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            let trailers = header_pairs(std::str::from_utf8(rest).unwrap().split("\r\n"));
+            return Raw { status, headers, body, trailers: Some(trailers) };
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap_or_else(|| panic!("not an object: {value}")).keys().cloned().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+const PIN_KEYS: [&str; 16] = [
+    "replication_factor_min",
+    "replication_factor_max",
+    "name",
+    "mode",
+    "shard_size",
+    "user_allocations",
+    "expire_at",
+    "metadata",
+    "pin_update",
+    "origins",
+    "cid",
+    "type",
+    "allocations",
+    "max_depth",
+    "reference",
+    "timestamp",
+];
+const GPI_KEYS: [&str; 7] = ["cid", "name", "allocations", "origins", "created", "metadata", "peer_map"];
+
+// ---- transport: only `Cluster::start` of the facade is involved ----
+
+#[tokio::test]
+async fn version_health_and_unknown_routes() {
+    let s = server(RestApiConfig::default()).await;
+    let r = get(s.addr, "/version").await;
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
+    assert_eq!(r.json(), serde_json::json!({"version": "1.1.6"}));
+    let r = get(s.addr, "/health").await;
+    assert_eq!((r.status, r.body.len()), (204, 0));
+    get(s.addr, "/nope").await.assert_error(404, "not found");
+    assert_eq!(get(s.addr, "/nope").await.json()["message"], "not found");
+    send(s.addr, "PUT", "/version").await.assert_error(405, "method not allowed");
+}
+
+#[tokio::test]
+async fn trailing_slash_is_a_307_to_the_path_without_it() {
+    let s = server(RestApiConfig::default()).await;
+    let r = send(s.addr, "POST", &format!("/pins/{CID}/?replication=1")).await;
+    assert_eq!(r.status, 307);
+    assert_eq!(r.header("location"), Some(format!("/pins/{CID}?replication=1").as_str()));
+}
+
+#[tokio::test]
+async fn invalid_cids_are_400_with_the_reference_text() {
+    let s = server(RestApiConfig::default()).await;
+    for (method, path) in [
+        ("GET", "/pins/not-a-cid"),
+        ("POST", "/pins/not-a-cid"),
+        ("DELETE", "/pins/not-a-cid"),
+        ("POST", "/pins/not-a-cid/recover"),
+        ("GET", "/allocations/not-a-cid"),
+        ("GET", "/pins?cids=not-a-cid"),
+    ] {
+        send(s.addr, method, path).await.assert_error(400, "error decoding Cid: ");
+    }
+}
+
+#[tokio::test]
+async fn invalid_options_and_filters_are_400() {
+    let s = server(RestApiConfig::default()).await;
+    let pin = |q: &str| format!("/pins/{CID}?{q}");
+    send(s.addr, "POST", &pin("replication-min=x")).await.assert_error(400, "parameter replication-min invalid");
+    send(s.addr, "POST", &pin("replication-min=3&replication-max=1")).await.assert_error(400, "replication-min");
+    send(s.addr, "POST", &pin("mode=sideways")).await.assert_error(400, "parameter mode invalid");
+    get(s.addr, "/pins?filter=bogus").await.assert_error(400, "invalid filter value");
+    get(s.addr, "/allocations?filter=bogus").await.assert_error(400, "invalid filter value");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let config = RestApiConfig { max_body_size: 16, max_add_body_size: Some(64), ..Default::default() };
+    let s = server(config).await;
+    let r = raw(s.addr, &format!("POST /pins/{CID} HTTP/1.1\r\nContent-Length: 100"), &[b'x'; 100]).await;
+    r.assert_error(413, "request body exceeds 16 bytes");
+    // A chunked upload without Content-Length is cut off by the multipart reader.
+    let part = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n{}\r\n--B--\r\n",
+        "y".repeat(200)
+    );
+    let chunked = format!("{:x}\r\n{part}\r\n0\r\n\r\n", part.len());
+    let head = "POST /add HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nTransfer-Encoding: chunked";
+    raw(s.addr, head, chunked.as_bytes()).await.assert_error(413, "request body exceeds 64 bytes");
+}
+
+#[tokio::test]
+async fn malformed_add_requests_are_400() {
+    let s = server(RestApiConfig::default()).await;
+    let r = raw(s.addr, "POST /add HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2", b"{}").await;
+    r.assert_error(400, "request Content-Type isn't multipart/form-data");
+    let body = b"this is not multipart";
+    let head =
+        format!("POST /add HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}", body.len());
+    raw(s.addr, &head, body).await.assert_error(400, "");
+    let head = "POST /add?format=car HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 0";
+    raw(s.addr, head, b"").await.assert_error(400, "format car is not supported");
+}
+
+#[tokio::test]
+async fn authentication_basic_and_jwt() {
+    let s = server(with_auth()).await;
+    let r = get(s.addr, "/version").await;
+    r.assert_error(401, "unauthorized: no auth provided");
+    assert!(r.headers_named("www-authenticate").contains(&"Basic realm=\"Restricted IPFS Cluster API\""), "{r:?}");
+    let r = raw(s.addr, &format!("GET /version HTTP/1.1\r\n{}", basic("admin", "wrong")), b"").await;
+    r.assert_error(401, "unauthorized: access denied");
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"Restricted IPFS Cluster API\""));
+    let r = raw(s.addr, &format!("GET /version HTTP/1.1\r\n{}", basic("admin", "s3cret")), b"").await;
+    assert_eq!(r.status, 200);
+    // The liveness probe needs no credentials.
+    assert_eq!(get(s.addr, "/health").await.status, 204);
+
+    let r = raw(s.addr, &format!("POST /token HTTP/1.1\r\nContent-Length: 0\r\n{}", basic("admin", "s3cret")), b"").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(keys(&r.json()), set(&["token"]));
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let r = raw(s.addr, &format!("GET /version HTTP/1.1\r\nAuthorization: Bearer {token}"), b"").await;
+    assert_eq!(r.status, 200);
+    let r = raw(s.addr, &format!("GET /version HTTP/1.1\r\nAuthorization: Bearer {token}x"), b"").await;
+    r.assert_error(401, "unauthorized: invalid token");
+}
+
+#[tokio::test]
+async fn token_without_auth_configured_is_401() {
+    let s = server(RestApiConfig::default()).await;
+    send(s.addr, "POST", "/token").await.assert_error(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn cors_preflight_skips_auth_and_actual_requests_get_headers() {
+    let s = server(with_auth()).await;
+    let head = "OPTIONS /pins HTTP/1.1\r\nOrigin: http://ui.example\r\nAccess-Control-Request-Method: GET";
+    let r = raw(s.addr, head, b"").await;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://ui.example"));
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let head = format!("GET /version HTTP/1.1\r\nOrigin: http://ui.example\r\n{}", basic("admin", "s3cret"));
+    let r = raw(s.addr, &head, b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("http://ui.example"));
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("Content-Type, X-Stream-Output, X-Chunked-Output, X-Content-Length")
+    );
+}
+
+// ---- endpoints: these call into the Cluster facade ----
+
+#[tokio::test]
+async fn id_shape() {
+    let s = server(RestApiConfig::default()).await;
+    let r = get(s.addr, "/id").await;
+    assert_eq!(r.status, 200);
+    let id = r.json();
+    let expected = set(&[
+        "id",
+        "addresses",
+        "cluster_peers",
+        "cluster_peers_addresses",
+        "version",
+        "commit",
+        "rpc_protocol_version",
+        "error",
+        "ipfs",
+        "peername",
+    ]);
+    assert!(keys(&id).is_superset(&expected), "{id}");
+    assert_eq!((id["version"].as_str(), id["peername"].as_str()), (Some("1.1.6"), Some("peer-0")));
+    assert_eq!(keys(&id["ipfs"]), set(&["id", "addresses", "error"]));
+}
+
+#[tokio::test]
+async fn pin_lifecycle_on_the_wire() {
+    let s = server(RestApiConfig::default()).await;
+    // Unknown parameters (common clients send extra ones) are ignored.
+    let r = send(s.addr, "POST", &format!("/pins/{CID}?name=site&meta-owner=me&stream-channels=false&bogus=1")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let pin = r.json();
+    assert_eq!(keys(&pin), set(&PIN_KEYS));
+    assert_eq!((pin["cid"].as_str(), pin["name"].as_str()), (Some(CID), Some("site")));
+    assert_eq!((pin["type"].as_str(), pin["max_depth"].as_i64()), (Some("pin"), Some(-1)));
+    assert_eq!(pin["metadata"], serde_json::json!({"owner": "me"}));
+
+    let r = get(s.addr, &format!("/allocations/{CID}")).await;
+    assert_eq!((r.status, keys(&r.json())), (200, set(&PIN_KEYS)));
+
+    let r = get(s.addr, "/allocations").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("trailer"), Some("X-Stream-Error"));
+    assert_eq!(r.trailer("x-stream-error"), Some(""), "the trailer is always sent");
+    let lines = r.lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["cid"], CID);
+
+    let r = get(s.addr, &format!("/pins/{CID}")).await;
+    assert_eq!(r.status, 200);
+    let gpi = r.json();
+    assert_eq!(keys(&gpi), set(&GPI_KEYS));
+    let (_, peer) = gpi["peer_map"].as_object().unwrap().iter().next().expect("one peer");
+    let peer_keys = set(&["peername", "status", "timestamp", "error", "attempt_count", "priority_pin"]);
+    assert!(keys(peer).is_superset(&peer_keys), "{peer}");
+
+    let r = get(s.addr, &format!("/pins?filter=pinned,queued,pinning&cids={CID}")).await;
+    assert_eq!((r.status, r.trailer("x-stream-error")), (200, Some("")), "{r:?}");
+    assert!(r.lines().iter().all(|l| keys(l) == set(&GPI_KEYS)));
+
+    let r = send(s.addr, "POST", &format!("/pins/{CID}/recover")).await;
+    assert_eq!((r.status, keys(&r.json())), (200, set(&GPI_KEYS)));
+
+    let r = send(s.addr, "DELETE", &format!("/pins/{CID}")).await;
+    assert_eq!((r.status, r.json()["cid"].as_str()), (200, Some(CID)));
+    send(s.addr, "DELETE", &format!("/pins/{CID}")).await.assert_error(404, "");
+    get(s.addr, &format!("/allocations/{CID}")).await.assert_error(404, "");
+}
+
+#[tokio::test]
+async fn empty_streams_are_204() {
+    let s = server(RestApiConfig::default()).await;
+    // (The reference also declares `Trailer` on a 204; hyper drops it there, as a 204 has no body.)
+    for path in ["/allocations", "/pins"] {
+        let r = get(s.addr, path).await;
+        assert_eq!((r.status, r.body.len(), r.trailers.is_none()), (204, 0, true), "{path}");
+    }
+    assert_eq!(send(s.addr, "POST", "/pins/recover").await.status, 204);
+}
+
+#[tokio::test]
+async fn peers_stream_ids() {
+    let s = server(RestApiConfig::default()).await;
+    let r = get(s.addr, "/peers").await;
+    assert_eq!((r.status, r.trailer("x-stream-error")), (200, Some("")));
+    let peers = r.lines();
+    assert_eq!(peers.len(), 1);
+    assert!(keys(&peers[0]).contains("cluster_peers"));
+}
+
+#[tokio::test]
+async fn add_accepts_what_common_clients_send() {
+    let s = server(RestApiConfig::default()).await;
+    // Chunked, no Content-Length, quoted boundary, `file` disposition without a name.
+    let part = "--qb\r\nContent-Disposition: file; filename=\"hello.txt\"\r\n\r\nhello world\r\n--qb--\r\n";
+    let body = format!("{:x}\r\n{part}\r\n0\r\n\r\n", part.len());
+    let head = "POST /add?cid-version=1&name=hello&unknown=x HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=\"qb\"\r\nTransfer-Encoding: chunked";
+    let r = raw(s.addr, head, body.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.trailer("x-stream-error"), Some(""));
+    let out = r.lines();
+    assert_eq!(keys(out.last().unwrap()), set(&["name", "cid", "bytes", "size", "allocations"]));
+
+    let head = format!(
+        "POST /add?stream-channels=false HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=qb\r\nContent-Length: {}",
+        part.len()
+    );
+    let r = raw(s.addr, &head, part.as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1), "one file, no wrapping: one output object");
+}
+
+#[tokio::test]
+async fn ours_readiness_and_prometheus_need_no_auth() {
+    let s = server(with_auth()).await;
+    let r = get(s.addr, "/readyz").await;
+    assert!(r.status == 200 || r.status == 503, "{r:?}");
+    assert!(keys(&r.json()).is_superset(&set(&["ready", "consensus", "ipfs"])));
+    assert_eq!(r.json()["ready"], r.status == 200);
+    let r = get(s.addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+}
+
+#[tokio::test]
+async fn health_and_monitor_shapes() {
+    let s = server(RestApiConfig::default()).await;
+    let graph = get(s.addr, "/health/graph").await.json();
+    let graph_keys =
+        ["cluster_id", "id_to_peername", "ipfs_links", "cluster_links", "cluster_trust_links", "cluster_to_ipfs"];
+    assert_eq!(keys(&graph), set(&graph_keys));
+    assert!(get(s.addr, "/health/alerts").await.json().is_array());
+    assert!(get(s.addr, "/monitor/metrics").await.json().is_array());
+    assert!(get(s.addr, "/monitor/metrics/freespace").await.json().is_array());
+    let gc = send(s.addr, "POST", "/ipfs/gc?local=true").await;
+    assert_eq!((gc.status, keys(&gc.json())), (200, set(&["peer_map"])));
+}
+
+#[tokio::test]
+async fn the_typed_client_round_trips() {
+    let s = server(with_auth()).await;
+    let url = format!("http://{}", s.addr);
+    let denied = Client::new(&url).unwrap().with_basic_auth("admin", "nope");
+    assert!(matches!(denied.version().await, Err(sidecar::Error::Unauthorized(_))));
+    let client = Client::new(&url).unwrap().with_basic_auth("admin", "s3cret");
+    let token = client.token().await.unwrap();
+    let client = Client::new(&url).unwrap().with_bearer_token(&token);
+    assert_eq!(client.version().await.unwrap().version, "1.1.6");
+    let cid = parse_cid(CID).unwrap();
+    let pin = client.pin(&cid, &PinOptions { name: "x".into(), ..Default::default() }).await.unwrap();
+    assert_eq!(pin.name, "x");
+    let all: Vec<_> = client.status_all(None, &[], false).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(all.len(), 1);
+    let absent = parse_cid("bafkqaaa").unwrap();
+    assert!(matches!(client.allocation(&absent).await, Err(sidecar::Error::NotFound(_))));
+    let files = vec![AddFile { name: "a.txt".into(), data: "abc".into() }];
+    let added: Vec<_> = client.add(files, &[]).await.unwrap().try_collect().await.unwrap();
+    assert!(!added.is_empty());
+}
