@@ -34,6 +34,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the peer is shutting down")]
     ShuttingDown,
+    /// A cluster peer's REST API answered with an error that none of the variants above names
+    /// (the client's view of a server-side failure).
+    #[error("{message}")]
+    Remote { code: u16, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod identity;
 pub mod ipfs;
 pub mod monitor;
+mod ndjson;
 pub mod state;
 pub mod tracker;
 pub mod types;

@@ -325,6 +325,7 @@ pub fn error_code(err: &Error) -> u16 {
         Error::InvalidCid(_) | Error::BadRequest(_) => 400,
         Error::Unauthorized(_) => 401,
         Error::NotFound(_) => 404,
+        Error::Remote { code, .. } => *code,
         Error::Io(_) | Error::Config(_) => 0,
         _ => 500,
     }

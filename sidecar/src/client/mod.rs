@@ -11,7 +11,6 @@
 //! # Ok(()) }
 //! ```
 
-mod ndjson;
 
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use crate::types::{
     Alert, ApiError, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType,
     Readiness, Token, Version,
 };
+use crate::ndjson::{NdjsonReader, Source};
 use crate::{Error, Result};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -320,7 +320,7 @@ async fn stream_of<T: DeserializeOwned + Send + 'static>(
     if resp.status() == StatusCode::NO_CONTENT {
         return Ok(stream::empty().boxed());
     }
-    Ok(ndjson::items(resp.into_body()))
+    Ok(NdjsonReader::new(resp.into_body(), CLUSTER_PEER).into_stream())
 }
 
 /// The response when it is a success; otherwise its error JSON as a crate error.
@@ -339,37 +339,24 @@ async fn expect_success(resp: http::Response<Incoming>) -> Result<http::Response
 
 async fn parse_body<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Result<T> {
     let body = resp.into_body().collect().await.map_err(|e| Error::Io(std::io::Error::other(e)))?.to_bytes();
-    serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("unexpected response from the server: {e}")))
+    crate::ndjson::decode_line(&body, CLUSTER_PEER)
 }
 
-/// The crate error for a status and the server's message; server-side variants are recognised by
-/// the text they display, so an error keeps its kind across the wire.
+/// The crate error for a status and the server's message: the statuses clients act on map to
+/// their variants, anything else keeps its code and message.
 pub(crate) fn error_from_message(status: u16, message: String) -> Error {
     match status {
         400 if message.starts_with("error decoding Cid") => Error::InvalidCid(message),
         400 => Error::BadRequest(message),
         401 => Error::Unauthorized(message),
         404 => Error::NotFound(message),
-        _ => {
-            let strip = |prefix: &str| message.strip_prefix(prefix).map(str::to_string);
-            if let Some(rest) = strip("IPFS error: ") {
-                Error::Ipfs(rest)
-            } else if let Some(rest) = strip("IPFS daemon unreachable: ") {
-                Error::IpfsUnreachable(rest)
-            } else if let Some(rest) = strip("timed out: ") {
-                Error::Timeout(rest)
-            } else if let Some(rest) = strip("state storage: ") {
-                Error::Storage(rest)
-            } else if message.starts_with("not enough peers to allocate") {
-                Error::Allocation(message)
-            } else if message == "the peer is shutting down" {
-                Error::ShuttingDown
-            } else {
-                Error::Io(std::io::Error::other(format!("server error {status}: {message}")))
-            }
-        }
+        code => Error::Remote { code, message },
     }
 }
+
+/// The peer's streams, for [`NdjsonReader`]: a failure reported in the trailer is a server error.
+const CLUSTER_PEER: Source =
+    Source { name: "the cluster peer", error: |message| Error::Remote { code: 500, message } };
 
 #[cfg(test)]
 mod tests {
@@ -392,10 +379,7 @@ mod tests {
         assert!(matches!(e(400, "parameter replication-min invalid"), Error::BadRequest(_)));
         assert!(matches!(e(401, "unauthorized: access denied"), Error::Unauthorized(_)));
         assert!(matches!(e(404, "not found"), Error::NotFound(_)));
-        assert!(matches!(e(500, "IPFS error: pin failed"), Error::Ipfs(m) if m == "pin failed"));
-        assert!(matches!(e(500, "not enough peers to allocate CID. Needed at least: 2"), Error::Allocation(_)));
-        assert!(matches!(e(500, "the peer is shutting down"), Error::ShuttingDown));
-        let other = e(502, "bad gateway").to_string();
-        assert!(other.contains("502") && other.contains("bad gateway"), "{other}");
+        assert!(matches!(e(500, "not enough peers to allocate CID"), Error::Remote { code: 500, .. }));
+        assert_eq!(e(502, "bad gateway").to_string(), "bad gateway");
     }
 }

@@ -5,7 +5,6 @@
 //! HTTP plumbing lives in `rpc` (requests, error envelopes) and `body` (NDJSON, trailers); the
 //! JSON shapes in `responses`. This file holds what each call means.
 
-mod body;
 mod config;
 mod responses;
 mod rpc;
@@ -22,7 +21,7 @@ use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use tokio::time::Instant;
 
-use self::body::{read_to_end, NdjsonReader};
+use crate::ndjson::{decode_line, read_to_end, NdjsonReader, IPFS_DAEMON};
 pub use self::config::KuboConfig;
 use self::responses::{
     pin_mode_of, AddLine, GcLine, IdResponse, PinAddLine, PinLsLine, RepoStatResponse, ResolveResponse,
@@ -96,7 +95,7 @@ impl KuboClient {
     /// A call whose whole (small) answer is one JSON value.
     async fn call_json<T: serde::de::DeserializeOwned>(&self, command: &str, query: &[(&str, &str)]) -> Result<T> {
         let response = self.rpc.call(command, query).await?;
-        body::decode_line(&read_to_end(response.into_body()).await?)
+        decode_line(&read_to_end(response.into_body(), IPFS_DAEMON).await?, IPFS_DAEMON)
     }
 
     /// Best-effort `swarm/connect` to the peers said to have the content, all at once.
@@ -114,7 +113,7 @@ impl KuboClient {
     /// grown for `pin_timeout`. (js-ipfs reports nothing; `pin_deadline` bounds it.)
     async fn follow_pin_add(&self, cid: &Cid, query: &[(&str, &str)]) -> Result<()> {
         let response = self.rpc.call("pin/add", query).await?;
-        let mut lines = NdjsonReader::new(response.into_body());
+        let mut lines = NdjsonReader::new(response.into_body(), IPFS_DAEMON);
         // The blocks fetched so far, and when the pin counts as stalled unless that grows.
         let mut progress: Option<(u64, Instant)> = None;
         loop {
@@ -155,7 +154,7 @@ impl KuboClient {
         let limit = self.config.request_timeout;
         let query = [("stream", "true"), ("type", mode.as_str())];
         let response = within(limit, "pin/ls", self.rpc.call("pin/ls", &query)).await?;
-        let mut lines = NdjsonReader::new(response.into_body());
+        let mut lines = NdjsonReader::new(response.into_body(), IPFS_DAEMON);
         while let Some(line) = within(limit, "pin/ls (next line)", lines.next::<PinLsLine>()).await? {
             collect_pins(line, mode, pins)?;
         }
@@ -247,7 +246,7 @@ impl IpfsConnector for KuboClient {
         let arg = cid.to_string();
         let call = async {
             let response = self.rpc.call("pin/rm", &[("arg", &arg)]).await?;
-            read_to_end(response.into_body()).await.map(drop)
+            read_to_end(response.into_body(), IPFS_DAEMON).await.map(drop)
         };
         match within(self.config.unpin_timeout, "pin/rm", call).await {
             Err(error) if is_not_pinned(&error) => {
@@ -290,7 +289,7 @@ impl IpfsConnector for KuboClient {
         let arg = addr.to_string();
         self.short("swarm/connect", async {
             let response = self.rpc.call("swarm/connect", &[("arg", &arg)]).await?;
-            read_to_end(response.into_body()).await.map(drop)
+            read_to_end(response.into_body(), IPFS_DAEMON).await.map(drop)
         })
         .await
     }
@@ -329,7 +328,7 @@ impl IpfsConnector for KuboClient {
                 .await
                 .map_err(|_| timed_out())??;
 
-        let lines = NdjsonReader::new(response.into_body());
+        let lines = NdjsonReader::new(response.into_body(), IPFS_DAEMON);
         let entries = stream::try_unfold(lines, move |mut lines| {
             let timed_out = timed_out.clone();
             async move {
@@ -352,7 +351,7 @@ impl IpfsConnector for KuboClient {
     async fn repo_gc(&self) -> Result<Vec<GcKey>> {
         within(self.config.repogc_timeout, "repo/gc", async {
             let response = self.rpc.call("repo/gc", &[("stream-errors", "true")]).await?;
-            let mut lines = NdjsonReader::new(response.into_body());
+            let mut lines = NdjsonReader::new(response.into_body(), IPFS_DAEMON);
             let mut keys = Vec::new();
             while let Some(line) = lines.next::<GcLine>().await? {
                 keys.push(line.into_key()?);
@@ -371,7 +370,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::ipfs::kubo::body::tests::body_of;
+    use crate::ndjson::tests::body_of;
 
     const CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
                                 Trailer: X-Stream-Error\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -500,7 +499,7 @@ mod tests {
             leaked.as_bytes().chunks(4096).map(|c| std::str::from_utf8(c).unwrap()).collect()
         };
         let started = StdInstant::now();
-        let mut lines = NdjsonReader::new(body_of(chunks, None));
+        let mut lines = NdjsonReader::new(body_of(chunks, None), IPFS_DAEMON);
         let mut pins = HashMap::new();
         while let Some(line) = lines.next::<PinLsLine>().await.unwrap() {
             collect_pins(line, PinMode::Recursive, &mut pins).unwrap();
@@ -514,12 +513,12 @@ mod tests {
     fn collect_pins_skips_indirect_and_defaults_to_asked_type() {
         let v0 = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN";
         let line: PinLsLine =
-            body::decode_line(format!(r#"{{"Keys":{{"{v0}":{{"Type":"indirect through QmX"}}}}}}"#).as_bytes())
+            decode_line(format!(r#"{{"Keys":{{"{v0}":{{"Type":"indirect through QmX"}}}}}}"#).as_bytes(), IPFS_DAEMON)
                 .unwrap();
         let mut pins = HashMap::new();
         collect_pins(line, PinMode::Recursive, &mut pins).unwrap();
         assert!(pins.is_empty());
-        let line: PinLsLine = body::decode_line(format!(r#"{{"Cid":"{v0}"}}"#).as_bytes()).unwrap();
+        let line: PinLsLine = decode_line(format!(r#"{{"Cid":"{v0}"}}"#).as_bytes(), IPFS_DAEMON).unwrap();
         collect_pins(line, PinMode::Direct, &mut pins).unwrap();
         assert_eq!(pins.values().collect::<Vec<_>>(), vec![&PinMode::Direct]);
     }

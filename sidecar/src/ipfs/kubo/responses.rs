@@ -203,7 +203,11 @@ impl<'de> de::Visitor<'de> for OptU64OrString {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::kubo::body::decode_line;
+    use crate::ndjson::IPFS_DAEMON;
+
+    fn decode_line<T: serde::de::DeserializeOwned>(line: &[u8]) -> crate::Result<T> {
+        crate::ndjson::decode_line(line, IPFS_DAEMON)
+    }
 
     const V0: &str = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN";
     const V1_BASE58: &str = "zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr";

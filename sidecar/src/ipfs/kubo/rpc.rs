@@ -11,9 +11,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use multiaddr::{Multiaddr, Protocol};
-use serde::Deserialize;
 
-use super::body::read_to_end;
+use crate::ndjson::{read_to_end, ErrorEnvelope, IPFS_DAEMON};
 use crate::{Error, Result};
 
 /// A request body: empty for most calls, the client's upload for `add`.
@@ -24,13 +23,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Below js-ipfs's 5 s keep-alive, so an idle connection is dropped by us before the daemon closes
 /// it under a request we are sending.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Kubo's error body: `{"Message":"...","Code":0,"Type":"error"}`.
-#[derive(Debug, Deserialize)]
-pub(super) struct ErrorEnvelope {
-    #[serde(rename = "Message")]
-    pub(super) message: String,
-}
 
 /// A connection to one daemon's RPC API.
 pub(super) struct Rpc {
@@ -125,7 +117,7 @@ pub(super) fn base_url(node: &Multiaddr) -> Result<String> {
 /// The daemon's error for a non-success status: its envelope's message when there is one.
 async fn error_response(command: &str, response: Response<Incoming>) -> Error {
     let status = response.status();
-    let body = match read_to_end(response.into_body()).await {
+    let body = match read_to_end(response.into_body(), IPFS_DAEMON).await {
         Ok(body) => body,
         Err(e) => return e,
     };

@@ -1,5 +1,6 @@
-//! Reading response bodies: NDJSON line by line, and the `X-Stream-Error` trailer through which
-//! the daemon reports an error that happened after it sent `200 OK`.
+//! Reading streamed HTTP responses: NDJSON line by line, and the `X-Stream-Error` trailer through
+//! which a server (an IPFS daemon, or a cluster peer) reports an error that happened after it sent
+//! `200 OK`. Both our IPFS connector and our REST client read their streams through this.
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -7,14 +8,32 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 use serde::de::DeserializeOwned;
 
-use super::rpc::ErrorEnvelope;
+use futures::stream::{self, BoxStream};
+use serde::Deserialize;
+
 use crate::{Error, Result};
 
 const STREAM_ERROR_TRAILER: &str = "x-stream-error";
 
-/// The error a daemon reported in the trailers of a streamed response, if any. Kubo sends the bare
+/// The server at the other end: how messages name it, and which error its failures become.
+#[derive(Clone, Copy)]
+pub(crate) struct Source {
+    pub name: &'static str,
+    pub error: fn(String) -> Error,
+}
+
+pub(crate) const IPFS_DAEMON: Source = Source { name: "the IPFS daemon", error: Error::Ipfs };
+
+/// The error envelope of the Kubo RPC API (`{"Message","Code","Type"}`), also seen in trailers.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ErrorEnvelope {
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// The error a server reported in the trailers of a streamed response, if any. Kubo sends the bare
 /// message, js-ipfs its JSON error envelope: accept both.
-pub(super) fn stream_error(trailers: &HeaderMap) -> Option<Error> {
+fn stream_error(trailers: &HeaderMap, source: Source) -> Option<Error> {
     let value = trailers.get(STREAM_ERROR_TRAILER)?;
     let text = String::from_utf8_lossy(value.as_bytes());
     let text = text.trim();
@@ -25,14 +44,15 @@ pub(super) fn stream_error(trailers: &HeaderMap) -> Option<Error> {
         Ok(envelope) => envelope.message,
         Err(_) => text.to_string(),
     };
-    Some(Error::Ipfs(message))
+    Some((source.error)(message))
 }
 
 /// Reads a response body as newline-delimited JSON, one value at a time, without holding more than
 /// the current line in memory. The end of the stream is only reported once the trailers have been
 /// checked, so a stream cut short by a daemon-side error never looks complete.
-pub(super) struct NdjsonReader<B> {
+pub(crate) struct NdjsonReader<B> {
     body: B,
+    source: Source,
     buffer: BytesMut,
     /// How much of `buffer` is known to hold no newline (a long line arriving in many frames is
     /// then scanned once, not once per frame).
@@ -45,12 +65,12 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    pub(super) fn new(body: B) -> Self {
-        NdjsonReader { body, buffer: BytesMut::new(), scanned: 0, finished: false }
+    pub(crate) fn new(body: B, source: Source) -> Self {
+        NdjsonReader { body, source, buffer: BytesMut::new(), scanned: 0, finished: false }
     }
 
     /// The next non-empty line (without its newline), or `None` at the end of a clean stream.
-    pub(super) async fn next_line(&mut self) -> Result<Option<Bytes>> {
+    pub(crate) async fn next_line(&mut self) -> Result<Option<Bytes>> {
         loop {
             if let Some(offset) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
                 let mut line = self.buffer.split_to(self.scanned + offset + 1);
@@ -76,21 +96,32 @@ where
     }
 
     /// The next line decoded as `T`, or `None` at the end of a clean stream.
-    pub(super) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+    pub(crate) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         match self.next_line().await? {
-            Some(line) => decode_line(&line).map(Some),
+            Some(line) => decode_line(&line, self.source).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The decoded items as a stream that ends after the first error.
+    pub(crate) fn into_stream<T>(self) -> BoxStream<'static, Result<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+        B: Send + 'static,
+    {
+        Box::pin(stream::try_unfold(self, |mut reader| async move {
+            Ok(reader.next::<T>().await?.map(|item| (item, reader)))
+        }))
     }
 
     async fn read_frame(&mut self) -> Result<()> {
         match self.body.frame().await {
             None => self.finished = true,
-            Some(Err(e)) => return Err(Error::Ipfs(format!("reading the daemon's response: {e}"))),
+            Some(Err(e)) => return Err((self.source.error)(format!("reading the response of {}: {e}", self.source.name))),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => self.buffer.extend_from_slice(&data),
                 Err(frame) => {
-                    if let Some(error) = frame.trailers_ref().and_then(stream_error) {
+                    if let Some(error) = frame.trailers_ref().and_then(|t| stream_error(t, self.source)) {
                         return Err(error);
                     }
                 }
@@ -101,18 +132,18 @@ where
 }
 
 /// Reads a whole (small) response body, failing on an `X-Stream-Error` trailer.
-pub(super) async fn read_to_end<B>(mut body: B) -> Result<Bytes>
+pub(crate) async fn read_to_end<B>(mut body: B, source: Source) -> Result<Bytes>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::Ipfs(format!("reading the daemon's response: {e}")))?;
+        let frame = frame.map_err(|e| (source.error)(format!("reading the response of {}: {e}", source.name)))?;
         match frame.into_data() {
             Ok(data) => buffer.extend_from_slice(&data),
             Err(frame) => {
-                if let Some(error) = frame.trailers_ref().and_then(stream_error) {
+                if let Some(error) = frame.trailers_ref().and_then(|t| stream_error(t, source)) {
                     return Err(error);
                 }
             }
@@ -121,23 +152,21 @@ where
     Ok(buffer.freeze())
 }
 
-pub(super) fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Result<T> {
+pub(crate) fn decode_line<T: DeserializeOwned>(line: &[u8], source: Source) -> Result<T> {
     serde_json::from_slice(line).map_err(|e| {
         let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-        Error::Ipfs(format!("unexpected response from the daemon ({e}): {shown}"))
+        (source.error)(format!("unexpected response from {} ({e}): {shown}", source.name))
     })
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use std::convert::Infallible;
 
     use futures::stream;
     use http::HeaderValue;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    use serde::Deserialize;
-
     use super::*;
 
     /// A body delivered in the given chunks, optionally followed by trailers.
@@ -156,7 +185,7 @@ pub(super) mod tests {
         map
     }
 
-    #[derive(Debug, Deserialize, PartialEq)]
+    #[derive(Debug, serde::Deserialize, PartialEq)]
     struct Line {
         n: u32,
     }
@@ -174,13 +203,13 @@ pub(super) mod tests {
     #[tokio::test]
     async fn lines_split_across_frames_and_blank_lines() {
         let body = body_of(vec!["{\"n\":1}\n{\"n\"", ":2}\r\n\n", "{\"n\":", "3}"], None);
-        assert_eq!(collect(&mut NdjsonReader::new(body)).await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(collect(&mut NdjsonReader::new(body, IPFS_DAEMON)).await.unwrap(), vec![1, 2, 3]);
     }
 
     #[tokio::test]
     async fn stream_error_trailer_fails_the_stream_after_its_lines() {
         let body = body_of(vec!["{\"n\":1}\n"], Some(trailer(r#"{"Message":"path 'x' is not pinned","Code":0}"#)));
-        let mut reader = NdjsonReader::new(body);
+        let mut reader = NdjsonReader::new(body, IPFS_DAEMON);
         assert_eq!(reader.next::<Line>().await.unwrap(), Some(Line { n: 1 }));
         let err = reader.next::<Line>().await.unwrap_err();
         assert!(matches!(&err, Error::Ipfs(m) if m == "path 'x' is not pinned"), "{err:?}");
@@ -189,25 +218,25 @@ pub(super) mod tests {
     #[tokio::test]
     async fn kubo_plain_text_trailer_and_empty_trailer() {
         let body = body_of(vec![], Some(trailer("context canceled")));
-        let err = collect(&mut NdjsonReader::new(body)).await.unwrap_err();
+        let err = collect(&mut NdjsonReader::new(body, IPFS_DAEMON)).await.unwrap_err();
         assert!(matches!(&err, Error::Ipfs(m) if m == "context canceled"), "{err:?}");
 
         let body = body_of(vec!["{\"n\":7}\n"], Some(trailer("")));
-        assert_eq!(collect(&mut NdjsonReader::new(body)).await.unwrap(), vec![7]);
+        assert_eq!(collect(&mut NdjsonReader::new(body, IPFS_DAEMON)).await.unwrap(), vec![7]);
     }
 
     #[tokio::test]
     async fn malformed_line_is_an_ipfs_error() {
         let body = body_of(vec!["<html>\n"], None);
-        let err = collect(&mut NdjsonReader::new(body)).await.unwrap_err();
+        let err = collect(&mut NdjsonReader::new(body, IPFS_DAEMON)).await.unwrap_err();
         assert!(matches!(&err, Error::Ipfs(m) if m.contains("<html>")), "{err:?}");
     }
 
     #[tokio::test]
     async fn read_to_end_checks_trailers() {
         let body = body_of(vec!["{\"a\":", "1}"], None);
-        assert_eq!(read_to_end(body).await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(read_to_end(body, IPFS_DAEMON).await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
         let body = body_of(vec!["{}"], Some(trailer("boom")));
-        assert!(matches!(read_to_end(body).await, Err(Error::Ipfs(m)) if m == "boom"));
+        assert!(matches!(read_to_end(body, IPFS_DAEMON).await, Err(Error::Ipfs(m)) if m == "boom"));
     }
 }
