@@ -118,6 +118,14 @@ impl IpfsDaemon {
         Ok(IpfsDaemon { repo: repo_dir.to_path_buf(), process: Mutex::new(process) })
     }
 
+    /// Starts a daemon on `repo_dir` with the given API and swarm ports (0 = any free port), e.g.
+    /// on a port a peer was told about before any daemon listened there.
+    pub fn start_on_ports(repo_dir: &Path, api_port: u16, swarm_port: u16) -> anyhow::Result<IpfsDaemon> {
+        ensure_installed()?;
+        let process = launch(repo_dir, api_port, swarm_port)?;
+        Ok(IpfsDaemon { repo: repo_dir.to_path_buf(), process: Mutex::new(process) })
+    }
+
     /// One daemon per test process, in its own temporary directory, started on first use and
     /// stopped (its directory removed) when the process exits. For tests that can share a daemon.
     pub fn shared() -> anyhow::Result<&'static IpfsDaemon> {

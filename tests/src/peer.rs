@@ -113,6 +113,31 @@ impl PeerProcess {
         Ok(())
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, then waits for the exit (SIGKILL after `timeout`).
+    /// Returns the exit code; `None` when it was not running or had to be killed.
+    pub async fn stop(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        // SAFETY: plain kill(2) of our own child, not reaped yet (so the pid is still ours).
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                self.kill9()?;
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the process again on the same data directory and address.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill9()?;

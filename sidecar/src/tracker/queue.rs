@@ -154,6 +154,13 @@ impl OpTable {
         }
     }
 
+    /// Attaches a note to a pending operation's status (shown as its `error` until it runs).
+    pub fn annotate(&mut self, key: &CidKey, note: &str) {
+        if let Some(op) = self.ops.get_mut(key) {
+            op.error = Some(note.to_string());
+        }
+    }
+
     /// Queues `target` fresh (replacing any waiting or failed operation of the CID). With
     /// `keep_attempts` the attempt count carries on (a recover), else it starts at 0.
     /// Must not be called for a running operation: see [`OpTable::retarget`].

@@ -138,6 +138,10 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
                         max_queue,
                     ) {
                         queued = true;
+                        // The status shows the repair in progress; say why it is happening.
+                        if !first {
+                            inner.ops.annotate(&key, UNEXPECTEDLY_UNPINNED);
+                        }
                     } else {
                         report.not_queued += 1;
                     }
@@ -190,6 +194,9 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
     }
     Ok(report)
 }
+
+/// The note a repaired pin carries while it is queued again.
+const UNEXPECTEDLY_UNPINNED: &str = "unexpectedly_unpinned: missing from the IPFS daemon, pinning again";
 
 async fn scan_page(shared: &Shared, after: Option<CidKey>) -> Result<Vec<Pin>> {
     let pins = shared.pins.clone();

@@ -1,0 +1,127 @@
+//! Process and measurement helpers: memory and CPU from the kernel, machine load, percentiles,
+//! and printing the one JSON line of figures.
+
+use std::time::Duration;
+
+/// Resident memory from `/proc/self/status`, in MiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rss {
+    /// `VmRSS`: resident now.
+    pub now_mib: f64,
+    /// `VmHWM`: the peak so far.
+    pub peak_mib: f64,
+}
+
+impl Rss {
+    pub fn read() -> Rss {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(f64::NAN, |kib| kib / 1024.0)
+        };
+        Rss { now_mib: field("VmRSS:"), peak_mib: field("VmHWM:") }
+    }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VmRSS {:.1} MiB, VmHWM {:.1} MiB", self.now_mib, self.peak_mib)
+    }
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage only writes the struct we hand it.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time (user + system) of the whole process, exited threads included.
+pub fn process_cpu() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) of the calling thread.
+pub fn thread_cpu() -> Duration {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// The 1, 5 and 15 minute load averages and the core count.
+pub fn load() -> serde_json::Value {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let avg: Vec<f64> = text.split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    serde_json::json!({ "loadavg": avg, "cores": cores })
+}
+
+pub fn load_line() -> String {
+    let load = load();
+    format!("load average {} on {} cores", load["loadavg"], load["cores"])
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// `micros` is sorted in place.
+    pub fn of(micros: &mut [u32]) -> Percentiles {
+        if micros.is_empty() {
+            return Percentiles::default();
+        }
+        micros.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len());
+            micros[rank - 1] as f64 / 1000.0
+        };
+        Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: *micros.last().unwrap() as f64 / 1000.0 }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "p50": round2(self.p50), "p90": round2(self.p90), "p99": round2(self.p99), "max": round2(self.max) })
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms", self.p50, self.p90, self.p99, self.max)
+    }
+}
+
+pub fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// A target and whether the figure meets it, for the summary.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "MET"
+    } else {
+        "MISSED"
+    }
+}
+
+/// Prints the figures as one JSON line (after the human summary, so docs can quote it).
+pub fn emit(figures: serde_json::Value) {
+    println!("{}", serde_json::to_string(&figures).expect("JSON values serialize"));
+}

@@ -1,0 +1,221 @@
+//! The peer under test: a real `Cluster` on a durable state in a temp dir, the fake IPFS, and the
+//! real REST server on 127.0.0.1 (port 0). Also the large pinset fixture and its CIDs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use sidecar::api::RestApiConfig;
+use sidecar::cluster::{Cluster, ClusterConfig, STATE_FILE};
+use sidecar::identity::Identity;
+use sidecar::ipfs::fake::{raw_block_cid, FakeIpfs};
+use sidecar::state::{PinState, StateOp};
+use sidecar::types::{Cid, Pin, PinMode, PinType};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+use crate::measure::{self, secs};
+
+/// Warnings and errors of the peer go to stderr; [`RebuildWatch`] sees every event.
+pub fn init_logging() {
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    tracing_subscriber::registry().with(fmt).with(RebuildWatch).init();
+}
+
+/// When the tracker logged the end of a start-up rebuild ("rebuilt its queue"), in order.
+static REBUILDS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+
+/// Start-up rebuilds seen so far.
+pub fn rebuilds_seen() -> usize {
+    REBUILDS.lock().expect("rebuild list").len()
+}
+
+/// Waits for rebuild number `n` (1-based) and returns when it ended.
+pub async fn wait_rebuild(n: usize, timeout: Duration) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    loop {
+        if let Some(at) = REBUILDS.lock().expect("rebuild list").get(n - 1) {
+            return Ok(*at);
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "no tracker rebuild log event after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A tracing layer that notes the tracker's "rebuilt its queue" events in [`REBUILDS`].
+struct RebuildWatch;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RebuildWatch {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}").contains("rebuilt its queue") {
+                    self.0 = true;
+                }
+            }
+        }
+        if event.metadata().target().starts_with("sidecar::tracker") {
+            let mut message = Message(false);
+            event.record(&mut message);
+            if message.0 {
+                REBUILDS.lock().expect("rebuild list").push(Instant::now());
+            }
+        }
+    }
+}
+
+/// The server's runtime: as many workers as cores, every thread named `server`.
+pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().thread_name("server").enable_all().build()?)
+}
+
+/// A running peer with its REST API.
+pub struct Peer {
+    pub cluster: Cluster,
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+}
+
+impl Peer {
+    /// Starts the cluster on `data_dir` and serves the REST API on 127.0.0.1, port 0.
+    pub async fn start(data_dir: &Path, ipfs: Arc<FakeIpfs>) -> anyhow::Result<Peer> {
+        let cluster = Cluster::start(ClusterConfig::new("bench"), Identity::generate(), ipfs, data_dir).await?;
+        let shutdown = CancellationToken::new();
+        let config =
+            RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse()?, ..RestApiConfig::default() };
+        let (addr, server) = sidecar::api::serve(cluster.clone(), config, shutdown.clone().cancelled_owned()).await?;
+        Ok(Peer { cluster, addr, shutdown, server })
+    }
+
+    /// Stops the REST server (clients must have closed their connections) and the cluster.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.cluster.shutdown().await;
+    }
+}
+
+/// A gauge or counter of the peer's Prometheus text (`cluster_<name>`).
+pub fn metric(cluster: &Cluster, name: &str) -> Option<u64> {
+    let text = cluster.prometheus();
+    let full = format!("cluster_{name}");
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == full || key == format!("{full}_total")).then(|| value.trim().parse::<f64>().ok().map(|v| v as u64))?
+    })
+}
+
+/// The tracker knows the daemon holds all `pins` and has nothing queued or running: every pin of
+/// the pinset reads `pinned`.
+pub fn all_pinned(cluster: &Cluster, pins: u64) -> bool {
+    metric(cluster, "ipfs_pins") == Some(pins)
+        && metric(cluster, "tracker_queued") == Some(0)
+        && metric(cluster, "tracker_in_progress") == Some(0)
+}
+
+/// Polls [`all_pinned`] every 5 ms; the time it took, or an error after `timeout`.
+pub async fn wait_all_pinned(cluster: &Cluster, pins: u64, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while !all_pinned(cluster, pins) {
+        if started.elapsed() > timeout {
+            anyhow::bail!(
+                "after {timeout:?} the tracker still does not see {pins} pins pinned: {}",
+                cluster.prometheus().lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// The CID of pin number `i` of a fixture made with `seed`: sha2-256, raw codec, CIDv1.
+pub fn fixture_cid(seed: u64, i: u64) -> Cid {
+    let mut data = [0u8; 16];
+    data[..8].copy_from_slice(&seed.to_be_bytes());
+    data[8..].copy_from_slice(&i.to_be_bytes());
+    raw_block_cid(&data)
+}
+
+/// A pin as `ipfs-cluster-ctl pin add --name ... <cid>` makes it with the default replication.
+pub fn realistic_pin(cid: Cid, i: u64) -> Pin {
+    Pin {
+        replication_factor_min: -1,
+        replication_factor_max: -1,
+        name: format!("dataset-{:03}/file-{i:07}.bin", i % 1000),
+        mode: PinMode::Recursive,
+        shard_size: 0,
+        user_allocations: Vec::new(),
+        expire_at: None,
+        metadata: BTreeMap::new(),
+        pin_update: None,
+        origins: Vec::new(),
+        cid,
+        pin_type: PinType::Data,
+        allocations: Vec::new(),
+        max_depth: -1,
+        reference: None,
+        timestamp: Utc::now(),
+    }
+}
+
+/// A fake daemon that already holds the fixture's pins, as the real one would.
+pub fn fake_with_pins(seed: u64, pins: u64) -> FakeIpfs {
+    let ipfs = FakeIpfs::new();
+    for i in 0..pins {
+        ipfs.add_pin_behind_back(&fixture_cid(seed, i), PinMode::Recursive);
+    }
+    ipfs
+}
+
+/// A data directory whose state holds `pins` pins, built once and shared by `startup` and `stream`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub seed: u64,
+    pub pins: u64,
+}
+
+impl Fixture {
+    pub fn build(args: &crate::Args) -> anyhow::Result<Fixture> {
+        const BATCH: u64 = 10_000;
+        let dir = args.temp_dir("cluster-bench-state-")?;
+        let seed = rand::random::<u64>();
+        let pins = args.pins;
+        println!("== fixture: {pins} pins into {} ({})", dir.path().display(), measure::load_line());
+        let started = Instant::now();
+        let path = dir.path().join(STATE_FILE);
+        let state = PinState::open(&path)?;
+        let mut i = 0;
+        while i < pins {
+            let ops: Vec<StateOp> =
+                (i..(i + BATCH).min(pins)).map(|n| StateOp::Pin(realistic_pin(fixture_cid(seed, n), n))).collect();
+            state.apply(&ops).context("bulk loading the state")?;
+            i += ops.len() as u64;
+        }
+        anyhow::ensure!(state.len()? == pins, "the state holds {} pins, not {pins}", state.len()?);
+        drop(state);
+        let took = started.elapsed();
+        let size = std::fs::metadata(&path)?.len();
+        println!(
+            "   built in {:.1} s ({:.0} pins/s, batches of {BATCH}, one fsync each); file {:.0} MiB",
+            took.as_secs_f64(),
+            pins as f64 / took.as_secs_f64(),
+            size as f64 / (1 << 20) as f64
+        );
+        measure::emit(serde_json::json!({
+            "scenario": "fixture", "pins": pins, "build_s": secs(took),
+            "pins_per_s": (pins as f64 / took.as_secs_f64()).round(), "file_mib": (size >> 20),
+        }));
+        Ok(Fixture { dir, seed, pins })
+    }
+}
