@@ -48,12 +48,7 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
 }
 
 pub fn request(method: Method, path: &str) -> Request<Empty<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, "127.0.0.1")
-        .body(Empty::new())
-        .expect("a valid request")
+    Request::builder().method(method).uri(path).header(HOST, "127.0.0.1").body(Empty::new()).expect("a valid request")
 }
 
 /// hyper's server sends trailers only to clients that say they accept them.

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use sidecar::ipfs::fake::{raw_block_cid, FakeIpfs};
 
 use crate::client::{self, Sender};
-use crate::measure::{self, round2, secs, verdict, Percentiles};
+use crate::measure::{self, round2, secs, verdict, Percentiles, Usage};
 use crate::peer::{self, Peer};
 use crate::Args;
 
@@ -36,15 +36,22 @@ struct TaskResult {
 struct ClientRun {
     tasks: Vec<TaskResult>,
     window: Duration,
-    /// Process and client-thread CPU over the window.
-    process_cpu: Duration,
-    client_cpu: Duration,
+    /// Process and client-thread CPU and context switches over the window.
+    process: Usage,
+    client: Usage,
+    /// CPU the whole machine used over the window.
+    machine: Duration,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let clients = args.clients.max(1);
     let (warmup, window) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.seconds));
-    println!("== ingest: {clients} clients, {:.0} s warm-up + {:.0} s measured ({})", args.warmup, args.seconds, measure::load_line());
+    println!(
+        "== ingest: {clients} clients, {:.0} s warm-up + {:.0} s measured ({})",
+        args.warmup,
+        args.seconds,
+        measure::load_line()
+    );
     let load_before = measure::load();
 
     // CIDs first, before any clock starts: "/pins/<cid>?name=..." per client.
@@ -82,15 +89,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let first_error = run.tasks.iter().find_map(|t| t.first_error.clone());
     let ran_out = run.tasks.iter().any(|t| t.ran_out);
     let paths: &Vec<Vec<String>> = &paths;
-    let acked: HashSet<&str> = run
-        .tasks
-        .iter()
-        .enumerate()
-        .flat_map(|(c, t)| t.acked.iter().map(move |&i| cid_of(&paths[c][i])))
-        .collect();
-    let server_cpu = run.process_cpu.saturating_sub(run.client_cpu);
+    let acked: HashSet<&str> =
+        run.tasks.iter().enumerate().flat_map(|(c, t)| t.acked.iter().map(move |&i| cid_of(&paths[c][i]))).collect();
+    let server = run.process - run.client;
+    let server_cpu = server.cpu;
     let cores_server = server_cpu.as_secs_f64() / run.window.as_secs_f64();
-    let cores_client = run.client_cpu.as_secs_f64() / run.window.as_secs_f64();
+    let cores_client = run.client.cpu.as_secs_f64() / run.window.as_secs_f64();
+    let cores_others = run.machine.saturating_sub(run.process.cpu).as_secs_f64() / run.window.as_secs_f64();
+    let switches_per_pin = server.switches as f64 / completed.max(1) as f64;
     let server_us_per_pin = server_cpu.as_secs_f64() * 1e6 / completed.max(1) as f64;
 
     // Every acknowledged pin must be in the pinset.
@@ -114,11 +120,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let rate_ok = rate >= 10_000.0;
     let p99_ok = latency.p99 <= 20.0;
-    println!("   throughput   {rate:.0} pins/s ({completed} in {:.2} s)   target >= 10000: {}", run.window.as_secs_f64(), verdict(rate_ok));
-    println!("   latency      {latency}   target p99 <= 20 ms: {}", verdict(p99_ok));
-    println!("   errors       {errors}{}", first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default());
     println!(
-        "   CPU          server {:.2} cores ({server_us_per_pin:.0} µs/pin), client {:.2} cores (one thread)",
+        "   throughput   {rate:.0} pins/s ({completed} in {:.2} s)   target >= 10000: {}",
+        run.window.as_secs_f64(),
+        verdict(rate_ok)
+    );
+    println!("   latency      {latency}   target p99 <= 20 ms: {}", verdict(p99_ok));
+    println!(
+        "   errors       {errors}{}",
+        first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+    );
+    println!(
+        "   CPU          server {:.2} cores ({server_us_per_pin:.0} µs/pin, {switches_per_pin:.1} context switches/pin), client {:.2} cores (one thread); other processes {cores_others:.2} cores",
         cores_server, cores_client
     );
     println!(
@@ -127,9 +140,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         listed.len(),
         if state_ok { "OK" } else { "FAILED" }
     );
-    println!("   commits      {ops} ops in {transactions} fsynced transactions ({:.0} ops each)", ops as f64 / transactions.max(1) as f64);
+    println!(
+        "   commits      {ops} ops in {transactions} fsynced transactions ({:.0} ops each)",
+        ops as f64 / transactions.max(1) as f64
+    );
     match &catch_up {
-        Ok(d) => println!("   tracker      all pins pinned in the fake daemon {:.2} s after the load ended", d.as_secs_f64()),
+        Ok(d) => {
+            println!("   tracker      all pins pinned in the fake daemon {:.2} s after the load ended", d.as_secs_f64())
+        }
         Err(e) => println!("   tracker      did not catch up: {e}"),
     }
     if ran_out {
@@ -139,8 +157,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "scenario": "ingest", "clients": clients, "seconds": secs(run.window), "warmup_s": args.warmup,
         "pins_per_s": rate.round(), "completed": completed, "latency_ms": latency.json(), "errors": errors,
         "acknowledged": acked.len(), "listed": listed.len(), "state_ok": state_ok,
-        "server_cpu_cores": round2(cores_server), "client_cpu_cores": round2(cores_client),
-        "server_cpu_us_per_pin": server_us_per_pin.round(),
+        "server_cpu_cores": round2(cores_server), "client_cpu_cores": round2(cores_client), "others_cpu_cores": round2(cores_others),
+        "server_cpu_us_per_pin": server_us_per_pin.round(), "server_context_switches_per_pin": round2(switches_per_pin),
         "state_ops": ops, "state_transactions": transactions,
         "tracker_catch_up_s": catch_up.as_ref().ok().map(|d| secs(*d)),
         "targets": { "pins_per_s_ge_10000": rate_ok, "p99_le_20ms": p99_ok },
@@ -169,9 +187,9 @@ async fn drive(
     let (t0, t1) = (start + warmup, start + warmup + window);
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(t0.into()).await;
-        let (p0, c0) = (measure::process_cpu(), measure::thread_cpu());
+        let (p0, c0, m0) = (measure::process_usage(), measure::thread_usage(), measure::machine_busy());
         tokio::time::sleep_until(t1.into()).await;
-        (measure::process_cpu() - p0, measure::thread_cpu() - c0)
+        (measure::process_usage() - p0, measure::thread_usage() - c0, measure::machine_busy().saturating_sub(m0))
     });
     let tasks: Vec<_> = senders
         .into_iter()
@@ -182,12 +200,18 @@ async fn drive(
     for task in tasks {
         results.push(task.await?);
     }
-    let (process_cpu, client_cpu) = cpu.await?;
-    Ok(ClientRun { tasks: results, window, process_cpu, client_cpu })
+    let (process, client, machine) = cpu.await?;
+    Ok(ClientRun { tasks: results, window, process, client, machine })
 }
 
 /// One client: posts its CIDs one after the other on its connection until `t1`.
-async fn post_until(mut sender: Sender, paths: Arc<Vec<Vec<String>>>, c: usize, t0: Instant, t1: Instant) -> TaskResult {
+async fn post_until(
+    mut sender: Sender,
+    paths: Arc<Vec<Vec<String>>>,
+    c: usize,
+    t0: Instant,
+    t1: Instant,
+) -> TaskResult {
     let mine = &paths[c];
     let mut out = TaskResult { micros: Vec::with_capacity(mine.len()), ..Default::default() };
     for (i, path) in mine.iter().enumerate() {

@@ -32,7 +32,23 @@ impl std::fmt::Display for Rss {
     }
 }
 
-fn rusage(who: libc::c_int) -> Duration {
+/// CPU time and context switches, from `getrusage`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// User + system time.
+    pub cpu: Duration,
+    /// Voluntary + involuntary context switches.
+    pub switches: u64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, earlier: Usage) -> Usage {
+        Usage { cpu: self.cpu.saturating_sub(earlier.cpu), switches: self.switches.saturating_sub(earlier.switches) }
+    }
+}
+
+fn rusage(who: libc::c_int) -> Usage {
     // SAFETY: getrusage only writes the struct we hand it.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -40,17 +56,46 @@ fn rusage(who: libc::c_int) -> Duration {
         usage
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    Usage { cpu: tv(usage.ru_utime) + tv(usage.ru_stime), switches: (usage.ru_nvcsw + usage.ru_nivcsw) as u64 }
 }
 
-/// CPU time (user + system) of the whole process, exited threads included.
-pub fn process_cpu() -> Duration {
+/// CPU time and context switches of the whole process, exited threads included.
+pub fn process_usage() -> Usage {
     rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU time and context switches of the calling thread.
+pub fn thread_usage() -> Usage {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// CPU time (user + system) of the whole process.
+pub fn process_cpu() -> Duration {
+    process_usage().cpu
 }
 
 /// CPU time (user + system) of the calling thread.
 pub fn thread_cpu() -> Duration {
-    rusage(libc::RUSAGE_THREAD)
+    thread_usage().cpu
+}
+
+/// CPU time all processes of the machine used since boot (`/proc/stat`: all but idle and iowait).
+/// Minus this process's own time over an interval, it shows what other work took from the cores.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(busy as f64 / hz)
 }
 
 /// The 1, 5 and 15 minute load averages and the core count.

@@ -56,15 +56,32 @@ pub fn run(args: &Args, fixture: &Fixture) -> anyhow::Result<()> {
     let startup_ok = startup <= 10.0 && ready <= 10.0;
     let rss_ok = hwm <= 1024.0;
     println!("   process start -> main            {:.3} s", f("exec_to_main_s"));
-    println!("   filling the fake daemon          {:.2} s, {fake_mib:.0} MiB (not counted: another process in real life)", f("fake_build_s"));
+    println!(
+        "   filling the fake daemon          {:.2} s, {fake_mib:.0} MiB (not counted: another process in real life)",
+        f("fake_build_s")
+    );
     println!("   Cluster::start returned          {:.3} s after main's call ({:.3} s after process start)   target <= 10 s: {}", f("cluster_start_s"), startup, verdict(startup <= 10.0));
-    println!("   all pins read `pinned` (metrics) {:.3} s after Cluster::start returned", f("all_pinned_after_start_s"));
+    println!(
+        "   all pins read `pinned` (metrics) {:.3} s after Cluster::start returned",
+        f("all_pinned_after_start_s")
+    );
     println!("   tracker rebuild done (log event) {:.3} s after the call ({ready:.3} s after process start)   target <= 10 s: {}", f("rebuild_done_s"), verdict(ready <= 10.0));
     println!("   statuses sampled                 {}/{SAMPLE} pinned", child["sample_pinned"]);
     println!("   RSS empty process                {:.1} MiB", f("rss_empty_mib"));
-    println!("   RSS after Cluster::start         {:.1} MiB (minus the fake: {:.1} MiB)", f("rss_started_mib"), f("rss_started_mib") - fake_mib);
-    println!("   RSS after the rebuild            {rss_rebuilt:.1} MiB (minus the fake: {:.1} MiB)", rss_rebuilt - fake_mib);
-    println!("   peak RSS (VmHWM)                 {hwm:.1} MiB (minus the fake: {:.1} MiB)   target <= 1024 MiB: {}", hwm - fake_mib, verdict(rss_ok));
+    println!(
+        "   RSS after Cluster::start         {:.1} MiB (minus the fake: {:.1} MiB)",
+        f("rss_started_mib"),
+        f("rss_started_mib") - fake_mib
+    );
+    println!(
+        "   RSS after the rebuild            {rss_rebuilt:.1} MiB (minus the fake: {:.1} MiB)",
+        rss_rebuilt - fake_mib
+    );
+    println!(
+        "   peak RSS (VmHWM)                 {hwm:.1} MiB (minus the fake: {:.1} MiB)   target <= 1024 MiB: {}",
+        hwm - fake_mib,
+        verdict(rss_ok)
+    );
     let obj = child.as_object_mut().expect("an object");
     obj.insert("scenario".into(), "startup".into());
     obj.insert("startup_s".into(), ((startup * 1000.0).round() / 1000.0).into());

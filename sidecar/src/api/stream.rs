@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
+use futures::FutureExt;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TRAILER};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
@@ -57,27 +58,56 @@ pub(crate) async fn ndjson<T: Serialize + Send + 'static>(mut items: BoxStream<'
     resp
 }
 
-/// One data frame per item, then the trailer frame; nothing after an error.
+/// Items that are ready together travel in one frame, up to this size: a line per chunk would cost
+/// the client (and the server) far more than the bytes themselves on long listings.
+const FRAME_TARGET: usize = 64 * 1024;
+
+/// Where the body is: still reading items, or only the trailer (with its message) left to send.
+enum Body<T> {
+    Items(BoxStream<'static, Result<T>>),
+    Trailer(String),
+}
+
+/// Data frames of NDJSON lines, then the trailer frame; nothing after an error. A frame holds the
+/// next item plus whatever else is ready without waiting, so a slow producer's items still go out
+/// as soon as each is made.
 fn frames<T: Serialize + Send + 'static>(
     items: BoxStream<'static, Result<T>>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
-    stream::unfold(Some(items), |state| async move {
-        let mut items = state?;
-        let frame = match items.next().await {
-            Some(Ok(item)) => match serde_json::to_vec(&item) {
-                Ok(mut line) => {
-                    line.push(b'\n');
-                    return Some((Ok(Frame::data(Bytes::from(line))), Some(items)));
-                }
-                Err(e) => trailer(&format!("encoding stream item: {e}")),
-            },
-            Some(Err(err)) => {
-                tracing::warn!(error = %err, "stream failed mid-way");
-                trailer(&err.to_string())
-            }
-            None => trailer(""),
+    stream::unfold(Some(Body::Items(items)), |state| async move {
+        let mut items = match state? {
+            Body::Items(items) => items,
+            Body::Trailer(message) => return Some((Ok(trailer(&message)), None)),
         };
-        Some((Ok(frame), None))
+        let mut buffer = Vec::new();
+        let mut next = items.next().await;
+        let ending = loop {
+            match next {
+                Some(Ok(item)) => {
+                    if let Err(e) = serde_json::to_writer(&mut buffer, &item) {
+                        break Some(format!("encoding stream item: {e}"));
+                    }
+                    buffer.push(b'\n');
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "stream failed mid-way");
+                    break Some(err.to_string());
+                }
+                None => break Some(String::new()),
+            }
+            if buffer.len() >= FRAME_TARGET {
+                break None;
+            }
+            match items.next().now_or_never() {
+                Some(item) => next = item,
+                None => break None,
+            }
+        };
+        match (buffer.is_empty(), ending) {
+            (true, Some(message)) => Some((Ok(trailer(&message)), None)),
+            (false, Some(message)) => Some((Ok(Frame::data(Bytes::from(buffer))), Some(Body::Trailer(message)))),
+            (_, None) => Some((Ok(Frame::data(Bytes::from(buffer))), Some(Body::Items(items)))),
+        }
     })
 }
 

@@ -46,7 +46,7 @@ impl Cluster {
     /// A daemon that does not answer stops the metrics, which then expire and raise alerts.
     async fn probe_and_publish(&self) {
         let inner = &self.inner;
-        let me = inner.identity.peer_id.to_string();
+        let me = inner.me.clone();
         let ttl = inner.config.monitor_ping_interval * 2;
         let now = Utc::now();
         match inner.ipfs.id().await {

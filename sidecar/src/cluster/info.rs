@@ -49,7 +49,7 @@ impl Cluster {
 
     /// `GET /health/graph`.
     pub async fn health_graph(&self) -> ConnectGraph {
-        let me = self.inner.identity.peer_id.to_string();
+        let me = self.inner.me.clone();
         let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").id.map(|id| id.to_string());
         let mut graph = ConnectGraph { cluster_id: me.clone(), ..Default::default() };
         graph.id_to_peername.insert(me.clone(), self.inner.config.peername.clone());
@@ -64,7 +64,7 @@ impl Cluster {
 
     /// `POST /ipfs/gc`: a failing daemon is reported in the peer's entry, not as a failed request.
     pub async fn ipfs_gc(&self, _local: bool) -> Result<GlobalRepoGc> {
-        let me = self.inner.identity.peer_id.to_string();
+        let me = self.inner.me.clone();
         let mut entry = RepoGc { peer: me.clone(), peername: self.inner.config.peername.clone(), ..Default::default() };
         match self.inner.ipfs.repo_gc().await {
             Ok(keys) => entry.keys = keys,

@@ -99,6 +99,8 @@ pub struct Cluster {
 struct Inner {
     config: ClusterConfig,
     identity: Identity,
+    /// The peer ID's base58 text, which keys every `peer_map` (rendered once, not per pin).
+    me: String,
     state: Arc<PinState>,
     consensus: LocalConsensus,
     tracker: PinTracker,
@@ -128,6 +130,7 @@ impl Cluster {
         let cluster = Cluster {
             inner: Arc::new_cyclic(|weak| Inner {
                 config,
+                me: identity.peer_id.to_string(),
                 identity,
                 state,
                 consensus,

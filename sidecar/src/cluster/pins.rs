@@ -20,8 +20,7 @@ impl Cluster {
     /// `POST /pins/{cid}`: allocates, commits and returns the pin as committed.
     pub async fn pin(&self, cid: Cid, opts: PinOptions) -> Result<Pin> {
         let (min, max) = self.replication_factors(&opts)?;
-        let key = CidKey::of(&cid);
-        let existing = self.read_state(move |state| state.get(&key)).await?;
+        let existing = self.get_pin(&cid)?;
         let current = existing.as_ref().map(|p| p.allocations.clone()).unwrap_or_default();
         let candidates = self.allocation_candidates();
         let request = AllocationRequest {
@@ -65,13 +64,8 @@ impl Cluster {
 
     /// `DELETE /pins/{cid}`: the pin as it was; `Error::NotFound` when absent.
     pub async fn unpin(&self, cid: &Cid) -> Result<Pin> {
-        let key = CidKey::of(cid);
-        let lookup = key.clone();
-        let pin = self
-            .read_state(move |state| state.get(&lookup))
-            .await?
-            .ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))?;
-        self.inner.consensus.commit(StateOp::Unpin(key)).await?;
+        let pin = self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))?;
+        self.inner.consensus.commit(StateOp::Unpin(pin.key())).await?;
         Ok(pin)
     }
 
@@ -88,8 +82,7 @@ impl Cluster {
 
     /// `GET /allocations/{cid}`: `Error::NotFound("pin is not part of the pinset")` when absent.
     pub async fn allocation(&self, cid: &Cid) -> Result<Pin> {
-        let key = CidKey::of(cid);
-        self.read_state(move |state| state.get(&key)).await?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))
+        self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))
     }
 
     /// `GET /pins`: statuses of every pin (or of `cids`), filtered, streamed. With one peer the
@@ -112,7 +105,7 @@ impl Cluster {
         }
         let in_pinset = {
             let cluster = cluster.clone();
-            self.scan_pins().map(move |pin| pin.map(|pin| cluster.pin_info(&pin.cid.clone(), Some(&pin))))
+            self.scan_pins().map(move |pin| pin.map(|pin| cluster.pin_info(&pin.cid.clone(), Some(pin))))
         };
         // Unpins still running or failed concern CIDs that have already left the pinset.
         let leaving = stream::once(async move {
@@ -134,15 +127,13 @@ impl Cluster {
 
     /// `GET /pins/{cid}`: not in the pinset = every peer `unpinned` (or what is still in flight).
     pub async fn status(&self, cid: &Cid, _local: bool) -> Result<GlobalPinInfo> {
-        let key = CidKey::of(cid);
-        let pin = self.read_state(move |state| state.get(&key)).await?;
-        Ok(self.pin_info(cid, pin.as_ref()))
+        let pin = self.get_pin(cid)?;
+        Ok(self.pin_info(cid, pin))
     }
 
     /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin (or unpin) of this peer.
     pub async fn recover(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
-        let key = CidKey::of(cid);
-        if let Some(pin) = self.read_state(move |state| state.get(&key)).await? {
+        if let Some(pin) = self.get_pin(cid)? {
             self.inner.tracker.recover(&pin);
         }
         self.status(cid, local).await
@@ -162,9 +153,16 @@ impl Cluster {
         .boxed()
     }
 
-    /// This peer's view of one pin, as the cluster-wide object.
-    fn pin_info(&self, cid: &Cid, pin: Option<&Pin>) -> GlobalPinInfo {
-        let local = self.inner.tracker.status_of(&CidKey::of(cid), pin);
+    /// One pin of the pinset. A point read finds its pages in redb's cache and takes microseconds:
+    /// it runs in place, as a hop to a blocking thread would cost more than the read itself.
+    fn get_pin(&self, cid: &Cid) -> Result<Option<Pin>> {
+        self.inner.state.get(&CidKey::of(cid))
+    }
+
+    /// This peer's view of one pin, as the cluster-wide object (the pin's fields move into it: on
+    /// a listing of millions, copying them would be most of the work).
+    fn pin_info(&self, cid: &Cid, pin: Option<Pin>) -> GlobalPinInfo {
+        let local = self.inner.tracker.status_of(&CidKey::of(cid), pin.as_ref());
         let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
         let short = PinInfoShort {
             peername: self.inner.config.peername.clone(),
@@ -176,14 +174,26 @@ impl Cluster {
             attempt_count: local.attempt_count,
             priority_pin: local.priority_pin,
         };
-        GlobalPinInfo {
-            cid: pin.map_or(*cid, |p| p.cid),
-            name: pin.map(|p| p.name.clone()).unwrap_or_default(),
-            allocations: pin.map(|p| p.allocations.clone()).unwrap_or_default(),
-            origins: pin.map(|p| p.origins.clone()).unwrap_or_default(),
-            created: pin.map(|p| p.timestamp),
-            metadata: pin.filter(|p| !p.metadata.is_empty()).map(|p| p.metadata.clone()),
-            peer_map: [(self.inner.identity.peer_id.to_string(), short)].into_iter().collect(),
+        let peer_map = [(self.inner.me.clone(), short)].into_iter().collect();
+        match pin {
+            Some(pin) => GlobalPinInfo {
+                cid: pin.cid,
+                name: pin.name,
+                allocations: pin.allocations,
+                origins: pin.origins,
+                created: Some(pin.timestamp),
+                metadata: (!pin.metadata.is_empty()).then_some(pin.metadata),
+                peer_map,
+            },
+            None => GlobalPinInfo {
+                cid: *cid,
+                name: String::new(),
+                allocations: Vec::new(),
+                origins: Vec::new(),
+                created: None,
+                metadata: None,
+                peer_map,
+            },
         }
     }
 

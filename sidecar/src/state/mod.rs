@@ -5,10 +5,16 @@
 //! Every applied batch reports its [`StateChange`]s to a [`StateObserver`] (the pin tracker).
 //!
 //! Storage is one redb file (see `store`): table `pins` (CidKey bytes -> versioned postcard record),
-//! `expiry` ((expire_at seconds, key) -> ()) so expiry never scans the pinset, and `meta` (format
-//! version, and the consensus layer's `last_applied` blob, written in the same transaction as the
-//! ops it covers). Records are decoded when read; a record that does not decode is an error,
-//! never skipped.
+//! `expiry` ((expire_at seconds, key) -> ()) so expiry never scans the pinset, `unpins` (see
+//! [`PendingUnpin`]) and `meta` (format version, the consensus layer's `last_applied` blob, written
+//! in the same transaction as the ops it covers, and the last unpin record's `seq`). Records are
+//! decoded when read; a record that does not decode is an error, never skipped.
+//!
+//! Unpin records make the IPFS side of a removal as durable as the removal: an unpin (or a pin
+//! whose allocations lose peers) writes one in its own transaction, naming the peers that lost the
+//! pin. The state does not know which peer it runs on, and under Raft every peer applies the same
+//! ops: each peer's tracker reads the records, acts on those that name it, and forgets them
+//! locally. The table is not replicated (snapshots leave it out, restores leave it as it is).
 //!
 //! Measured in release mode on the shared 2-core build machine (`cargo test --release -p sidecar
 //! --lib state::tests::million -- --ignored --nocapture`), 1M pins with two allocations each:
@@ -25,11 +31,13 @@ pub(crate) mod tests;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+use libp2p_identity::PeerId;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError};
 
-use crate::types::{CidKey, Pin};
+use crate::types::{Cid, CidKey, Pin, PinMode};
 use crate::Result;
 
 pub use snapshot::RestoreSummary;
@@ -63,6 +71,29 @@ pub trait StateObserver: Send + Sync + 'static {
     fn on_restored(&self, _summary: &RestoreSummary) {}
 }
 
+/// A removal whose IPFS side may not have run yet on some peer: the CID was unpinned, or its
+/// allocations moved away from `from`. Written in the transaction of the op that removed it,
+/// dropped by a later op that allocates it to all of `from` again, or by
+/// [`PinState::forget_unpins`] once a peer has checked its own daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingUnpin {
+    pub key: CidKey,
+    /// The CID as the removed pin spelled it.
+    pub cid: Cid,
+    pub mode: PinMode,
+    /// Peers that may still hold the IPFS pin (empty = every peer, as in [`Pin::allocations`]).
+    pub from: Vec<PeerId>,
+    /// Written after every record with a lower `seq` (see [`PinState::latest_unpin_seq`]).
+    pub seq: u64,
+}
+
+impl PendingUnpin {
+    /// Whether `peer` may hold an IPFS pin of the CID that the cluster asked of it.
+    pub fn names(&self, peer: &PeerId) -> bool {
+        self.from.is_empty() || self.from.contains(peer)
+    }
+}
+
 /// Tuning of the state file.
 #[derive(Clone, Debug)]
 pub struct StateOptions {
@@ -81,6 +112,8 @@ impl Default for StateOptions {
 pub struct PinState {
     db: Database,
     path: PathBuf,
+    /// The `seq` of the last unpin record committed (0: none yet).
+    unpin_seq: AtomicU64,
 }
 
 impl PinState {
@@ -93,7 +126,10 @@ impl PinState {
     /// [`PinState::open`] with explicit options.
     pub fn open_with(path: &Path, options: &StateOptions) -> Result<Self> {
         let db = store::open(path, options)?;
-        Ok(PinState { db, path: path.to_path_buf() })
+        let state = PinState { db, path: path.to_path_buf(), unpin_seq: AtomicU64::new(0) };
+        let seq = state.read_meta(store::UNPIN_SEQ)?.map(|v| store::decode_seq(path, &v)).transpose()?;
+        state.unpin_seq.store(seq.unwrap_or(0), Ordering::Release);
+        Ok(state)
     }
 
     /// The file this state lives in.
@@ -115,24 +151,82 @@ impl PinState {
             return Ok(Vec::new());
         }
         let txn = self.db.begin_write().map_err(|e| store::db_error(&self.path, "starting a write", e))?;
-        let outcomes = {
+        let (outcomes, unpin_seq) = {
             let mut tables = store::Tables::open(&txn, &self.path)?;
             let outcomes = ops.iter().map(|op| tables.apply(op)).collect::<Result<Vec<_>>>()?;
             if applied.is_some() {
                 tables.set_last_applied(applied)?;
             }
-            outcomes
+            (outcomes, tables.written_unpin_seq())
         };
         txn.commit().map_err(|e| store::db_error(&self.path, "committing a write", e))?;
+        // Only once committed: a reader of the seq relies on every record up to it being there.
+        if let Some(seq) = unpin_seq {
+            self.unpin_seq.store(seq, Ordering::Release);
+        }
         Ok(outcomes)
     }
 
     /// The blob last stored by [`PinState::apply_each`] or [`PinState::restore`], if any.
     pub fn last_applied(&self) -> Result<Option<Vec<u8>>> {
+        self.read_meta(store::LAST_APPLIED)
+    }
+
+    /// The `seq` of the last unpin record committed. An IPFS unpin of a CID that starts after this
+    /// was read fulfils the CID's record if its `seq` is at most this: any later removal of the
+    /// CID writes a record with a higher one.
+    pub fn latest_unpin_seq(&self) -> u64 {
+        self.unpin_seq.load(Ordering::Acquire)
+    }
+
+    /// Up to `limit` unpin records in key order, starting after `after` (see [`PendingUnpin`]).
+    pub fn pending_unpins(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<PendingUnpin>> {
         let txn = self.begin_read()?;
-        let meta = txn.open_table(store::META).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
-        let value = meta.get(store::LAST_APPLIED).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        let unpins = match txn.open_table(store::UNPINS) {
+            Ok(unpins) => unpins,
+            // A file from before unpin records: none yet.
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(store::db_error(&self.path, "reading unpin records", e)),
+        };
+        let lower = match after {
+            Some(key) => std::ops::Bound::Excluded(key.as_bytes()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = unpins
+            .range::<&[u8]>((lower, std::ops::Bound::Unbounded))
+            .map_err(|e| store::db_error(&self.path, "reading unpin records", e))?;
+        let mut out = Vec::with_capacity(limit.min(16 * 1024));
+        for entry in range.take(limit) {
+            let (key, value) = entry.map_err(|e| store::db_error(&self.path, "reading unpin records", e))?;
+            out.push(store::decode_pending_unpin(&self.path, key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Drops the unpin record of each key whose `seq` is at most the one given with it (a record
+    /// rewritten since is kept). Not fsynced: a drop lost in a crash only costs one more check of
+    /// the daemon's pin set at the next start, and this runs after every batch of unpins.
+    pub fn forget_unpins(&self, done: &[(CidKey, u64)]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(|e| store::db_error(&self.path, "starting a write", e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| store::db_error(&self.path, "forgetting unpin records", redb::Error::from(e)))?;
+        {
+            let mut unpins = txn
+                .open_table(store::UNPINS)
+                .map_err(|e| store::db_error(&self.path, "forgetting unpin records", e))?;
+            let forget = |e| store::db_error(&self.path, "forgetting unpin records", e);
+            for (key, seq) in done {
+                let stored = unpins.get(key.as_bytes()).map_err(forget)?;
+                let stored = stored.map(|v| store::decode_pending_unpin(&self.path, key.as_bytes(), v.value()));
+                if stored.transpose()?.is_some_and(|record| record.seq <= *seq) {
+                    unpins.remove(key.as_bytes()).map_err(forget)?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| store::db_error(&self.path, "committing a write", e))
     }
 
     pub fn get(&self, key: &CidKey) -> Result<Option<Pin>> {
@@ -207,6 +301,13 @@ impl PinState {
     /// [`StateObserver::on_restored`] with the summary once this returns.
     pub fn restore(&self, reader: impl Read) -> Result<RestoreSummary> {
         snapshot::restore(self, reader)
+    }
+
+    fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(store::META).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
+        let value = meta.get(name).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction> {

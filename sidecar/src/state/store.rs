@@ -5,13 +5,15 @@ use std::fmt::Display;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use libp2p_identity::PeerId;
 use redb::{
-    Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, Table, TableDefinition,
-    TableError, WriteTransaction,
+    Builder, Database, DatabaseError, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, TableError, WriteTransaction,
 };
+use serde::{Deserialize, Serialize};
 
-use super::{StateChange, StateOp, StateOptions};
-use crate::types::{CidKey, Pin};
+use super::{PendingUnpin, StateChange, StateOp, StateOptions};
+use crate::types::{cid_serde, Cid, CidKey, Pin, PinMode};
 use crate::{Error, Result};
 
 /// CidKey bytes -> record (see [`encode_pin`]).
@@ -20,8 +22,14 @@ pub(super) const PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pin
 pub(super) const EXPIRY: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("expiry");
 /// Format version and the consensus layer's `last_applied` blob.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// CidKey bytes -> [`UnpinRecord`]: removals (unpins, allocations moved away) whose IPFS side may
+/// not have run yet. Local bookkeeping, not part of snapshots. Files written before it existed lack
+/// it: it is created by the first write, and read as empty until then (same format version).
+pub(super) const UNPINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("unpins");
 
 pub(super) const LAST_APPLIED: &str = "last_applied";
+/// u64 LE: the `seq` of the last [`UnpinRecord`] written (absent: none yet).
+pub(super) const UNPIN_SEQ: &str = "unpin_seq";
 const FORMAT: &str = "format";
 /// Version of the table layout; a file with another one is refused, never guessed at.
 pub(super) const FORMAT_VERSION: u32 = 1;
@@ -140,11 +148,14 @@ fn check_layout(db: &impl ReadableDatabase, path: &Path) -> Result<()> {
 }
 
 /// The tables of a write transaction, and the one place where a pin is written or removed,
-/// keeping `pins` and `expiry` in step.
+/// keeping `pins`, `expiry` and `unpins` in step.
 pub(super) struct Tables<'t> {
     pins: Table<'t, &'static [u8], &'static [u8]>,
     expiry: Table<'t, (i64, &'static [u8]), ()>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    unpins: Table<'t, &'static [u8], &'static [u8]>,
+    /// The last unpin record `seq` of this transaction, once one was written.
+    unpin_seq: Option<u64>,
     path: &'t Path,
 }
 
@@ -155,14 +166,22 @@ impl<'t> Tables<'t> {
             pins: txn.open_table(PINS).map_err(err)?,
             expiry: txn.open_table(EXPIRY).map_err(err)?,
             meta: txn.open_table(META).map_err(err)?,
+            unpins: txn.open_table(UNPINS).map_err(err)?,
+            unpin_seq: None,
             path,
         })
+    }
+
+    /// The `seq` of the last unpin record this transaction wrote, if it wrote one.
+    pub(super) fn written_unpin_seq(&self) -> Option<u64> {
+        self.unpin_seq
     }
 
     pub(super) fn apply(&mut self, op: &StateOp) -> Result<Option<StateChange>> {
         match op {
             StateOp::Pin(pin) => {
                 let previous = self.put(pin)?;
+                self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
                 Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
             }
             StateOp::Unpin(key) => {
@@ -172,6 +191,7 @@ impl<'t> Tables<'t> {
                 if let Some(at) = pin.expire_at {
                     self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
                 }
+                self.track_removal(key, Some(&pin), None)?;
                 Ok(Some(StateChange::Unpinned { pin }))
             }
         }
@@ -192,12 +212,93 @@ impl<'t> Tables<'t> {
         Ok(previous)
     }
 
+    /// Keeps the unpin record of `key` in step with its pin going from `previous` to `next` (`None`:
+    /// unpinned), so that the peers that lost the pin learn of it even if they crash before their
+    /// IPFS unpin ran. Every write gives the record a new `seq`.
+    fn track_removal(&mut self, key: &CidKey, previous: Option<&Pin>, next: Option<&Pin>) -> Result<()> {
+        let recorded = self.unpins.get(key.as_bytes()).map_err(write_error(self.path))?;
+        let recorded = recorded.map(|r| decode_unpin(self.path, key.as_bytes(), r.value())).transpose()?;
+        let owed = owed_peers(
+            recorded.as_ref().map(|r| r.from.as_slice()),
+            previous.map(|p| p.allocations.as_slice()),
+            next.map(|p| p.allocations.as_slice()),
+        );
+        let Some(from) = owed else {
+            if recorded.is_some() {
+                self.unpins.remove(key.as_bytes()).map_err(write_error(self.path))?;
+            }
+            return Ok(());
+        };
+        // Something is owed only from a previous pin or a record.
+        let (cid, mode) = match (previous, recorded) {
+            (Some(pin), _) => (pin.cid, pin.mode),
+            (None, Some(record)) => (record.cid, record.mode),
+            (None, None) => unreachable!("owed_peers owes nothing without a previous pin or record"),
+        };
+        let seq = self.next_unpin_seq()?;
+        let record = encode_unpin(self.path, &UnpinRecord { cid, mode, from, seq })?;
+        self.unpins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
+        Ok(())
+    }
+
+    fn next_unpin_seq(&mut self) -> Result<u64> {
+        let last = match self.unpin_seq {
+            Some(seq) => seq,
+            None => {
+                let stored = self.meta.get(UNPIN_SEQ).map_err(write_error(self.path))?;
+                stored.map(|v| decode_seq(self.path, v.value())).transpose()?.unwrap_or(0)
+            }
+        };
+        let seq = last + 1;
+        self.meta.insert(UNPIN_SEQ, seq.to_le_bytes().as_slice()).map_err(write_error(self.path))?;
+        self.unpin_seq = Some(seq);
+        Ok(seq)
+    }
+
     pub(super) fn set_last_applied(&mut self, applied: Option<&[u8]>) -> Result<()> {
         match applied {
             Some(applied) => self.meta.insert(LAST_APPLIED, applied).map(drop),
             None => self.meta.remove(LAST_APPLIED).map(drop),
         }
         .map_err(write_error(self.path))
+    }
+}
+
+/// The peers that may still hold an IPFS pin of a CID that the cluster no longer asks of them,
+/// once its allocations go from `previous` to `next` (`None`: not in the pinset), given those
+/// `recorded` before. Allocation lists follow [`Pin::allocations`] (empty = every peer); so does
+/// the result, which is `None` when nobody is owed an unpin. "Every peer but `next`'s" stays
+/// "every peer": a superset is safe, as each peer also checks that the pin is not allocated to
+/// it any more before unpinning.
+pub(super) fn owed_peers(
+    recorded: Option<&[PeerId]>,
+    previous: Option<&[PeerId]>,
+    next: Option<&[PeerId]>,
+) -> Option<Vec<PeerId>> {
+    let mut owed: Option<Vec<PeerId>> = None;
+    for peers in [recorded, previous].into_iter().flatten() {
+        owed = Some(match owed {
+            None => peers.to_vec(),
+            Some(so_far) if so_far.is_empty() || peers.is_empty() => Vec::new(),
+            Some(mut so_far) => {
+                for peer in peers {
+                    if !so_far.contains(peer) {
+                        so_far.push(*peer);
+                    }
+                }
+                so_far
+            }
+        });
+    }
+    match (owed?, next) {
+        (owed, None) => Some(owed),
+        // Allocated to every peer again: nobody lost it.
+        (_, Some([])) => None,
+        (every, Some(_)) if every.is_empty() => Some(every),
+        (owed, Some(kept)) => {
+            let still: Vec<PeerId> = owed.into_iter().filter(|peer| !kept.contains(peer)).collect();
+            (!still.is_empty()).then_some(still)
+        }
     }
 }
 
@@ -243,6 +344,50 @@ pub(super) fn decode_record(record: &[u8]) -> Result<Pin, String> {
         Some((version, _)) => Err(format!("unknown record version {version}")),
         None => Err("it is empty".into()),
     }
+}
+
+/// An unpin record: [`RECORD_V1`], then the postcard encoding of this.
+#[derive(Serialize, Deserialize)]
+struct UnpinRecord {
+    #[serde(with = "cid_serde")]
+    cid: Cid,
+    mode: PinMode,
+    /// Empty = every peer.
+    from: Vec<PeerId>,
+    seq: u64,
+}
+
+fn encode_unpin(path: &Path, record: &UnpinRecord) -> Result<Vec<u8>> {
+    postcard::to_extend(record, vec![RECORD_V1]).map_err(|e| {
+        Error::Storage(format!("{}: cannot encode the unpin record of {}: {e}", path.display(), record.cid))
+    })
+}
+
+fn decode_unpin(path: &Path, key: &[u8], record: &[u8]) -> Result<UnpinRecord> {
+    let damaged_record = |why: String| damaged(path, format!("the unpin record of {}: {why}", describe_key(key)));
+    let record = match record.split_first() {
+        Some((&RECORD_V1, body)) => match postcard::take_from_bytes::<UnpinRecord>(body) {
+            Ok((record, [])) => record,
+            Ok((_, rest)) => return Err(damaged_record(format!("{} unexpected bytes after it", rest.len()))),
+            Err(e) => return Err(damaged_record(format!("it does not decode ({e})"))),
+        },
+        Some((version, _)) => return Err(damaged_record(format!("unknown record version {version}"))),
+        None => return Err(damaged_record("it is empty".into())),
+    };
+    if CidKey::of(&record.cid).as_bytes() != key {
+        return Err(damaged_record(format!("it names {}", record.cid)));
+    }
+    Ok(record)
+}
+
+/// Reads an unpin record stored under `key` as the API returns it.
+pub(super) fn decode_pending_unpin(path: &Path, key: &[u8], record: &[u8]) -> Result<PendingUnpin> {
+    let UnpinRecord { cid, mode, from, seq } = decode_unpin(path, key, record)?;
+    Ok(PendingUnpin { key: CidKey::of(&cid), cid, mode, from, seq })
+}
+
+pub(super) fn decode_seq(path: &Path, value: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(value).map(u64::from_le_bytes).map_err(|_| damaged(path, "its unpin sequence is unreadable"))
 }
 
 fn describe_key(key: &[u8]) -> String {

@@ -424,3 +424,177 @@ fn million_pins_insert_reopen_scan_snapshot() {
         mib(&path),
     );
 }
+
+fn pin_for(n: u64, allocations: &[libp2p_identity::PeerId]) -> Pin {
+    Pin { allocations: allocations.to_vec(), ..pin_n(n) }
+}
+
+fn all_unpins(state: &PinState) -> Vec<PendingUnpin> {
+    state.pending_unpins(None, usize::MAX).unwrap()
+}
+
+#[test]
+fn an_unpin_writes_its_record_in_its_own_transaction() {
+    let dir = TempDir::new().unwrap();
+    let path = state_path(&dir);
+    let (p1, p2) = (libp2p_identity::PeerId::random(), libp2p_identity::PeerId::random());
+    let mut direct = pin_for(1, &[p1, p2]);
+    direct.mode = crate::types::PinMode::Direct;
+    {
+        let state = PinState::open(&path).unwrap();
+        state.apply(&[StateOp::Pin(direct.clone()), StateOp::Pin(pin_n(2))]).unwrap();
+        assert_eq!((all_unpins(&state), state.latest_unpin_seq()), (vec![], 0), "pins owe nothing");
+        state.apply(&[StateOp::Unpin(direct.key()), StateOp::Unpin(pin_n(3).key())]).unwrap();
+        let expected =
+            PendingUnpin { key: direct.key(), cid: direct.cid, mode: direct.mode, from: vec![p1, p2], seq: 1 };
+        assert_eq!((all_unpins(&state), state.latest_unpin_seq()), (vec![expected], 1));
+    }
+    // Durable with the unpin: there after a reopen, and the sequence goes on from where it was.
+    let state = PinState::open(&path).unwrap();
+    assert_eq!((all_unpins(&state).len(), state.latest_unpin_seq()), (1, 1));
+    state.apply(&[StateOp::Unpin(pin_n(2).key())]).unwrap();
+    let pending = all_unpins(&state);
+    assert_eq!(pending.iter().map(|u| (u.key.clone(), u.seq)).collect::<Vec<_>>(), {
+        let mut expected = vec![(direct.key(), 1), (pin_n(2).key(), 2)];
+        expected.sort();
+        expected
+    });
+    assert!(pending.iter().find(|u| u.key == pin_n(2).key()).unwrap().names(&p1), "allocated everywhere");
+
+    // All or nothing: an unpin in a batch that fails leaves neither its removal nor its record.
+    state.apply(&[StateOp::Pin(pin_n(4)), StateOp::Pin(pin_n(5))]).unwrap();
+    drop(state);
+    tamper(&path, |txn| {
+        txn.open_table(store::PINS).unwrap().insert(pin_n(5).key().as_bytes(), [1u8, 0xff].as_slice()).unwrap();
+    });
+    let state = PinState::open(&path).unwrap();
+    storage_error(state.apply(&[StateOp::Unpin(pin_n(4).key()), StateOp::Unpin(pin_n(5).key())]));
+    assert_eq!(state.get(&pin_n(4).key()).unwrap(), Some(pin_n(4)));
+    assert!(all_unpins(&state).iter().all(|u| u.key != pin_n(4).key()));
+    assert_eq!(state.latest_unpin_seq(), 2);
+}
+
+#[test]
+fn owed_peers_follow_allocations() {
+    let [a, b, c] = [(); 3].map(|_| libp2p_identity::PeerId::random());
+    let peers = |p: &[libp2p_identity::PeerId]| Some(p.to_vec());
+    let every = Some(vec![]);
+    let table = [
+        // New pins owe nothing.
+        (None, None, peers(&[a]), None),
+        (None, None, every.clone(), None),
+        // Unpinned: whoever had it.
+        (None, peers(&[a, b]), None, peers(&[a, b])),
+        (None, every.clone(), None, every.clone()),
+        // Moved: whoever lost it; nobody when nobody did.
+        (None, peers(&[a, b]), peers(&[b, c]), peers(&[a])),
+        (None, peers(&[a]), peers(&[a, b]), None),
+        (None, every.clone(), peers(&[a]), every.clone()),
+        (None, peers(&[a]), every.clone(), None),
+        // A record lasts until everyone it names has the pin again.
+        (peers(&[a, b]), None, peers(&[c]), peers(&[a, b])),
+        (peers(&[a, b]), None, peers(&[a]), peers(&[b])),
+        (peers(&[a, b]), None, peers(&[a, b]), None),
+        (peers(&[a]), peers(&[b]), peers(&[c]), peers(&[a, b])),
+        (peers(&[a]), peers(&[b]), None, peers(&[a, b])),
+        (peers(&[a]), every.clone(), peers(&[c]), every.clone()),
+        (every.clone(), peers(&[b]), peers(&[b]), every.clone()),
+        (every.clone(), None, every.clone(), None),
+    ];
+    for (recorded, previous, next, expected) in table {
+        assert_eq!(
+            store::owed_peers(recorded.as_deref(), previous.as_deref(), next.as_deref()),
+            expected,
+            "{recorded:?} {previous:?} {next:?}"
+        );
+    }
+}
+
+#[test]
+fn a_repin_drops_the_record_and_a_reallocation_writes_one() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    let (me, other) = (libp2p_identity::PeerId::random(), libp2p_identity::PeerId::random());
+    let key = pin_n(1).key();
+    let owed = |state: &PinState| all_unpins(state).into_iter().map(|u| (u.from, u.seq)).collect::<Vec<_>>();
+
+    state.apply(&[StateOp::Pin(pin_for(1, &[me])), StateOp::Unpin(key.clone())]).unwrap();
+    assert_eq!(owed(&state), vec![(vec![me], 1)]);
+    state.apply(&[StateOp::Pin(pin_for(1, &[me]))]).unwrap();
+    assert_eq!(owed(&state), vec![], "pinned again: nothing to undo");
+
+    state.apply(&[StateOp::Pin(pin_for(1, &[other]))]).unwrap();
+    assert_eq!(owed(&state), vec![(vec![me], 2)], "moved away from me");
+    // A rename elsewhere keeps what I am owed, under a new seq.
+    state.apply(&[StateOp::Pin(Pin { name: "renamed".into(), ..pin_for(1, &[other]) })]).unwrap();
+    assert_eq!(owed(&state), vec![(vec![me], 3)]);
+    state.apply(&[StateOp::Pin(pin_for(1, &[other, me]))]).unwrap();
+    assert_eq!(owed(&state), vec![]);
+    assert_eq!(state.latest_unpin_seq(), 3);
+}
+
+#[test]
+fn unpin_records_page_and_are_forgotten_unless_rewritten_since() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    state.apply(&(0..250).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
+    state.apply(&(0..250).map(|n| StateOp::Unpin(pin_n(n).key())).collect::<Vec<_>>()).unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<CidKey> = None;
+    loop {
+        let page = state.pending_unpins(after.as_ref(), 100).unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 100);
+        after = Some(last.key.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 250);
+    assert!(seen.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(state.pending_unpins(None, 0).unwrap(), vec![]);
+
+    // Checked up to the latest seq: every record may go, but one re-pinned and unpinned meanwhile
+    // stays (its new record asks for another unpin).
+    let checked = state.latest_unpin_seq();
+    let done: Vec<(CidKey, u64)> = seen.iter().map(|u| (u.key.clone(), checked)).collect();
+    let again = pin_n(7);
+    state.apply(&[StateOp::Pin(again.clone()), StateOp::Unpin(again.key())]).unwrap();
+    state.forget_unpins(&done).unwrap();
+    let left = all_unpins(&state);
+    assert_eq!(left.iter().map(|u| &u.key).collect::<Vec<_>>(), vec![&again.key()]);
+    assert!(left[0].seq > checked);
+    state.forget_unpins(&[(again.key(), left[0].seq), (pin_n(999).key(), 1)]).unwrap();
+    assert_eq!(all_unpins(&state), vec![]);
+}
+
+#[test]
+fn a_state_file_from_before_unpin_records_opens_and_gets_them() {
+    let dir = TempDir::new().unwrap();
+    let path = populated(&dir, 3);
+    // What a file of the same format version written before the table existed looks like.
+    tamper(&path, |txn| {
+        assert!(txn.delete_table(store::UNPINS).unwrap());
+    });
+    let state = PinState::open(&path).unwrap();
+    assert_eq!((all_unpins(&state), state.latest_unpin_seq()), (vec![], 0));
+    assert_eq!(all_pins(&state).len(), 3);
+    state.apply(&[StateOp::Unpin(pin_n(1).key())]).unwrap();
+    assert_eq!(all_unpins(&state).iter().map(|u| u.key.clone()).collect::<Vec<_>>(), vec![pin_n(1).key()]);
+    state.forget_unpins(&[(pin_n(1).key(), 1)]).unwrap();
+    assert_eq!(all_unpins(&state), vec![]);
+}
+
+#[test]
+fn snapshots_leave_unpin_records_out_and_restores_leave_them_be() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    source.apply(&[StateOp::Pin(pin_n(1)), StateOp::Pin(pin_n(2)), StateOp::Unpin(pin_n(1).key())]).unwrap();
+    let mut stream = Vec::new();
+    source.snapshot(&mut stream).unwrap();
+
+    let target = PinState::open(&dir.path().join("b.redb")).unwrap();
+    target.apply(&[StateOp::Pin(pin_n(3)), StateOp::Unpin(pin_n(3).key())]).unwrap();
+    target.restore(stream.as_slice()).unwrap();
+    assert_eq!(all_pins(&target), vec![pin_n(2)]);
+    assert_eq!(all_unpins(&target).iter().map(|u| u.key.clone()).collect::<Vec<_>>(), vec![pin_n(3).key()]);
+}

@@ -99,6 +99,38 @@ pub(crate) fn already_done(kind: OpKind, phase: Phase, mode: PinMode, ipfs: Ipfs
         }
 }
 
+/// What to do about an unpin record (an acknowledged removal whose IPFS side may not have run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordPlan {
+    Unpin,
+    /// Nothing for this peer to do: drop the record.
+    Forget,
+    /// Decide later (an operation is on the CID, or the daemon's pin set is not known).
+    Keep,
+}
+
+/// Sync: the plan for an unpin record, given whether it names this peer (the pin was allocated
+/// here), where the CID stands in the pinset now, its operation and the daemon's view.
+pub(crate) fn plan_unpin_record(
+    names_me: bool,
+    membership: Membership,
+    op: Option<(OpKind, Phase)>,
+    ipfs: IpfsView,
+) -> RecordPlan {
+    match (names_me, membership, op, ipfs) {
+        // Never asked of this peer: an IPFS pin of it is the user's, left alone.
+        (false, ..) => RecordPlan::Forget,
+        // Allocated here again: nothing to undo.
+        (true, Membership::Here(_), ..) => RecordPlan::Forget,
+        // A running unpin drops the record when it succeeds; a pin operation for a pin no longer
+        // here is the sync's stale check's to turn into an unpin.
+        (true, _, Some(_), _) => RecordPlan::Keep,
+        (true, _, None, IpfsView::Has(_)) => RecordPlan::Unpin,
+        (true, _, None, IpfsView::Missing) => RecordPlan::Forget,
+        (true, _, None, IpfsView::Unknown) => RecordPlan::Keep,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +318,35 @@ mod tests {
                 plan_recover(membership, op, ipfs),
                 expected,
                 "{membership:?} {op:?} {ipfs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plans_for_unpin_records() {
+        use Membership::{Absent, Here, Remote};
+        use RecordPlan as R;
+        let table = [
+            (true, Absent, None, Has(Recursive), R::Unpin),
+            (true, Absent, None, Has(Direct), R::Unpin),
+            (true, Remote, None, Has(Recursive), R::Unpin),
+            (true, Absent, None, Missing, R::Forget),
+            (true, Remote, None, Missing, R::Forget),
+            (true, Absent, None, Unknown, R::Keep),
+            (false, Absent, None, Has(Recursive), R::Forget),
+            (false, Remote, None, Has(Recursive), R::Forget),
+            (true, Here(Recursive), None, Has(Recursive), R::Forget),
+            (true, Here(Recursive), None, Missing, R::Forget),
+            (true, Here(Recursive), Some((Pin, Queued)), Missing, R::Forget),
+            (true, Absent, Some((Unpin, Queued)), Has(Recursive), R::Keep),
+            (true, Absent, Some((Unpin, Failed)), Has(Recursive), R::Keep),
+            (true, Remote, Some((Pin, Queued)), Missing, R::Keep),
+        ];
+        for (names_me, membership, op, ipfs, expected) in table {
+            assert_eq!(
+                plan_unpin_record(names_me, membership, op, ipfs),
+                expected,
+                "{names_me} {membership:?} {op:?} {ipfs:?}"
             );
         }
     }

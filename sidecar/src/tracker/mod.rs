@@ -11,8 +11,10 @@
 //! Work arrives through [`StateObserver::on_changes`] (cheap: a lock and a table update per
 //! change), is decided by pure functions (`decide`), run by a dispatcher with at most
 //! `concurrent_pins` daemon calls at once (`worker`), and checked by a periodic sync with the
-//! daemon's pin set (`sync`). Nothing is persisted: on start the first sync rebuilds the queue from
-//! the durable pinset and `pin/ls`, so a peer killed with work queued resumes it.
+//! daemon's pin set (`sync`). The tracker persists nothing itself: on start the first sync rebuilds
+//! the queue from the durable pinset, its unpin records (removals whose IPFS side may not have run,
+//! written with the removal, see [`crate::state::PendingUnpin`]) and `pin/ls`, so a peer killed
+//! with work queued resumes it. A successful unpin drops its record (`worker`).
 
 mod config;
 mod decide;
@@ -97,6 +99,8 @@ struct Shared {
     work: Notify,
     /// Asks the maintenance task for a full sync now (after a state restore).
     resync: Notify,
+    /// Wakes the task that drops the unpin records of finished unpins.
+    unpins_finished: Notify,
     /// Syncs run one at a time.
     sync_lock: tokio::sync::Mutex<()>,
 }
@@ -107,6 +111,9 @@ struct Inner {
     ipfs: KnownPins,
     /// A pin was refused for lack of room since the last sync that found room for everything.
     queue_full: bool,
+    /// Unpins done since their records were last dropped, each with the latest record `seq` from
+    /// before it started (see [`crate::state::PinState::latest_unpin_seq`]).
+    finished_unpins: Vec<(CidKey, u64)>,
     daemon: DaemonHealth,
     ops_done: u64,
     ops_failed: u64,
@@ -327,6 +334,7 @@ impl PinTracker {
             inner: Mutex::new(Inner::default()),
             work: Notify::new(),
             resync: Notify::new(),
+            unpins_finished: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
         };
         Ok(PinTracker {
@@ -340,9 +348,10 @@ impl PinTracker {
         tokio::spawn(async move { tracker.run(cancel).await })
     }
 
-    /// Runs the dispatcher and the maintenance task (startup rebuild, periodic sync and recover)
-    /// until `cancel` fires. Dropping the future stops them too, aborting daemon calls in flight
-    /// (they are redone after a restart: nothing about them is persisted).
+    /// Runs the dispatcher, the dropping of finished unpins' records and the maintenance task
+    /// (startup rebuild, periodic sync and recover) until `cancel` fires. Dropping the future stops
+    /// them too, aborting daemon calls in flight (a restart redoes them from the pinset and its
+    /// unpin records).
     pub async fn run(&self, cancel: CancellationToken) {
         info!(
             concurrent_pins = self.shared.config.concurrent_pins,
@@ -350,6 +359,7 @@ impl PinTracker {
         );
         tokio::join!(
             worker::dispatch(self.shared.clone(), cancel.clone()),
+            worker::forget_finished_unpins(self.shared.clone(), cancel.clone()),
             sync::maintain(self.clone(), cancel),
         );
         info!("pin tracker stopped");

@@ -8,22 +8,45 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::decide::{self, Plan, Want};
+use super::decide::{self, Plan, RecordPlan, Want};
 use super::queue::{Lane, OpKind};
 use super::{PinTracker, Shared, Subject};
-use crate::state::PinState;
+use crate::state::{PendingUnpin, PinState};
 use crate::types::{Cid, CidKey, Pin};
 use crate::{Error, Result};
 
-/// The pinset as the tracker reads it. [`PinState`] is the real one; tests use their own.
+/// The pinset as the tracker reads it, with its unpin records. [`PinState`] is the real one.
 pub trait PinSource: Send + Sync + 'static {
     /// Up to `limit` pins in key order, starting after `after`.
     fn scan(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<Pin>>;
+    fn get(&self, key: &CidKey) -> Result<Option<Pin>>;
+    /// See [`PinState::pending_unpins`].
+    fn pending_unpins(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<PendingUnpin>>;
+    /// See [`PinState::forget_unpins`].
+    fn forget_unpins(&self, done: &[(CidKey, u64)]) -> Result<()>;
+    /// See [`PinState::latest_unpin_seq`].
+    fn latest_unpin_seq(&self) -> u64;
 }
 
 impl PinSource for PinState {
     fn scan(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<Pin>> {
         PinState::scan(self, after, limit)
+    }
+
+    fn get(&self, key: &CidKey) -> Result<Option<Pin>> {
+        PinState::get(self, key)
+    }
+
+    fn pending_unpins(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<PendingUnpin>> {
+        PinState::pending_unpins(self, after, limit)
+    }
+
+    fn forget_unpins(&self, done: &[(CidKey, u64)]) -> Result<()> {
+        PinState::forget_unpins(self, done)
+    }
+
+    fn latest_unpin_seq(&self) -> u64 {
+        PinState::latest_unpin_seq(self)
     }
 }
 
@@ -47,6 +70,10 @@ pub struct SyncReport {
     /// Pin operations for pins no longer allocated here (a state restore, a missed change),
     /// cancelled or turned into unpins.
     pub stale: u64,
+    /// Unpin records of removals from this peer whose IPFS pin is still there with nothing queued
+    /// for it (on the first sync: unpins a previous process acknowledged but did not run), now
+    /// queued.
+    pub leftover_unpins: u64,
 }
 
 /// Pins read from the pinset per step: bounds the memory a sync of a million pins needs.
@@ -157,42 +184,127 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
         after = page.last().map(Pin::key);
     }
 
-    let mut inner = shared.lock();
-    let stale: Vec<CidKey> = unconfirmed
-        .into_iter()
-        .filter(|key| {
-            let pin_op = inner.ops.get(key).is_some_and(|op| op.kind == OpKind::Pin);
-            pin_op && !inner.ipfs.was_touched(key)
-        })
-        .collect();
-    let mut queued = false;
-    for key in &stale {
-        let Some(op) = inner.ops.get(key) else {
-            continue;
-        };
-        let subject = Subject {
-            in_pinset: false,
-            ..Subject::of_op(op)
-        };
-        let plan = decide::plan_change(
-            Want::NotPinned { ours: true },
-            inner.op_state(key),
-            inner.ipfs.view(key),
-        );
-        queued |= inner.carry_out(key, plan, &subject, Lane::Priority, false, max_queue);
-    }
-    report.stale = stale.len() as u64;
-    if inner.queue_overflows == overflows_before {
-        inner.queue_full = false;
-    }
-    if !first {
-        inner.unexpectedly_unpinned += report.missing;
-    }
-    drop(inner);
+    let queued = {
+        let mut inner = shared.lock();
+        let stale: Vec<CidKey> = unconfirmed
+            .into_iter()
+            .filter(|key| {
+                let pin_op = inner.ops.get(key).is_some_and(|op| op.kind == OpKind::Pin);
+                pin_op && !inner.ipfs.was_touched(key)
+            })
+            .collect();
+        let mut queued = false;
+        for key in &stale {
+            let Some(op) = inner.ops.get(key) else {
+                continue;
+            };
+            let subject = Subject {
+                in_pinset: false,
+                ..Subject::of_op(op)
+            };
+            let plan = decide::plan_change(
+                Want::NotPinned { ours: true },
+                inner.op_state(key),
+                inner.ipfs.view(key),
+            );
+            queued |= inner.carry_out(key, plan, &subject, Lane::Priority, false, max_queue);
+        }
+        report.stale = stale.len() as u64;
+        if inner.queue_overflows == overflows_before {
+            inner.queue_full = false;
+        }
+        if !first {
+            inner.unexpectedly_unpinned += report.missing;
+        }
+        queued
+    };
     if queued {
         shared.work.notify_one();
     }
+    report.leftover_unpins = check_unpin_records(shared).await?;
     Ok(report)
+}
+
+/// Goes through the unpin records: queues the unpins this peer still owes the daemon, and drops
+/// the records that ask nothing of it (any more). Returns how many unpins it queued.
+async fn check_unpin_records(shared: &Shared) -> Result<u64> {
+    let max_queue = shared.config.max_pin_queue_size;
+    let mut queued_total = 0;
+    let mut after: Option<CidKey> = None;
+    loop {
+        let page = unpin_records_page(shared, after.take()).await?;
+        let mut forget = Vec::new();
+        let mut queued = false;
+        {
+            let mut inner = shared.lock();
+            for (record, pin) in &page {
+                let key = &record.key;
+                if inner.ipfs.was_touched(key) {
+                    continue;
+                }
+                let plan = decide::plan_unpin_record(
+                    record.names(&shared.me),
+                    shared.membership(pin.as_ref()),
+                    inner.op_state(key),
+                    inner.ipfs.view(key),
+                );
+                match plan {
+                    RecordPlan::Keep => {}
+                    RecordPlan::Forget => forget.push((key.clone(), record.seq)),
+                    RecordPlan::Unpin => {
+                        let subject = Subject {
+                            cid: record.cid,
+                            mode: record.mode,
+                            origins: Vec::new(),
+                            in_pinset: pin.is_some(),
+                        };
+                        queued |= inner.carry_out(
+                            key,
+                            Plan::Queue(OpKind::Unpin),
+                            &subject,
+                            Lane::Normal,
+                            false,
+                            max_queue,
+                        );
+                        queued_total += 1;
+                    }
+                }
+            }
+        }
+        if queued {
+            shared.work.notify_one();
+        }
+        if !forget.is_empty() {
+            let pins = shared.pins.clone();
+            tokio::task::spawn_blocking(move || pins.forget_unpins(&forget))
+                .await
+                .map_err(|e| Error::Storage(format!("forgetting unpin records: {e}")))??;
+        }
+        if page.len() < PAGE {
+            return Ok(queued_total);
+        }
+        after = page.last().map(|(record, _)| record.key.clone());
+    }
+}
+
+/// A page of unpin records, each with the CID's pin as the pinset has it now.
+async fn unpin_records_page(
+    shared: &Shared,
+    after: Option<CidKey>,
+) -> Result<Vec<(PendingUnpin, Option<Pin>)>> {
+    let pins = shared.pins.clone();
+    tokio::task::spawn_blocking(move || {
+        let records = pins.pending_unpins(after.as_ref(), PAGE)?;
+        records
+            .into_iter()
+            .map(|record| {
+                let pin = pins.get(&record.key)?;
+                Ok((record, pin))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("reading unpin records: {e}")))?
 }
 
 /// The note a repaired pin carries while it is queued again.
@@ -223,6 +335,7 @@ pub(super) async fn maintain(tracker: PinTracker, cancel: CancellationToken) {
                     allocated_here = report.allocated_here,
                     queued = report.missing,
                     not_queued = report.not_queued,
+                    unpins_queued = report.leftover_unpins,
                     "pin tracker rebuilt its queue from the pinset and the IPFS pin set"
                 );
                 break;
@@ -269,6 +382,12 @@ pub(super) async fn maintain(tracker: PinTracker, cancel: CancellationToken) {
                 missing = report.missing, sample = ?report.missing_sample.iter().take(5).collect::<Vec<_>>(),
                 stale = report.stale, "IPFS sync: repairing pins lost behind the cluster's back"
             ),
+            Ok(report) if report.leftover_unpins > 0 => {
+                info!(
+                    count = report.leftover_unpins,
+                    "IPFS sync: unpinning removed pins still in the daemon"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, "IPFS sync failed; statuses use the last known IPFS pin set")

@@ -103,6 +103,12 @@ impl Harness {
         self.apply(vec![StateOp::Unpin(CidKey::of(&cid))]);
     }
 
+    /// The CIDs of the pinset's unpin records.
+    fn unpin_records(&self) -> Vec<Cid> {
+        let records = self.state.pending_unpins(None, usize::MAX).unwrap();
+        records.into_iter().map(|record| record.cid).collect()
+    }
+
     fn status(&self, cid: Cid) -> LocalPinStatus {
         let key = CidKey::of(&cid);
         self.tracker
@@ -340,9 +346,10 @@ async fn an_unreachable_daemon_loses_nothing_and_is_not_hammered() {
     h.pin(cids.iter().map(|c| h.here(*c)));
     tokio::time::sleep(Duration::from_secs(600)).await;
 
-    // Paused between probes: a handful of calls per backoff, not one per pin per retry.
+    // Paused between probes: at most one round of `concurrent_pins` calls per backoff (jittered,
+    // capped at 60 s: some 10-25 rounds in 10 minutes), not one call per pin per retry.
     let calls = h.ipfs.pin_calls();
-    assert!(calls <= 20 * 10, "{calls} calls in 10 minutes");
+    assert!(calls <= 30 * 10, "{calls} calls in 10 minutes");
     for c in &cids {
         let status = h.status(*c);
         assert_eq!(status.status, TrackerStatus::PinQueued, "{c}: {status:?}");
@@ -615,4 +622,112 @@ async fn sync_cancels_pin_operations_whose_pin_left_without_a_change() {
     h.ipfs.open_gate();
     h.wait_status(a, TrackerStatus::Pinned).await;
     assert_eq!((h.ipfs.pinned(&b), h.ipfs.pin_calls()), (None, 1));
+}
+
+#[tokio::test]
+async fn unpins_acknowledged_before_a_kill_run_after_the_restart() {
+    let mut first = Harness::started(TrackerConfig {
+        concurrent_pins: 1,
+        ..config()
+    })
+    .await;
+    let (unpinned, moved, repinned, busy, foreign) = (cid(1), cid(2), cid(3), cid(4), cid(99));
+    first.ipfs.add_pin_behind_back(&foreign, PinMode::Recursive);
+    first.pin([unpinned, moved, repinned].map(|c| first.here(c)));
+    first
+        .wait_for("pinned", || {
+            [unpinned, moved, repinned]
+                .iter()
+                .all(|c| first.is(*c, TrackerStatus::Pinned))
+        })
+        .await;
+
+    // The only slot is busy: the removals are acknowledged, their unpins only queued.
+    first.ipfs.hold_ops();
+    first.pin([first.here(busy)]);
+    first
+        .wait_for("the busy pin at the daemon", || first.ipfs.waiting_at_gate() == 1)
+        .await;
+    first.unpin(unpinned);
+    first.pin([first.elsewhere(moved)]);
+    first.unpin(repinned);
+    first.pin([first.here(repinned)]);
+    assert_eq!(first.status(unpinned).status, TrackerStatus::UnpinQueued);
+    assert_eq!(first.status(moved).status, TrackerStatus::UnpinQueued);
+    assert_eq!(first.status(repinned).status, TrackerStatus::Pinned);
+    let mut recorded = first.unpin_records();
+    recorded.sort_by_key(CidKey::of);
+    let mut expected = vec![unpinned, moved];
+    expected.sort_by_key(CidKey::of);
+    assert_eq!(recorded, expected);
+
+    // "kill -9": the queued unpins vanish with the tracker; the pinset and the daemon remain.
+    first.task.take().unwrap().abort();
+    first.ipfs.open_gate();
+    assert_eq!(first.ipfs.unpin_calls(), 0);
+
+    let second =
+        PinTracker::new(config(), first.me, first.ipfs.clone(), first.state.clone()).unwrap();
+    let cancel = CancellationToken::new();
+    let task = second.start(cancel.clone());
+    first
+        .wait_for("the unpins done and their records dropped", || {
+            first.ipfs.pinned(&unpinned).is_none()
+                && first.ipfs.pinned(&moved).is_none()
+                && first.ipfs.pinned(&busy).is_some()
+                && first.unpin_records().is_empty()
+        })
+        .await;
+    assert_eq!(first.ipfs.pinned(&repinned), Some(PinMode::Recursive));
+    assert_eq!(
+        first.ipfs.pinned(&foreign),
+        Some(PinMode::Recursive),
+        "a pin the cluster never asked for is left alone"
+    );
+    assert_eq!(first.ipfs.unpin_calls(), 2);
+    let status = |c: &Cid| {
+        let key = CidKey::of(c);
+        second.status_of(&key, first.state.get(&key).unwrap().as_ref()).status
+    };
+    assert_eq!(
+        [unpinned, moved, repinned].map(|c| status(&c)),
+        [TrackerStatus::Unpinned, TrackerStatus::Remote, TrackerStatus::Pinned]
+    );
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn syncs_act_on_unpin_records_that_name_this_peer_only() {
+    let h = Harness::started(config()).await;
+    let (ours, theirs, missed) = (cid(1), cid(2), cid(3));
+
+    // A finished unpin drops its record.
+    h.pin([h.here(ours)]);
+    h.wait_status(ours, TrackerStatus::Pinned).await;
+    h.unpin(ours);
+    h.wait_for("the record of a done unpin dropped", || {
+        h.ipfs.pinned(&ours).is_none() && h.unpin_records().is_empty()
+    })
+    .await;
+
+    // Pinned on another peer in the cluster and by a user directly in this daemon.
+    h.ipfs.add_pin_behind_back(&theirs, PinMode::Recursive);
+    h.pin([h.elsewhere(theirs)]);
+    h.unpin(theirs);
+    // Removed while this tracker did not hear of it (as when a previous process was killed).
+    h.pin([h.here(missed)]);
+    h.wait_status(missed, TrackerStatus::Pinned).await;
+    h.state.apply(&[StateOp::Unpin(CidKey::of(&missed))]).unwrap();
+    assert_eq!(h.unpin_records().len(), 2);
+
+    let report = h.tracker.sync_now().await.unwrap();
+    assert_eq!(report.leftover_unpins, 1);
+    h.wait_for("the missed unpin done and every record dropped", || {
+        h.ipfs.pinned(&missed).is_none() && h.unpin_records().is_empty()
+    })
+    .await;
+    assert_eq!(h.ipfs.pinned(&theirs), Some(PinMode::Recursive));
+    assert_eq!(h.ipfs.unpin_calls(), 2);
+    assert_eq!(h.tracker.sync_now().await.unwrap().leftover_unpins, 0);
 }

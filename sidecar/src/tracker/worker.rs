@@ -1,7 +1,9 @@
 //! The dispatcher: takes operations off the queue and runs them against the daemon, at most
-//! `concurrent_pins` at once. The only place (with `sync`) where the tracker does IO.
+//! `concurrent_pins` at once; and the task that drops the unpin records of finished unpins. The
+//! only places (with `sync`) where the tracker does IO.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -21,10 +23,10 @@ pub(super) async fn dispatch(shared: Arc<Shared>, cancel: CancellationToken) {
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = cancel.cancelled() => break,
         };
-        let Some(job) = next_job(&shared, &cancel).await else {
+        let Some((job, records_before)) = next_job(&shared, &cancel).await else {
             break;
         };
-        running.spawn(execute(shared.clone(), job, permit));
+        running.spawn(execute(shared.clone(), job, records_before, permit));
         while let Some(ended) = running.try_join_next() {
             if let Err(e) = ended {
                 error!(error = %e, "a pin tracker operation task failed");
@@ -34,9 +36,11 @@ pub(super) async fn dispatch(shared: Arc<Shared>, cancel: CancellationToken) {
     running.shutdown().await;
 }
 
-/// Waits for an operation that may run now; `None` on cancellation.
-async fn next_job(shared: &Shared, cancel: &CancellationToken) -> Option<Job> {
+/// Waits for an operation that may run now; `None` on cancellation. With it comes the latest
+/// unpin record `seq` from before it was taken: the records its success fulfils.
+async fn next_job(shared: &Shared, cancel: &CancellationToken) -> Option<(Job, u64)> {
     loop {
+        let records_before = shared.pins.latest_unpin_seq();
         let (job, wake_at) = {
             let now = Instant::now();
             let mut inner = shared.lock();
@@ -45,8 +49,8 @@ async fn next_job(shared: &Shared, cancel: &CancellationToken) -> Option<Job> {
                 None => (inner.ops.next(now), inner.ops.next_timer()),
             }
         };
-        if job.is_some() {
-            return job;
+        if let Some(job) = job {
+            return Some((job, records_before));
         }
         tokio::select! {
             _ = shared.work.notified() => {}
@@ -65,7 +69,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Runs one daemon call; the slot is given back only once the outcome is recorded, so the next
 /// operation picked sees it.
-async fn execute(shared: Arc<Shared>, job: Job, _slot: OwnedSemaphorePermit) {
+async fn execute(shared: Arc<Shared>, job: Job, records_before: u64, _slot: OwnedSemaphorePermit) {
     let result = match job.kind {
         OpKind::Pin => shared.ipfs.pin(&job.cid, job.mode, &job.origins).await,
         OpKind::Unpin => shared.ipfs.unpin(&job.cid).await,
@@ -77,11 +81,47 @@ async fn execute(shared: Arc<Shared>, job: Job, _slot: OwnedSemaphorePermit) {
         }
         Err(e) => warn!(cid = %job.cid, op = ?job.kind, error = %e, "IPFS operation failed"),
     }
-    shared.finish(&job, result);
+    shared.finish(&job, records_before, result);
+}
+
+/// How long a finished unpin waits for others to share the transaction that drops their records.
+const FORGET_DELAY: Duration = Duration::from_millis(250);
+
+/// Drops the unpin records of finished unpins, in batches. Until dropped, a record only costs a
+/// check of the daemon's pin set at the next sync.
+pub(super) async fn forget_finished_unpins(shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shared.unpins_finished.notified() => {}
+            _ = cancel.cancelled() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FORGET_DELAY) => {}
+            _ = cancel.cancelled() => break,
+        }
+        forget(&shared).await;
+    }
+    // A clean stop keeps the next start from checking these again.
+    forget(&shared).await;
+}
+
+async fn forget(shared: &Shared) {
+    let done = std::mem::take(&mut shared.lock().finished_unpins);
+    if done.is_empty() {
+        return;
+    }
+    let pins = shared.pins.clone();
+    let count = done.len();
+    let result = tokio::task::spawn_blocking(move || pins.forget_unpins(&done))
+        .await
+        .unwrap_or_else(|e| Err(Error::Storage(format!("forgetting unpin records: {e}"))));
+    if let Err(e) = result {
+        warn!(error = %e, count, "could not drop the records of finished unpins; the next sync checks them again");
+    }
 }
 
 impl Shared {
-    fn finish(&self, job: &Job, result: Result<()>) {
+    fn finish(&self, job: &Job, records_before: u64, result: Result<()>) {
         let now = Instant::now();
         let outcome = match result {
             Ok(()) => Outcome::Done,
@@ -95,6 +135,13 @@ impl Shared {
                 inner.daemon.up();
                 let pinned = (job.kind == OpKind::Pin).then_some(job.mode);
                 inner.ipfs.record(&job.key, pinned);
+                if job.kind == OpKind::Unpin {
+                    let done = (job.key.clone(), records_before);
+                    inner.finished_unpins.push(done);
+                    if inner.finished_unpins.len() == 1 {
+                        self.unpins_finished.notify_one();
+                    }
+                }
             }
             Outcome::Unreachable(error) => {
                 inner.ops_failed += 1;

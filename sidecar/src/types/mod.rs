@@ -8,6 +8,7 @@ mod metric;
 mod peer;
 mod pin;
 mod pin_options;
+mod rendered;
 mod status;
 pub mod time;
 

@@ -116,7 +116,7 @@ pub struct PinInfoShort {
     pub peername: String,
     #[serde(default, with = "opt_peer_id")]
     pub ipfs_peer_id: Option<PeerId>,
-    #[serde(default, with = "null_as_empty")]
+    #[serde(default, with = "super::rendered::multiaddrs")]
     pub ipfs_peer_addresses: Vec<Multiaddr>,
     pub status: TrackerStatus,
     #[serde(with = "time::required")]
@@ -155,7 +155,7 @@ pub(crate) mod opt_peer_id {
 
     pub fn serialize<S: Serializer>(id: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
         match id {
-            Some(id) => s.collect_str(id),
+            Some(id) => s.serialize_str(&crate::types::rendered::peer_id(id)),
             None => s.serialize_str(""),
         }
     }

@@ -1,5 +1,5 @@
 //! Injected failures: content nobody has, pins removed behind the cluster's back, a peer killed
-//! with queued work, an IPFS daemon that is down or crashes, a damaged state file.
+//! with queued pins or unpins, an IPFS daemon that is down or crashes, a damaged state file.
 
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,38 @@ async fn queued_pins_survive_kill9_of_the_peer() {
     let listed: std::collections::HashSet<_> = allocations.iter().map(|p| key(p["cid"].as_str().unwrap())).collect();
     assert_eq!(allocations.len(), PINS, "{allocations:?}");
     assert!(cids.iter().all(|c| listed.contains(&key(c))), "{allocations:?}");
+}
+
+#[tokio::test]
+async fn an_unpin_acknowledged_before_kill9_of_the_peer_is_done_after_the_restart() {
+    let daemon = shared_daemon();
+    let mut peer = TestPeer::start(
+        &daemon.api_multiaddr().to_string(),
+        &["--concurrent-pins", "1", "--pin-deadline", "10m"],
+    )
+    .await;
+    let cid = add_unpinned(daemon, "unpinned just before a kill -9").await;
+    peer.pin(&cid, &[]).await;
+    peer.wait_status(&cid, &["pinned"]).await;
+    wait_daemon_pin(daemon, &cid, true).await;
+
+    // The only slot stays busy (content nobody has), so the unpin is acknowledged but only queued.
+    let busy = unique_bytes("keeps the only slot busy");
+    let busy_cid = raw_cid(&busy);
+    peer.pin(&busy_cid, &[]).await;
+    peer.wait_status(&busy_cid, &["pinning"]).await;
+    let (status, body) = peer.unpin(&cid).await;
+    assert_eq!(status, 200, "acknowledged: {body}");
+    peer.wait_status(&cid, &["unpin_queued"]).await;
+    assert!(daemon_has_pin(daemon, &cid).await, "the unpin has not run yet");
+
+    peer.process.kill9().unwrap();
+    peer.process.restart().await.expect("restart on the same data directory");
+    // The busy pin takes the slot again after the restart; its content lets it finish.
+    block_put(daemon, &busy).await;
+    wait_daemon_pin(daemon, &cid, false).await;
+    peer.wait_status(&cid, &["unpinned"]).await;
+    peer.wait_status(&busy_cid, &["pinned"]).await;
 }
 
 #[tokio::test]

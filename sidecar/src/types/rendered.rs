@@ -1,0 +1,78 @@
+//! Text of peer IDs and multiaddrs, remembered per thread while serializing.
+//!
+//! A status listing repeats the same few IDs and addresses (this peer's, its daemon's) on every one
+//! of possibly millions of lines, and their base58 text costs more to produce than the rest of the
+//! line. Serializers ask here instead of formatting each time.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+
+/// Distinct values remembered per kind and thread; past this the memory starts over.
+const CAPACITY: usize = 64;
+
+thread_local! {
+    static PEER_IDS: RefCell<HashMap<PeerId, Rc<str>>> = RefCell::new(HashMap::new());
+    static ADDRESSES: RefCell<HashMap<Multiaddr, Rc<str>>> = RefCell::new(HashMap::new());
+}
+
+pub(crate) fn peer_id(id: &PeerId) -> Rc<str> {
+    PEER_IDS.with(|memo| remembered(&mut memo.borrow_mut(), id))
+}
+
+pub(crate) fn multiaddr(addr: &Multiaddr) -> Rc<str> {
+    ADDRESSES.with(|memo| remembered(&mut memo.borrow_mut(), addr))
+}
+
+fn remembered<K: Hash + Eq + Clone + ToString>(memo: &mut HashMap<K, Rc<str>>, key: &K) -> Rc<str> {
+    if let Some(text) = memo.get(key) {
+        return text.clone();
+    }
+    if memo.len() >= CAPACITY {
+        memo.clear();
+    }
+    let text: Rc<str> = key.to_string().into();
+    memo.insert(key.clone(), text.clone());
+    text
+}
+
+/// Serde for a list of multiaddrs as strings, through the memo (reads `null` as empty).
+pub(crate) mod multiaddrs {
+    use multiaddr::Multiaddr;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(addrs: &[Multiaddr], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(addrs.len()))?;
+        for addr in addrs {
+            seq.serialize_element(&*super::multiaddr(addr))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+        Ok(Option::<Vec<Multiaddr>>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_text_is_the_display_text() {
+        let id = PeerId::random();
+        assert_eq!(&*peer_id(&id), id.to_string());
+        assert_eq!(&*peer_id(&id), id.to_string());
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{id}").parse().unwrap();
+        assert_eq!(&*multiaddr(&addr), addr.to_string());
+        for _ in 0..2 * CAPACITY {
+            let other = PeerId::random();
+            assert_eq!(&*peer_id(&other), other.to_string());
+        }
+    }
+}
