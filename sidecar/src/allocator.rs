@@ -107,7 +107,13 @@ mod tests {
             Case { name: "not enough", min: 5, max: 6, current: vec![], preferred: vec![], candidates: space([1, 1, 1, 1]), expected: Err("not enough peers to allocate CID. Needed at least: 5. Wanted at most: 6. Available candidates: 4. See logs for more info.") },
         ];
         for case in cases {
-            let request = AllocationRequest { cid: &cid, replication_min: case.min, replication_max: case.max, current: &case.current, preferred: &case.preferred };
+            let request = AllocationRequest {
+                cid: &cid,
+                replication_min: case.min,
+                replication_max: case.max,
+                current: &case.current,
+                preferred: &case.preferred,
+            };
             let got = allocate(&request, &case.candidates).map_err(|e| e.to_string());
             assert_eq!(got, case.expected.map_err(String::from), "{}", case.name);
         }

@@ -163,7 +163,8 @@ struct ServiceFile {
 
 impl ServiceFile {
     fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 }
@@ -296,8 +297,20 @@ mod tests {
         std::fs::write(dir.path().join(SERVICE_FILE), SERVICE_JSON).unwrap();
         let config = resolve(
             dir.path(),
-            &["--peername", "flag", "--replication-min", "-1", "--replication-max", "-1", "--concurrent-pins", "7",
-              "--basic-auth", "a:1,b:2", "--pin-deadline", "90s"],
+            &[
+                "--peername",
+                "flag",
+                "--replication-min",
+                "-1",
+                "--replication-max",
+                "-1",
+                "--concurrent-pins",
+                "7",
+                "--basic-auth",
+                "a:1,b:2",
+                "--pin-deadline",
+                "90s",
+            ],
         )
         .unwrap();
         assert_eq!(config.cluster.peername, "flag");

@@ -28,7 +28,8 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let cluster = Cluster::start(config.cluster.clone(), identity, ipfs, &config.data_dir).await?;
 
     let stop = CancellationToken::new();
-    let (address, server) = crate::api::serve(cluster.clone(), config.api.clone(), stop.clone().cancelled_owned()).await?;
+    let (address, server) =
+        crate::api::serve(cluster.clone(), config.api.clone(), stop.clone().cancelled_owned()).await?;
     tracing::info!(%address, "REST API listening");
 
     wait_for_signal().await?;

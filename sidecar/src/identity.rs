@@ -48,9 +48,11 @@ impl Identity {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
-        let file: IdentityFile = serde_json::from_slice(bytes).map_err(|e| format!("not a valid identity file: {e}"))?;
+        let file: IdentityFile =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a valid identity file: {e}"))?;
         let key = BASE64.decode(file.private_key.trim()).map_err(|e| format!("private_key is not base64: {e}"))?;
-        let keypair = Keypair::from_protobuf_encoding(&key).map_err(|e| format!("private_key is not a libp2p key: {e}"))?;
+        let keypair =
+            Keypair::from_protobuf_encoding(&key).map_err(|e| format!("private_key is not a libp2p key: {e}"))?;
         let peer_id = keypair.public().to_peer_id();
         if file.id != peer_id.to_string() {
             return Err(format!("id {} does not match the private key (which gives {peer_id})", file.id));

@@ -52,12 +52,8 @@ impl Monitor {
     /// The latest valid, unexpired metric called `name` of each peer, sorted by peer.
     pub fn latest(&self, name: &str, now: DateTime<Utc>) -> Vec<Metric> {
         let inner = self.inner.lock().expect("monitor lock");
-        let mut metrics: Vec<Metric> = inner
-            .latest
-            .values()
-            .filter(|m| m.name == name && m.valid && !m.is_expired(now))
-            .cloned()
-            .collect();
+        let mut metrics: Vec<Metric> =
+            inner.latest.values().filter(|m| m.name == name && m.valid && !m.is_expired(now)).cloned().collect();
         metrics.sort_by(|a, b| a.peer.cmp(&b.peer));
         metrics
     }

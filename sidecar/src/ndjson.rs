@@ -117,7 +117,9 @@ where
     async fn read_frame(&mut self) -> Result<()> {
         match self.body.frame().await {
             None => self.finished = true,
-            Some(Err(e)) => return Err((self.source.error)(format!("reading the response of {}: {e}", self.source.name))),
+            Some(Err(e)) => {
+                return Err((self.source.error)(format!("reading the response of {}: {e}", self.source.name)))
+            }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => self.buffer.extend_from_slice(&data),
                 Err(frame) => {
@@ -163,11 +165,11 @@ pub(crate) fn decode_line<T: DeserializeOwned>(line: &[u8], source: Source) -> R
 pub(crate) mod tests {
     use std::convert::Infallible;
 
+    use super::*;
     use futures::stream;
     use http::HeaderValue;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
-    use super::*;
 
     /// A body delivered in the given chunks, optionally followed by trailers.
     pub(crate) fn body_of(

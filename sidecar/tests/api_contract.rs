@@ -251,8 +251,10 @@ async fn malformed_add_requests_are_400() {
     let r = raw(s.addr, "POST /add HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2", b"{}").await;
     r.assert_error(400, "request Content-Type isn't multipart/form-data");
     let body = b"this is not multipart";
-    let head =
-        format!("POST /add HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}", body.len());
+    let head = format!(
+        "POST /add HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}",
+        body.len()
+    );
     raw(s.addr, &head, body).await.assert_error(400, "");
     let head = "POST /add?format=car HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 0";
     raw(s.addr, head, b"").await.assert_error(400, "format car is not supported");
@@ -272,7 +274,8 @@ async fn authentication_basic_and_jwt() {
     // The liveness probe needs no credentials.
     assert_eq!(get(s.addr, "/health").await.status, 204);
 
-    let r = raw(s.addr, &format!("POST /token HTTP/1.1\r\nContent-Length: 0\r\n{}", basic("admin", "s3cret")), b"").await;
+    let r =
+        raw(s.addr, &format!("POST /token HTTP/1.1\r\nContent-Length: 0\r\n{}", basic("admin", "s3cret")), b"").await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(keys(&r.json()), set(&["token"]));
     let token = r.json()["token"].as_str().unwrap().to_string();

@@ -219,7 +219,8 @@ mod tests {
 
     #[tokio::test]
     async fn quoted_boundary_nameless_part_in_small_chunks() {
-        let body = b"--b0undary\r\nContent-Disposition: file; filename=\"hello.txt\"\r\n\r\nhello world\r\n--b0undary--\r\n";
+        let body =
+            b"--b0undary\r\nContent-Disposition: file; filename=\"hello.txt\"\r\n\r\nhello world\r\n--b0undary--\r\n";
         let parts = roundtrip("multipart/form-data; boundary=\"b0undary\"", body, 3).await.unwrap();
         assert_eq!(
             parts,

@@ -150,7 +150,8 @@ mod tests {
     }
 
     fn sign(claims: serde_json::Value, key: &str) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key.as_bytes())).unwrap()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key.as_bytes()))
+            .unwrap()
     }
 
     fn now() -> u64 {

@@ -116,9 +116,11 @@ impl Cors {
     }
 
     fn headers_allowed(&self, asked: &str) -> bool {
-        asked.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).all(|h| {
-            self.headers.iter().any(|allowed| allowed == "*" || *allowed == h)
-        })
+        asked
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .all(|h| self.headers.iter().any(|allowed| allowed == "*" || *allowed == h))
     }
 }
 

@@ -70,10 +70,7 @@ mod tests {
         metrics.observe("/pins/{cid}", &http::Method::GET, 404, Duration::from_millis(5));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(
-            text.contains(r#"restapi_requests_total{route="/pins/{cid}",method="GET",status="404"} 2"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"restapi_requests_total{route="/pins/{cid}",method="GET",status="404"} 2"#), "{text}");
         assert!(text.contains(r#"restapi_request_duration_seconds_count{route="/pins/{cid}"} 2"#), "{text}");
     }
 }

@@ -87,7 +87,9 @@ impl Default for RestApiConfig {
 impl RestApiConfig {
     pub fn validate(&self) -> Result<()> {
         if self.basic_auth_credentials.as_ref().is_some_and(BTreeMap::is_empty) {
-            return Err(Error::Config("restapi.basic_auth_credentials should be null or have at least one entry".into()));
+            return Err(Error::Config(
+                "restapi.basic_auth_credentials should be null or have at least one entry".into(),
+            ));
         }
         if self.read_header_timeout.is_zero() {
             return Err(Error::Config("restapi.read_header_timeout must be positive".into()));
@@ -106,9 +108,9 @@ pub async fn serve(
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     config.validate()?;
     let (host, port) = crate::client::multiaddr_host_port(&config.http_listen_multiaddress)?;
-    let listener = TcpListener::bind((host.as_str(), port)).await.map_err(|e| {
-        Error::Config(format!("restapi: cannot listen on {}: {e}", config.http_listen_multiaddress))
-    })?;
+    let listener = TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| Error::Config(format!("restapi: cannot listen on {}: {e}", config.http_listen_multiaddress)))?;
     let local = listener.local_addr()?;
     let metrics = ApiMetrics::default();
     cluster.register_metrics(|registry| metrics.register(registry));

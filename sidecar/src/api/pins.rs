@@ -73,7 +73,7 @@ pub(crate) async fn recover_all(query: Query, ctx: Ctx) -> Response {
 fn clean_path(raw: &str) -> Result<String> {
     let decoded = percent_decode(raw)?;
     let path = decoded.trim_end_matches('/');
-    let root = path.splitn(4, '/').nth(2).unwrap_or("");
+    let root = path.split('/').nth(2).unwrap_or("");
     if root.is_empty() || path.contains("//") {
         return Err(crate::Error::BadRequest(format!("error parsing path: invalid path {path:?}")));
     }

@@ -123,9 +123,10 @@ impl ApiService {
 /// hyper writes trailers only to clients that sent `TE: trailers` (the reference's Go server sends
 /// them to everyone, and Go clients do not ask).
 fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers.get_all(http::header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    })
+    headers
+        .get_all(http::header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))))
 }
 
 /// 307 keeps the method and body, unlike 301 (reference issue #1415).

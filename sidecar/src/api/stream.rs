@@ -156,7 +156,7 @@ mod tests {
         let items = stream::iter([Ok(1), Err(Error::Ipfs("daemon went away".into()))]).boxed();
         let resp = ndjson(items).await;
         let body = resp.extensions().get::<TrailerBody>().and_then(TrailerBody::take).unwrap();
-        let err = abort_on_stream_error(body).collect().await.err().expect("the body fails");
+        let err = abort_on_stream_error(body).collect().await.expect_err("the body fails");
         assert!(err.to_string().contains("daemon went away"), "{err}");
 
         let resp = ndjson(stream::iter([Ok(1)]).boxed()).await;

@@ -282,7 +282,10 @@ mod tests {
         };
         assert_eq!(metric(&m, now), format!("{PEER_A} | freespace: 1.1 GB | Expires in: 30 seconds from now\n"));
         let a = Alert { metric: Metric { name: "ping".into(), ..m }, triggered_at: now - chrono::Duration::minutes(3) };
-        assert_eq!(alert(&a, now), format!("{PEER_A}: ping. Expired at: 30 seconds from now. Triggered at: 3 minutes ago\n"));
+        assert_eq!(
+            alert(&a, now),
+            format!("{PEER_A}: ping. Expired at: 30 seconds from now. Triggered at: 3 minutes ago\n")
+        );
     }
 
     #[test]

@@ -171,7 +171,8 @@ impl PinAddArgs {
             options.expire_at = Some(chrono::Utc::now() + ttl);
         }
         for pair in &self.metadata {
-            let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("--metadata expects key=value, got {pair:?}")))?;
+            let (k, v) =
+                pair.split_once('=').ok_or_else(|| bad(format!("--metadata expects key=value, got {pair:?}")))?;
             options.metadata.insert(k.to_string(), v.to_string());
         }
         if let Some(list) = &self.allocations {
@@ -203,9 +204,8 @@ fn target(text: &str) -> Result<Target> {
 pub fn client(cli: &Cli) -> Result<Client> {
     let mut client = Client::new(&cli.host)?;
     if let Some(credentials) = &cli.basic_auth {
-        let (user, password) = credentials
-            .split_once(':')
-            .ok_or_else(|| Error::Config("--basic-auth expects user:password".into()))?;
+        let (user, password) =
+            credentials.split_once(':').ok_or_else(|| Error::Config("--basic-auth expects user:password".into()))?;
         client = client.with_basic_auth(user, password);
     }
     if !cli.timeout.is_zero() {
@@ -312,7 +312,8 @@ impl Output {
 /// Four-space indented JSON, as the reference prints it.
 fn pretty<T: Serialize>(value: &T) -> String {
     let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     match value.serialize(&mut ser) {
         Ok(()) => String::from_utf8(buf).unwrap_or_default(),
         Err(e) => format!("{{\"error\": \"cannot encode output: {e}\"}}"),
@@ -347,9 +348,28 @@ mod tests {
     #[test]
     fn pin_add_flags_become_options() {
         let cli = parse(&[
-            "--host", "http://10.0.0.1:9094", "pin", "add", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
-            "--rmin", "2", "--replication-max", "3", "--name", "site", "--mode", "direct", "--metadata", "a=1",
-            "--metadata", "b=x=y", "--expire-in", "1h", "--wait", "--wait-timeout", "30s",
+            "--host",
+            "http://10.0.0.1:9094",
+            "pin",
+            "add",
+            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+            "--rmin",
+            "2",
+            "--replication-max",
+            "3",
+            "--name",
+            "site",
+            "--mode",
+            "direct",
+            "--metadata",
+            "a=1",
+            "--metadata",
+            "b=x=y",
+            "--expire-in",
+            "1h",
+            "--wait",
+            "--wait-timeout",
+            "30s",
         ]);
         assert_eq!(cli.host, "http://10.0.0.1:9094");
         let Command::Pin(PinCommand::Add(args)) = cli.command else { panic!("not pin add") };

@@ -11,7 +11,6 @@
 //! # Ok(()) }
 //! ```
 
-
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -28,11 +27,11 @@ use hyper_util::rt::TokioExecutor;
 use multiaddr::{Multiaddr, Protocol};
 use serde::de::DeserializeOwned;
 
-use crate::types::{
-    Alert, ApiError, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType,
-    Readiness, Token, Version,
-};
 use crate::ndjson::{NdjsonReader, Source};
+use crate::types::{
+    Alert, ApiError, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness,
+    Token, Version,
+};
 use crate::{Error, Result};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -79,7 +78,9 @@ impl Client {
         } else if let Some(rest) = endpoint.strip_prefix("http://") {
             format!("http://{}", rest.trim_end_matches('/'))
         } else {
-            return Err(Error::Config(format!("{endpoint}: expected an http:// URL or a multiaddr (https is not supported)")));
+            return Err(Error::Config(format!(
+                "{endpoint}: expected an http:// URL or a multiaddr (https is not supported)"
+            )));
         };
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
         Ok(Client { http, base, authorization: None, timeout: None })
@@ -355,8 +356,7 @@ pub(crate) fn error_from_message(status: u16, message: String) -> Error {
 }
 
 /// The peer's streams, for [`NdjsonReader`]: a failure reported in the trailer is a server error.
-const CLUSTER_PEER: Source =
-    Source { name: "the cluster peer", error: |message| Error::Remote { code: 500, message } };
+const CLUSTER_PEER: Source = Source { name: "the cluster peer", error: |message| Error::Remote { code: 500, message } };
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,11 @@ use crate::Result;
 impl Cluster {
     /// Streams the daemon's entries as they come; the last one (the root) is held back until it
     /// is pinned, and then carries the pin's allocations.
-    pub async fn add(&self, request: AddRequest, options: AddOptions) -> Result<BoxStream<'static, Result<AddedOutput>>> {
+    pub async fn add(
+        &self,
+        request: AddRequest,
+        options: AddOptions,
+    ) -> Result<BoxStream<'static, Result<AddedOutput>>> {
         let entries = self.inner.ipfs.add(request).await?;
         let cluster = self.clone();
         let stream = stream::unfold(

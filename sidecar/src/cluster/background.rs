@@ -16,13 +16,13 @@ impl Cluster {
         self.probe_and_publish().await;
         let mut tasks = self.inner.tasks.lock().await;
         let cluster = self.clone();
-        tasks.push(tokio::spawn(cluster.every(self.inner.config.monitor_ping_interval, |c| async move {
-            c.probe_and_publish().await
-        })));
+        tasks.push(tokio::spawn(
+            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.probe_and_publish().await }),
+        ));
         let cluster = self.clone();
-        tasks.push(tokio::spawn(cluster.every(self.inner.config.expiry_check_interval, |c| async move {
-            c.unpin_expired().await
-        })));
+        tasks.push(tokio::spawn(
+            cluster.every(self.inner.config.expiry_check_interval, |c| async move { c.unpin_expired().await }),
+        ));
     }
 
     /// Runs `work` every `period` until shutdown.

@@ -67,7 +67,11 @@ impl Collector for PeerCollector {
         let counters: [(&str, &str, u64); 6] = [
             ("tracker_ops_done", "IPFS operations that succeeded", tracker.ops_done),
             ("tracker_ops_failed", "IPFS operations that failed", tracker.ops_failed),
-            ("tracker_unexpectedly_unpinned", "Pins found missing from IPFS and queued for repair", tracker.unexpectedly_unpinned),
+            (
+                "tracker_unexpectedly_unpinned",
+                "Pins found missing from IPFS and queued for repair",
+                tracker.unexpectedly_unpinned,
+            ),
             ("tracker_queue_overflows", "Pins refused because the queue was full", tracker.queue_overflows),
             ("state_ops", "Operations committed to the pinset", commits.ops),
             ("state_transactions", "Durable transactions (each groups many operations)", commits.transactions),

@@ -77,7 +77,9 @@ impl Cluster {
 
     /// `GET /allocations`: every pin of the pinset, streamed.
     pub fn allocations(&self, filter: PinTypeFilter) -> BoxStream<'static, Result<Pin>> {
-        self.scan_pins().filter(move |pin| futures::future::ready(pin.as_ref().map_or(true, |p| filter.matches(p.pin_type)))).boxed()
+        self.scan_pins()
+            .filter(move |pin| futures::future::ready(pin.as_ref().map_or(true, |p| filter.matches(p.pin_type))))
+            .boxed()
     }
 
     /// `GET /allocations/{cid}`: `Error::NotFound("pin is not part of the pinset")` when absent.
@@ -200,8 +202,10 @@ impl Cluster {
     /// Applies the cluster defaults to 0 factors and checks the result as the reference does.
     fn replication_factors(&self, opts: &PinOptions) -> Result<(i32, i32)> {
         let config = &self.inner.config;
-        let min = if opts.replication_factor_min == 0 { config.replication_factor_min } else { opts.replication_factor_min };
-        let max = if opts.replication_factor_max == 0 { config.replication_factor_max } else { opts.replication_factor_max };
+        let min =
+            if opts.replication_factor_min == 0 { config.replication_factor_min } else { opts.replication_factor_min };
+        let max =
+            if opts.replication_factor_max == 0 { config.replication_factor_max } else { opts.replication_factor_max };
         if (min == -1 || max == -1) && min != max {
             return Err(Error::BadRequest(format!(
                 "replication factors min {min} and max {max} are invalid: -1 (pin everywhere) must be used for both"

@@ -73,16 +73,8 @@ impl FakeIpfs {
     /// 10 GiB of storage of which nothing is used.
     pub fn new() -> Self {
         let peer_id = PeerId::random();
-        let address = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer_id}")
-            .parse()
-            .expect("a valid multiaddr");
-        let state = FakeState {
-            repo_stat: RepoStat {
-                repo_size: 0,
-                storage_max: 10 << 30,
-            },
-            ..FakeState::default()
-        };
+        let address = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer_id}").parse().expect("a valid multiaddr");
+        let state = FakeState { repo_stat: RepoStat { repo_size: 0, storage_max: 10 << 30 }, ..FakeState::default() };
         FakeIpfs {
             peer_id,
             address,
@@ -242,11 +234,7 @@ pub fn raw_block_cid(data: &[u8]) -> Cid {
 impl IpfsConnector for FakeIpfs {
     async fn id(&self) -> Result<IpfsId> {
         self.check_reachable()?;
-        Ok(IpfsId {
-            id: Some(self.peer_id),
-            addresses: vec![self.address.clone()],
-            error: String::new(),
-        })
+        Ok(IpfsId { id: Some(self.peer_id), addresses: vec![self.address.clone()], error: String::new() })
     }
 
     async fn pin(&self, cid: &Cid, mode: PinMode, _origins: &[Multiaddr]) -> Result<()> {
@@ -302,16 +290,10 @@ impl IpfsConnector for FakeIpfs {
 
     async fn resolve(&self, path: &str) -> Result<Cid> {
         self.check_reachable()?;
-        let rest = path
-            .strip_prefix("/ipfs/")
-            .or_else(|| path.strip_prefix("/ipld/"));
-        let first = rest
-            .and_then(|rest| rest.split('/').next())
-            .filter(|s| !s.is_empty());
+        let rest = path.strip_prefix("/ipfs/").or_else(|| path.strip_prefix("/ipld/"));
+        let first = rest.and_then(|rest| rest.split('/').next()).filter(|s| !s.is_empty());
         let Some(first) = first else {
-            return Err(Error::Ipfs(format!(
-                "fake IPFS cannot resolve {path:?}: only /ipfs/<cid> paths"
-            )));
+            return Err(Error::Ipfs(format!("fake IPFS cannot resolve {path:?}: only /ipfs/<cid> paths")));
         };
         Cid::try_from(first).map_err(|e| Error::Ipfs(format!("invalid path {path:?}: {e}")))
     }
@@ -322,28 +304,16 @@ impl IpfsConnector for FakeIpfs {
             .map_err(|e| Error::BadRequest(format!("add: bad multipart content type: {e}")))?;
         let mut multipart = multer::Multipart::new(request.body, boundary);
         let mut entries = Vec::new();
-        let bad_body =
-            |e: multer::Error| Error::BadRequest(format!("add: bad multipart body: {e}"));
+        let bad_body = |e: multer::Error| Error::BadRequest(format!("add: bad multipart body: {e}"));
         while let Some(field) = multipart.next_field().await.map_err(bad_body)? {
-            let is_directory = field
-                .content_type()
-                .is_some_and(|m| m.essence_str() == "application/x-directory");
-            let name = field
-                .file_name()
-                .or(field.name())
-                .unwrap_or_default()
-                .to_string();
+            let is_directory = field.content_type().is_some_and(|m| m.essence_str() == "application/x-directory");
+            let name = field.file_name().or(field.name()).unwrap_or_default().to_string();
             let data = field.bytes().await.map_err(bad_body)?;
             if is_directory {
                 continue;
             }
             let size = data.len() as u64;
-            entries.push(Ok(AddedEntry {
-                name,
-                cid: raw_block_cid(&data),
-                bytes: size,
-                size,
-            }));
+            entries.push(Ok(AddedEntry { name, cid: raw_block_cid(&data), bytes: size, size }));
         }
         Ok(stream::iter(entries).boxed())
     }
@@ -371,19 +341,13 @@ mod tests {
         ipfs.pin(&v1, PinMode::Direct, &[]).await.unwrap();
         ipfs.pin(&v1, PinMode::Recursive, &[]).await.unwrap();
         ipfs.pin(&v1, PinMode::Direct, &[]).await.unwrap();
-        assert_eq!(
-            ipfs.pin_status(&v1).await.unwrap(),
-            Some(PinMode::Recursive)
-        );
+        assert_eq!(ipfs.pin_status(&v1).await.unwrap(), Some(PinMode::Recursive));
         let listed = ipfs.pin_ls().await.unwrap();
         assert_eq!(listed.get(&CidKey::of(&v1)), Some(&PinMode::Recursive));
         ipfs.unpin(&v1).await.unwrap();
         ipfs.unpin(&v1).await.unwrap();
         assert_eq!(ipfs.pin_status(&v1).await.unwrap(), None);
-        assert_eq!(
-            (ipfs.pin_calls(), ipfs.unpin_calls(), ipfs.pin_ls_calls()),
-            (3, 2, 1)
-        );
+        assert_eq!((ipfs.pin_calls(), ipfs.unpin_calls(), ipfs.pin_ls_calls()), (3, 2, 1));
     }
 
     #[tokio::test]
@@ -391,14 +355,8 @@ mod tests {
         let ipfs = FakeIpfs::new();
         ipfs.set_unreachable(true);
         assert!(matches!(ipfs.id().await, Err(Error::IpfsUnreachable(_))));
-        assert!(matches!(
-            ipfs.pin(&cid(1), PinMode::Recursive, &[]).await,
-            Err(Error::IpfsUnreachable(_))
-        ));
-        assert!(matches!(
-            ipfs.pin_ls().await,
-            Err(Error::IpfsUnreachable(_))
-        ));
+        assert!(matches!(ipfs.pin(&cid(1), PinMode::Recursive, &[]).await, Err(Error::IpfsUnreachable(_))));
+        assert!(matches!(ipfs.pin_ls().await, Err(Error::IpfsUnreachable(_))));
         ipfs.set_unreachable(false);
         let id = ipfs.id().await.unwrap();
         assert_eq!(id.id, Some(ipfs.peer_id()));
@@ -410,10 +368,7 @@ mod tests {
         let ipfs = FakeIpfs::new();
         ipfs.fail_next_pins(2, "boom");
         for _ in 0..2 {
-            let err = ipfs
-                .pin(&cid(1), PinMode::Recursive, &[])
-                .await
-                .unwrap_err();
+            let err = ipfs.pin(&cid(1), PinMode::Recursive, &[]).await.unwrap_err();
             assert_eq!(err.to_string(), "IPFS error: boom");
         }
         ipfs.pin(&cid(1), PinMode::Recursive, &[]).await.unwrap();
@@ -473,10 +428,7 @@ mod tests {
         assert_eq!(entry.name, "a.txt");
         assert_eq!((entry.bytes, entry.size), (5, 5));
         // sha2-256 of "hello" as a raw CIDv1 (what `ipfs block put --format=raw` gives).
-        assert_eq!(
-            entry.cid.to_string(),
-            "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
-        );
+        assert_eq!(entry.cid.to_string(), "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq");
         assert_eq!(ipfs.pin_count(), 0);
     }
 }

@@ -21,13 +21,13 @@ use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use tokio::time::Instant;
 
-use crate::ndjson::{decode_line, read_to_end, NdjsonReader, IPFS_DAEMON};
 pub use self::config::KuboConfig;
 use self::responses::{
     pin_mode_of, AddLine, GcLine, IdResponse, PinAddLine, PinLsLine, RepoStatResponse, ResolveResponse,
 };
 use self::rpc::Rpc;
 use super::{AddRequest, AddedEntry, GcKey, IpfsConnector, RepoStat};
+use crate::ndjson::{decode_line, read_to_end, NdjsonReader, IPFS_DAEMON};
 use crate::types::{format_go_duration, Cid, CidKey, IpfsId, PinMode};
 use crate::{Error, Result};
 

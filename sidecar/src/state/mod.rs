@@ -43,6 +43,9 @@ use crate::Result;
 pub use snapshot::RestoreSummary;
 
 /// An operation on the pinset.
+// The pin travels by value: each op moves once through a channel, and boxing it would cost an
+// allocation per write on the hottest path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum StateOp {
     /// Adds or replaces the pin of `pin.cid`.
@@ -52,6 +55,7 @@ pub enum StateOp {
 }
 
 /// What applying an operation changed.
+#[allow(clippy::large_enum_variant)] // as for `StateOp`
 #[derive(Clone, Debug, PartialEq)]
 pub enum StateChange {
     Pinned { pin: Pin, previous: Option<Pin> },

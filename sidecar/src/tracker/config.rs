@@ -71,10 +71,7 @@ impl TrackerConfig {
     /// jitter" (a random point in the upper half) so that many pins failing together spread out.
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
         let exponent = failures.saturating_sub(1).min(31);
-        let full = self
-            .retry_backoff_base
-            .saturating_mul(1 << exponent)
-            .min(self.retry_backoff_cap);
+        let full = self.retry_backoff_base.saturating_mul(1 << exponent).min(self.retry_backoff_cap);
         let half = full / 2;
         half + half.mul_f64(rand::random::<f64>())
     }
@@ -102,10 +99,7 @@ mod tests {
     #[test]
     fn defaults_match_the_reference() {
         let config = TrackerConfig::default();
-        assert_eq!(
-            (config.concurrent_pins, config.max_pin_queue_size),
-            (10, 1_000_000)
-        );
+        assert_eq!((config.concurrent_pins, config.max_pin_queue_size), (10, 1_000_000));
         assert_eq!(config.pin_recover_interval, Duration::from_secs(720));
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["pin_recover_interval"], "12m0s");
@@ -114,10 +108,7 @@ mod tests {
 
     #[test]
     fn rejects_unusable_values() {
-        let zero = TrackerConfig {
-            concurrent_pins: 0,
-            ..TrackerConfig::default()
-        };
+        let zero = TrackerConfig { concurrent_pins: 0, ..TrackerConfig::default() };
         assert!(matches!(zero.validate(), Err(Error::Config(_))));
         let inverted = TrackerConfig {
             retry_backoff_base: Duration::from_secs(10),
@@ -138,10 +129,7 @@ mod tests {
             let full = Duration::from_secs(full);
             for _ in 0..20 {
                 let delay = config.backoff(failures);
-                assert!(
-                    delay >= full / 2 && delay <= full,
-                    "failure {failures}: {delay:?}"
-                );
+                assert!(delay >= full / 2 && delay <= full, "failure {failures}: {delay:?}");
             }
         }
     }

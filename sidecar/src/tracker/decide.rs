@@ -34,12 +34,10 @@ pub(crate) enum Plan {
 pub(crate) fn want_after(change: &StateChange, me: &PeerId) -> Want {
     match change {
         StateChange::Pinned { pin, .. } if pin.is_allocated_to(me) => Want::Pinned(pin.mode),
-        StateChange::Pinned { previous, .. } => Want::NotPinned {
-            ours: previous.as_ref().is_some_and(|p| p.is_allocated_to(me)),
-        },
-        StateChange::Unpinned { pin } => Want::NotPinned {
-            ours: pin.is_allocated_to(me),
-        },
+        StateChange::Pinned { previous, .. } => {
+            Want::NotPinned { ours: previous.as_ref().is_some_and(|p| p.is_allocated_to(me)) }
+        }
+        StateChange::Unpinned { pin } => Want::NotPinned { ours: pin.is_allocated_to(me) },
     }
 }
 
@@ -69,11 +67,7 @@ pub(crate) fn plan_change(want: Want, op: Option<(OpKind, Phase)>, ipfs: IpfsVie
 }
 
 /// The plan for a `recover` of one CID: retry what failed or waits, repair what is missing.
-pub(crate) fn plan_recover(
-    membership: Membership,
-    op: Option<(OpKind, Phase)>,
-    ipfs: IpfsView,
-) -> Plan {
+pub(crate) fn plan_recover(membership: Membership, op: Option<(OpKind, Phase)>, ipfs: IpfsView) -> Plan {
     match (membership, op) {
         (_, Some((kind, Phase::Failed | Phase::Backoff))) => Plan::Queue(kind),
         (_, Some(_)) => Plan::Nothing,
@@ -147,59 +141,22 @@ mod tests {
         let me = PeerId::random();
         let other = PeerId::random();
         let everywhere = pin(CID);
-        let here = crate::types::Pin {
-            allocations: vec![me],
-            mode: Direct,
-            ..pin(CID)
-        };
-        let elsewhere = crate::types::Pin {
-            allocations: vec![other],
-            ..pin(CID)
-        };
+        let here = crate::types::Pin { allocations: vec![me], mode: Direct, ..pin(CID) };
+        let elsewhere = crate::types::Pin { allocations: vec![other], ..pin(CID) };
         let table = [
+            (StateChange::Pinned { pin: everywhere.clone(), previous: None }, Want::Pinned(Recursive)),
+            (StateChange::Pinned { pin: here.clone(), previous: Some(elsewhere.clone()) }, Want::Pinned(Direct)),
+            (StateChange::Pinned { pin: elsewhere.clone(), previous: None }, Want::NotPinned { ours: false }),
             (
-                StateChange::Pinned {
-                    pin: everywhere.clone(),
-                    previous: None,
-                },
-                Want::Pinned(Recursive),
-            ),
-            (
-                StateChange::Pinned {
-                    pin: here.clone(),
-                    previous: Some(elsewhere.clone()),
-                },
-                Want::Pinned(Direct),
-            ),
-            (
-                StateChange::Pinned {
-                    pin: elsewhere.clone(),
-                    previous: None,
-                },
-                Want::NotPinned { ours: false },
-            ),
-            (
-                StateChange::Pinned {
-                    pin: elsewhere.clone(),
-                    previous: Some(here.clone()),
-                },
+                StateChange::Pinned { pin: elsewhere.clone(), previous: Some(here.clone()) },
                 Want::NotPinned { ours: true },
             ),
             (
-                StateChange::Pinned {
-                    pin: elsewhere.clone(),
-                    previous: Some(elsewhere.clone()),
-                },
+                StateChange::Pinned { pin: elsewhere.clone(), previous: Some(elsewhere.clone()) },
                 Want::NotPinned { ours: false },
             ),
-            (
-                StateChange::Unpinned { pin: here },
-                Want::NotPinned { ours: true },
-            ),
-            (
-                StateChange::Unpinned { pin: elsewhere },
-                Want::NotPinned { ours: false },
-            ),
+            (StateChange::Unpinned { pin: here }, Want::NotPinned { ours: true }),
+            (StateChange::Unpinned { pin: elsewhere }, Want::NotPinned { ours: false }),
         ];
         for (change, expected) in table {
             assert_eq!(want_after(&change, &me), expected, "{change:?}");
@@ -219,29 +176,14 @@ mod tests {
             (pinned, None, Missing, Plan::Queue(Pin)),
             (pinned, None, Unknown, Plan::Queue(Pin)),
             (pinned, Some((Pin, Queued)), Missing, Plan::Nothing),
-            (
-                pinned,
-                Some((Pin, Running { ran: Pin })),
-                Missing,
-                Plan::Nothing,
-            ),
+            (pinned, Some((Pin, Running { ran: Pin })), Missing, Plan::Nothing),
             (pinned, Some((Pin, Backoff)), Missing, Plan::Queue(Pin)),
             (pinned, Some((Pin, Failed)), Missing, Plan::Queue(Pin)),
             (pinned, Some((Unpin, Queued)), Has(Recursive), Plan::Cancel),
             (pinned, Some((Unpin, Failed)), Has(Recursive), Plan::Cancel),
             (pinned, Some((Unpin, Queued)), Missing, Plan::Queue(Pin)),
-            (
-                pinned,
-                Some((Unpin, Running { ran: Unpin })),
-                Has(Recursive),
-                Plan::Retarget(Pin),
-            ),
-            (
-                pinned,
-                Some((Unpin, Running { ran: Pin })),
-                Missing,
-                Plan::Retarget(Pin),
-            ),
+            (pinned, Some((Unpin, Running { ran: Unpin })), Has(Recursive), Plan::Retarget(Pin)),
+            (pinned, Some((Unpin, Running { ran: Pin })), Missing, Plan::Retarget(Pin)),
             // Unpin wanted.
             (ours, None, Has(Recursive), Plan::Queue(Unpin)),
             (ours, None, Unknown, Plan::Queue(Unpin)),
@@ -252,32 +194,13 @@ mod tests {
             (ours, Some((Pin, Failed)), Missing, Plan::Cancel),
             (ours, Some((Pin, Queued)), Has(Direct), Plan::Queue(Unpin)),
             (ours, Some((Pin, Backoff)), Unknown, Plan::Queue(Unpin)),
-            (
-                ours,
-                Some((Pin, Running { ran: Pin })),
-                Missing,
-                Plan::Retarget(Unpin),
-            ),
-            (
-                ours,
-                Some((Pin, Running { ran: Unpin })),
-                Missing,
-                Plan::Retarget(Unpin),
-            ),
+            (ours, Some((Pin, Running { ran: Pin })), Missing, Plan::Retarget(Unpin)),
+            (ours, Some((Pin, Running { ran: Unpin })), Missing, Plan::Retarget(Unpin)),
             (ours, Some((Unpin, Queued)), Has(Recursive), Plan::Nothing),
-            (
-                ours,
-                Some((Unpin, Running { ran: Unpin })),
-                Has(Recursive),
-                Plan::Nothing,
-            ),
+            (ours, Some((Unpin, Running { ran: Unpin })), Has(Recursive), Plan::Nothing),
         ];
         for (want, op, ipfs, expected) in table {
-            assert_eq!(
-                plan_change(want, op, ipfs),
-                expected,
-                "{want:?} {op:?} {ipfs:?}"
-            );
+            assert_eq!(plan_change(want, op, ipfs), expected, "{want:?} {op:?} {ipfs:?}");
         }
     }
 
@@ -287,25 +210,10 @@ mod tests {
         let table = [
             (here, Some((Pin, Failed)), Missing, Plan::Queue(Pin)),
             (here, Some((Pin, Backoff)), Missing, Plan::Queue(Pin)),
-            (
-                Membership::Remote,
-                Some((Unpin, Failed)),
-                Has(Recursive),
-                Plan::Queue(Unpin),
-            ),
-            (
-                Membership::Absent,
-                Some((Unpin, Failed)),
-                Has(Recursive),
-                Plan::Queue(Unpin),
-            ),
+            (Membership::Remote, Some((Unpin, Failed)), Has(Recursive), Plan::Queue(Unpin)),
+            (Membership::Absent, Some((Unpin, Failed)), Has(Recursive), Plan::Queue(Unpin)),
             (here, Some((Pin, Queued)), Missing, Plan::Nothing),
-            (
-                here,
-                Some((Pin, Running { ran: Pin })),
-                Missing,
-                Plan::Nothing,
-            ),
+            (here, Some((Pin, Running { ran: Pin })), Missing, Plan::Nothing),
             (here, None, Missing, Plan::Queue(Pin)),
             (here, None, Has(Direct), Plan::Queue(Pin)),
             (here, None, Has(Recursive), Plan::Nothing),
@@ -314,11 +222,7 @@ mod tests {
             (Membership::Absent, None, Has(Recursive), Plan::Nothing),
         ];
         for (membership, op, ipfs, expected) in table {
-            assert_eq!(
-                plan_recover(membership, op, ipfs),
-                expected,
-                "{membership:?} {op:?} {ipfs:?}"
-            );
+            assert_eq!(plan_recover(membership, op, ipfs), expected, "{membership:?} {op:?} {ipfs:?}");
         }
     }
 
@@ -357,18 +261,12 @@ mod tests {
         assert!(needs_repair(Recursive, None, Has(Direct)));
         assert!(!needs_repair(Direct, None, Has(Recursive)));
         assert!(!needs_repair(Recursive, None, Unknown));
-        assert!(
-            !needs_repair(Recursive, Some((Pin, Failed)), Missing),
-            "errors wait for recover"
-        );
+        assert!(!needs_repair(Recursive, Some((Pin, Failed)), Missing), "errors wait for recover");
 
         assert!(already_done(Pin, Failed, Recursive, Has(Recursive)));
         assert!(already_done(Pin, Backoff, Direct, Has(Recursive)));
         assert!(!already_done(Pin, Failed, Recursive, Missing));
-        assert!(
-            !already_done(Pin, Queued, Recursive, Has(Recursive)),
-            "queued work just runs"
-        );
+        assert!(!already_done(Pin, Queued, Recursive, Has(Recursive)), "queued work just runs");
         assert!(already_done(Unpin, Failed, Recursive, Missing));
         assert!(!already_done(Unpin, Failed, Recursive, Has(Direct)));
         assert!(!already_done(Unpin, Backoff, Recursive, Unknown));

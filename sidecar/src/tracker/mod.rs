@@ -152,9 +152,7 @@ impl KnownPins {
     }
 
     fn was_touched(&self, key: &CidKey) -> bool {
-        self.touched
-            .as_ref()
-            .is_some_and(|touched| touched.contains(key))
+        self.touched.as_ref().is_some_and(|touched| touched.contains(key))
     }
 
     /// Records what one of our daemon calls did.
@@ -230,31 +228,15 @@ struct Subject {
 
 impl Subject {
     fn of(pin: &Pin, in_pinset: bool) -> Self {
-        Subject {
-            cid: pin.cid,
-            mode: pin.mode,
-            origins: pin.origins.clone(),
-            in_pinset,
-        }
+        Subject { cid: pin.cid, mode: pin.mode, origins: pin.origins.clone(), in_pinset }
     }
 
     fn of_op(op: &Op) -> Self {
-        Subject {
-            cid: op.cid,
-            mode: op.mode,
-            origins: op.origins.clone(),
-            in_pinset: op.in_pinset,
-        }
+        Subject { cid: op.cid, mode: op.mode, origins: op.origins.clone(), in_pinset: op.in_pinset }
     }
 
     fn target(&self, kind: OpKind) -> Target {
-        Target {
-            cid: self.cid,
-            kind,
-            mode: self.mode,
-            origins: self.origins.clone(),
-            in_pinset: self.in_pinset,
-        }
+        Target { cid: self.cid, kind, mode: self.mode, origins: self.origins.clone(), in_pinset: self.in_pinset }
     }
 }
 
@@ -286,8 +268,7 @@ impl Inner {
             Plan::Queue(kind) => {
                 // Unpins are never refused: they only exist for pins the daemon holds, a bounded set,
                 // and dropping one would leave a pin nobody removes.
-                if kind == OpKind::Pin && self.ops.get(key).is_none() && self.ops.len() >= max_queue
-                {
+                if kind == OpKind::Pin && self.ops.get(key).is_none() && self.ops.len() >= max_queue {
                     if !self.queue_full {
                         warn!(
                             max_pin_queue_size = max_queue,
@@ -298,8 +279,7 @@ impl Inner {
                     self.queue_overflows += 1;
                     return false;
                 }
-                self.ops
-                    .queue(key, subject.target(kind), lane, keep_attempts);
+                self.ops.queue(key, subject.target(kind), lane, keep_attempts);
                 true
             }
         }
@@ -337,9 +317,7 @@ impl PinTracker {
             unpins_finished: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
         };
-        Ok(PinTracker {
-            shared: Arc::new(shared),
-        })
+        Ok(PinTracker { shared: Arc::new(shared) })
     }
 
     /// Spawns [`PinTracker::run`].
@@ -353,10 +331,7 @@ impl PinTracker {
     /// them too, aborting daemon calls in flight (a restart redoes them from the pinset and its
     /// unpin records).
     pub async fn run(&self, cancel: CancellationToken) {
-        info!(
-            concurrent_pins = self.shared.config.concurrent_pins,
-            "pin tracker starting"
-        );
+        info!(concurrent_pins = self.shared.config.concurrent_pins, "pin tracker starting");
         tokio::join!(
             worker::dispatch(self.shared.clone(), cancel.clone()),
             worker::forget_finished_unpins(self.shared.clone(), cancel.clone()),
@@ -371,11 +346,7 @@ impl PinTracker {
         if let Some(op) = inner.ops.get(key) {
             return op_status(op);
         }
-        let (status, error) = status::of_idle(
-            self.shared.membership(pin),
-            inner.ipfs.view(key),
-            inner.queue_full,
-        );
+        let (status, error) = status::of_idle(self.shared.membership(pin), inner.ipfs.view(key), inner.queue_full);
         LocalPinStatus {
             status,
             error: error.unwrap_or_default().to_string(),
@@ -404,11 +375,8 @@ impl PinTracker {
         let queued = {
             let mut inner = self.shared.lock();
             inner.ipfs.touch(&key);
-            let plan = decide::plan_recover(
-                self.shared.membership(Some(pin)),
-                inner.op_state(&key),
-                inner.ipfs.view(&key),
-            );
+            let plan =
+                decide::plan_recover(self.shared.membership(Some(pin)), inner.op_state(&key), inner.ipfs.view(&key));
             inner.carry_out(
                 &key,
                 plan,
@@ -429,32 +397,17 @@ impl PinTracker {
     /// ([`PinTracker::sync_now`]).
     pub fn recover_all(&self) -> Vec<(Cid, LocalPinStatus)> {
         let mut inner = self.shared.lock();
-        let failed: Vec<CidKey> = inner
-            .ops
-            .iter()
-            .filter(|(_, op)| op.phase == Phase::Failed)
-            .map(|(key, _)| key.clone())
-            .collect();
+        let failed: Vec<CidKey> =
+            inner.ops.iter().filter(|(_, op)| op.phase == Phase::Failed).map(|(key, _)| key.clone()).collect();
         let mut recovered = Vec::with_capacity(failed.len());
         for key in failed {
             let Some(op) = inner.ops.get(&key) else {
                 continue;
             };
             let subject = Subject::of_op(op);
-            let plan = decide::plan_recover(
-                Membership::Absent,
-                Some((op.kind, op.phase)),
-                inner.ipfs.view(&key),
-            );
+            let plan = decide::plan_recover(Membership::Absent, Some((op.kind, op.phase)), inner.ipfs.view(&key));
             inner.ipfs.touch(&key);
-            inner.carry_out(
-                &key,
-                plan,
-                &subject,
-                Lane::Priority,
-                true,
-                self.shared.config.max_pin_queue_size,
-            );
+            inner.carry_out(&key, plan, &subject, Lane::Priority, true, self.shared.config.max_pin_queue_size);
             if let Some(op) = inner.ops.get(&key) {
                 recovered.push((op.cid, op_status(op)));
             }
@@ -527,14 +480,7 @@ impl StateObserver for PinTracker {
             let want = decide::want_after(change, &shared.me);
             let plan = decide::plan_change(want, inner.op_state(&key), inner.ipfs.view(&key));
             let subject = Subject::of(pin, in_pinset);
-            queued |= inner.carry_out(
-                &key,
-                plan,
-                &subject,
-                Lane::Priority,
-                false,
-                shared.config.max_pin_queue_size,
-            );
+            queued |= inner.carry_out(&key, plan, &subject, Lane::Priority, false, shared.config.max_pin_queue_size);
         }
         drop(inner);
         if queued {
@@ -543,10 +489,7 @@ impl StateObserver for PinTracker {
     }
 
     fn on_restored(&self, summary: &RestoreSummary) {
-        info!(
-            pins = summary.pins,
-            "pinset restored: full sync with the IPFS daemon"
-        );
+        info!(pins = summary.pins, "pinset restored: full sync with the IPFS daemon");
         self.shared.resync.notify_one();
     }
 }

@@ -169,10 +169,7 @@ impl OpTable {
         let op = match self.ops.entry(key.clone()) {
             Entry::Occupied(entry) => {
                 let op = entry.into_mut();
-                debug_assert!(
-                    !matches!(op.phase, Phase::Running { .. }),
-                    "re-queueing a running op"
-                );
+                debug_assert!(!matches!(op.phase, Phase::Running { .. }), "re-queueing a running op");
                 set_phase(&mut self.counts, op, Phase::Queued);
                 op
             }
@@ -256,13 +253,7 @@ impl OpTable {
                 set_phase(&mut self.counts, op, Phase::Running { ran: op.kind });
                 op.timestamp = Utc::now();
                 self.unpins_next = lane != LaneId::Unpins;
-                return Some(Job {
-                    cid: op.cid,
-                    kind: op.kind,
-                    mode: op.mode,
-                    origins: op.origins.clone(),
-                    key,
-                });
+                return Some(Job { cid: op.cid, kind: op.kind, mode: op.mode, origins: op.origins.clone(), key });
             }
         }
         None
@@ -270,13 +261,7 @@ impl OpTable {
 
     /// Records how the running operation of `key` ended: done, queued again, backing off or
     /// failed for good. Returns what ran, or `None` when nothing was running for `key`.
-    pub fn finish(
-        &mut self,
-        key: &CidKey,
-        outcome: Outcome,
-        now: Instant,
-        config: &TrackerConfig,
-    ) -> Option<OpKind> {
+    pub fn finish(&mut self, key: &CidKey, outcome: Outcome, now: Instant, config: &TrackerConfig) -> Option<OpKind> {
         let op = self.ops.get_mut(key)?;
         let Phase::Running { ran } = op.phase else {
             return None;
@@ -305,14 +290,7 @@ impl OpTable {
                 op.attempt_count += 1;
                 op.error = Some(error);
                 set_phase(&mut self.counts, op, Phase::Queued);
-                let lane = lane_of(
-                    op.kind,
-                    if op.priority {
-                        Lane::Priority
-                    } else {
-                        Lane::Normal
-                    },
-                );
+                let lane = lane_of(op.kind, if op.priority { Lane::Priority } else { Lane::Normal });
                 let ticket = (key.clone(), op.seq);
                 self.lane(lane).push_front(ticket);
             }
@@ -395,13 +373,7 @@ mod tests {
     }
 
     fn target(n: u32, kind: OpKind) -> Target {
-        Target {
-            cid: key(n).1,
-            kind,
-            mode: PinMode::Recursive,
-            origins: vec![],
-            in_pinset: kind == OpKind::Pin,
-        }
+        Target { cid: key(n).1, kind, mode: PinMode::Recursive, origins: vec![], in_pinset: kind == OpKind::Pin }
     }
 
     fn queue(table: &mut OpTable, n: u32, kind: OpKind, lane: Lane) {
@@ -409,9 +381,7 @@ mod tests {
     }
 
     fn popped(table: &mut OpTable, now: Instant) -> Vec<(CidKey, OpKind)> {
-        std::iter::from_fn(|| table.next(now))
-            .map(|job| (job.key, job.kind))
-            .collect()
+        std::iter::from_fn(|| table.next(now)).map(|job| (job.key, job.kind)).collect()
     }
 
     fn config() -> TrackerConfig {
@@ -443,14 +413,7 @@ mod tests {
         ]
         .map(|(n, kind)| (key(n).0, kind));
         assert_eq!(order, expected);
-        assert_eq!(
-            table.counts(),
-            Counts {
-                queued: 0,
-                running: 6,
-                failed: 0
-            }
-        );
+        assert_eq!(table.counts(), Counts { queued: 0, running: 6, failed: 0 });
     }
 
     #[test]
@@ -462,10 +425,7 @@ mod tests {
         queue(&mut table, 1, OpKind::Unpin, Lane::Priority);
         table.cancel(&key(2).0);
         assert_eq!(table.len(), 1);
-        assert_eq!(
-            popped(&mut table, Instant::now()),
-            vec![(key(1).0, OpKind::Unpin)]
-        );
+        assert_eq!(popped(&mut table, Instant::now()), vec![(key(1).0, OpKind::Unpin)]);
     }
 
     #[test]
@@ -478,29 +438,16 @@ mod tests {
         assert!(table.next(start).is_some());
         table.finish(&k, Outcome::Failed("boom".into()), start, &config);
         let op = table.get(&k).unwrap();
-        assert_eq!(
-            (op.phase, op.attempt_count, op.priority),
-            (Phase::Backoff, 1, false)
-        );
+        assert_eq!((op.phase, op.attempt_count, op.priority), (Phase::Backoff, 1, false));
         let due = table.next_timer().unwrap();
         assert!(due >= start + Duration::from_secs(5) && due <= start + Duration::from_secs(10));
-        assert!(
-            table.next(due - Duration::from_millis(1)).is_none(),
-            "not before its backoff"
-        );
+        assert!(table.next(due - Duration::from_millis(1)).is_none(), "not before its backoff");
         assert_eq!(table.next(due).unwrap().key, k);
         table.finish(&k, Outcome::Failed("boom again".into()), due, &config);
         let op = table.get(&k).unwrap();
         assert_eq!((op.phase, op.attempt_count), (Phase::Failed, 2));
         assert_eq!(op.error.as_deref(), Some("boom again"));
-        assert_eq!(
-            table.counts(),
-            Counts {
-                queued: 0,
-                running: 0,
-                failed: 1
-            }
-        );
+        assert_eq!(table.counts(), Counts { queued: 0, running: 0, failed: 1 });
     }
 
     #[test]
@@ -531,15 +478,9 @@ mod tests {
         queue(&mut table, 1, OpKind::Pin, Lane::Priority);
         table.next(now).unwrap();
         table.retarget(&k, target(1, OpKind::Unpin));
-        assert_eq!(
-            table.finish(&k, Outcome::Failed("ignored".into()), now, &config),
-            Some(OpKind::Pin)
-        );
+        assert_eq!(table.finish(&k, Outcome::Failed("ignored".into()), now, &config), Some(OpKind::Pin));
         let op = table.get(&k).unwrap();
-        assert_eq!(
-            (op.kind, op.phase, op.error.as_deref()),
-            (OpKind::Unpin, Phase::Queued, None)
-        );
+        assert_eq!((op.kind, op.phase, op.error.as_deref()), (OpKind::Unpin, Phase::Queued, None));
         assert_eq!(table.next(now).unwrap().kind, OpKind::Unpin);
     }
 }

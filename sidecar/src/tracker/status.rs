@@ -35,12 +35,8 @@ pub(crate) fn of_op(kind: OpKind, phase: Phase) -> TrackerStatus {
         (OpKind::Pin, Phase::Running { ran: OpKind::Pin }) => TrackerStatus::Pinning,
         (OpKind::Unpin, Phase::Running { ran: OpKind::Unpin }) => TrackerStatus::Unpinning,
         // Running the other operation means this one is queued behind it.
-        (OpKind::Pin, Phase::Queued | Phase::Backoff | Phase::Running { .. }) => {
-            TrackerStatus::PinQueued
-        }
-        (OpKind::Unpin, Phase::Queued | Phase::Backoff | Phase::Running { .. }) => {
-            TrackerStatus::UnpinQueued
-        }
+        (OpKind::Pin, Phase::Queued | Phase::Backoff | Phase::Running { .. }) => TrackerStatus::PinQueued,
+        (OpKind::Unpin, Phase::Queued | Phase::Backoff | Phase::Running { .. }) => TrackerStatus::UnpinQueued,
         (OpKind::Pin, Phase::Failed) => TrackerStatus::PinError,
         (OpKind::Unpin, Phase::Failed) => TrackerStatus::UnpinError,
     }
@@ -62,9 +58,7 @@ pub(crate) fn of_idle(
         Membership::Absent => (TrackerStatus::Unpinned, None),
         Membership::Remote => (TrackerStatus::Remote, None),
         Membership::Here(mode) if ipfs.satisfies(mode) => (TrackerStatus::Pinned, None),
-        Membership::Here(_) if ipfs == IpfsView::Unknown => {
-            (TrackerStatus::ClusterError, Some(UNKNOWN_PINSET))
-        }
+        Membership::Here(_) if ipfs == IpfsView::Unknown => (TrackerStatus::ClusterError, Some(UNKNOWN_PINSET)),
         Membership::Here(_) if queue_full => (TrackerStatus::PinError, Some(QUEUE_FULL)),
         Membership::Here(_) => (TrackerStatus::UnexpectedlyUnpinned, None),
     }
@@ -117,15 +111,8 @@ mod tests {
         ];
         for (membership, ipfs, queue_full, expected) in table {
             let (status, error) = of_idle(membership, ipfs, queue_full);
-            assert_eq!(
-                status, expected,
-                "{membership:?} {ipfs:?} full={queue_full}"
-            );
-            assert_eq!(
-                error.is_some(),
-                status.is_error(),
-                "errors and only errors explain themselves"
-            );
+            assert_eq!(status, expected, "{membership:?} {ipfs:?} full={queue_full}");
+            assert_eq!(error.is_some(), status.is_error(), "errors and only errors explain themselves");
         }
     }
 }

@@ -105,10 +105,7 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
     let _window = Window::open(shared);
     let listed = shared.ipfs.pin_ls().await?;
     let max_queue = shared.config.max_pin_queue_size;
-    let mut report = SyncReport {
-        ipfs_pins: listed.len(),
-        ..SyncReport::default()
-    };
+    let mut report = SyncReport { ipfs_pins: listed.len(), ..SyncReport::default() };
     let (first, overflows_before, mut unconfirmed) = {
         let mut inner = shared.lock();
         let first = !inner.ipfs.known;
@@ -117,8 +114,7 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
             .ops
             .iter()
             .filter(|(key, op)| {
-                !inner.ipfs.was_touched(key)
-                    && decide::already_done(op.kind, op.phase, op.mode, inner.ipfs.view(key))
+                !inner.ipfs.was_touched(key) && decide::already_done(op.kind, op.phase, op.mode, inner.ipfs.view(key))
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -128,12 +124,8 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
         report.already_done = moot.len() as u64;
         // Pin operations from before this sync: each must find its pin allocated here in the
         // scan, or it is stale. (Only these: a rebuild's own repairs would make the set huge.)
-        let unconfirmed: HashSet<CidKey> = inner
-            .ops
-            .iter()
-            .filter(|(_, op)| op.kind == OpKind::Pin)
-            .map(|(key, _)| key.clone())
-            .collect();
+        let unconfirmed: HashSet<CidKey> =
+            inner.ops.iter().filter(|(_, op)| op.kind == OpKind::Pin).map(|(key, _)| key.clone()).collect();
         (first, inner.queue_overflows, unconfirmed)
     };
 
@@ -156,14 +148,7 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
                         report.missing_sample.push(pin.cid);
                     }
                     let subject = Subject::of(pin, true);
-                    if inner.carry_out(
-                        &key,
-                        Plan::Queue(OpKind::Pin),
-                        &subject,
-                        Lane::Normal,
-                        false,
-                        max_queue,
-                    ) {
+                    if inner.carry_out(&key, Plan::Queue(OpKind::Pin), &subject, Lane::Normal, false, max_queue) {
                         queued = true;
                         // The status shows the repair in progress; say why it is happening.
                         if !first {
@@ -198,15 +183,8 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
             let Some(op) = inner.ops.get(key) else {
                 continue;
             };
-            let subject = Subject {
-                in_pinset: false,
-                ..Subject::of_op(op)
-            };
-            let plan = decide::plan_change(
-                Want::NotPinned { ours: true },
-                inner.op_state(key),
-                inner.ipfs.view(key),
-            );
+            let subject = Subject { in_pinset: false, ..Subject::of_op(op) };
+            let plan = decide::plan_change(Want::NotPinned { ours: true }, inner.op_state(key), inner.ipfs.view(key));
             queued |= inner.carry_out(key, plan, &subject, Lane::Priority, false, max_queue);
         }
         report.stale = stale.len() as u64;
@@ -258,14 +236,8 @@ async fn check_unpin_records(shared: &Shared) -> Result<u64> {
                             origins: Vec::new(),
                             in_pinset: pin.is_some(),
                         };
-                        queued |= inner.carry_out(
-                            key,
-                            Plan::Queue(OpKind::Unpin),
-                            &subject,
-                            Lane::Normal,
-                            false,
-                            max_queue,
-                        );
+                        queued |=
+                            inner.carry_out(key, Plan::Queue(OpKind::Unpin), &subject, Lane::Normal, false, max_queue);
                         queued_total += 1;
                     }
                 }
@@ -288,10 +260,7 @@ async fn check_unpin_records(shared: &Shared) -> Result<u64> {
 }
 
 /// A page of unpin records, each with the CID's pin as the pinset has it now.
-async fn unpin_records_page(
-    shared: &Shared,
-    after: Option<CidKey>,
-) -> Result<Vec<(PendingUnpin, Option<Pin>)>> {
+async fn unpin_records_page(shared: &Shared, after: Option<CidKey>) -> Result<Vec<(PendingUnpin, Option<Pin>)>> {
     let pins = shared.pins.clone();
     tokio::task::spawn_blocking(move || {
         let records = pins.pending_unpins(after.as_ref(), PAGE)?;
@@ -355,10 +324,7 @@ pub(super) async fn maintain(tracker: PinTracker, cancel: CancellationToken) {
     let now = Instant::now();
     let mut sync_tick = interval_at(now + config.ipfs_sync_interval, config.ipfs_sync_interval);
     sync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut recover_tick = interval_at(
-        now + config.pin_recover_interval,
-        config.pin_recover_interval,
-    );
+    let mut recover_tick = interval_at(now + config.pin_recover_interval, config.pin_recover_interval);
     recover_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -383,10 +349,7 @@ pub(super) async fn maintain(tracker: PinTracker, cancel: CancellationToken) {
                 stale = report.stale, "IPFS sync: repairing pins lost behind the cluster's back"
             ),
             Ok(report) if report.leftover_unpins > 0 => {
-                info!(
-                    count = report.leftover_unpins,
-                    "IPFS sync: unpinning removed pins still in the daemon"
-                )
+                info!(count = report.leftover_unpins, "IPFS sync: unpinning removed pins still in the daemon")
             }
             Ok(_) => {}
             Err(e) => {

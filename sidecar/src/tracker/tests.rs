@@ -50,15 +50,7 @@ impl Harness {
         let ipfs = Arc::new(FakeIpfs::new());
         let me = PeerId::random();
         let tracker = PinTracker::new(config, me, ipfs.clone(), state.clone()).unwrap();
-        Harness {
-            _dir: dir,
-            state,
-            ipfs,
-            me,
-            tracker,
-            cancel: CancellationToken::new(),
-            task: None,
-        }
+        Harness { _dir: dir, state, ipfs, me, tracker, cancel: CancellationToken::new(), task: None }
     }
 
     async fn started(config: TrackerConfig) -> Self {
@@ -69,24 +61,16 @@ impl Harness {
 
     async fn start(&mut self) {
         self.task = Some(self.tracker.start(self.cancel.clone()));
-        self.wait_for("the first sync", || self.tracker.ipfs_pinset_known())
-            .await;
+        self.wait_for("the first sync", || self.tracker.ipfs_pinset_known()).await;
     }
 
     /// A pin allocated to this peer.
     fn here(&self, cid: Cid) -> Pin {
-        Pin {
-            cid,
-            allocations: vec![self.me],
-            ..fixtures::pin("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG")
-        }
+        Pin { cid, allocations: vec![self.me], ..fixtures::pin("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG") }
     }
 
     fn elsewhere(&self, cid: Cid) -> Pin {
-        Pin {
-            allocations: vec![PeerId::random()],
-            ..self.here(cid)
-        }
+        Pin { allocations: vec![PeerId::random()], ..self.here(cid) }
     }
 
     /// Applies `ops` to the pinset and tells the tracker, as the consensus layer does.
@@ -111,8 +95,7 @@ impl Harness {
 
     fn status(&self, cid: Cid) -> LocalPinStatus {
         let key = CidKey::of(&cid);
-        self.tracker
-            .status_of(&key, self.state.get(&key).unwrap().as_ref())
+        self.tracker.status_of(&key, self.state.get(&key).unwrap().as_ref())
     }
 
     fn is(&self, cid: Cid, status: TrackerStatus) -> bool {
@@ -122,20 +105,13 @@ impl Harness {
     async fn wait_for(&self, what: &str, condition: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !condition() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn wait_status(&self, cid: Cid, status: TrackerStatus) {
-        self.wait_for(
-            &format!("{cid} to be {status:?} (is {:?})", self.status(cid)),
-            || self.is(cid, status),
-        )
-        .await;
+        self.wait_for(&format!("{cid} to be {status:?} (is {:?})", self.status(cid)), || self.is(cid, status)).await;
     }
 
     async fn stop(&mut self) {
@@ -148,22 +124,14 @@ impl Harness {
 
 #[tokio::test]
 async fn a_pin_goes_through_every_status_of_its_life() {
-    let h = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { concurrent_pins: 1, ..config() }).await;
     let (a, b) = (cid(1), cid(2));
     h.ipfs.hold_ops();
     h.pin([h.here(a), h.here(b)]);
-    h.wait_for("a at the daemon", || h.ipfs.waiting_at_gate() == 1)
-        .await;
+    h.wait_for("a at the daemon", || h.ipfs.waiting_at_gate() == 1).await;
     assert_eq!(h.status(a).status, TrackerStatus::Pinning);
     let queued = h.status(b);
-    assert_eq!(
-        (queued.status, queued.priority_pin, queued.attempt_count),
-        (TrackerStatus::PinQueued, true, 0)
-    );
+    assert_eq!((queued.status, queued.priority_pin, queued.attempt_count), (TrackerStatus::PinQueued, true, 0));
 
     h.ipfs.release_ops(1);
     h.wait_status(a, TrackerStatus::Pinned).await;
@@ -172,14 +140,7 @@ async fn a_pin_goes_through_every_status_of_its_life() {
     // b holds the only slot, so a's unpin waits.
     h.unpin(a);
     assert_eq!(h.status(a).status, TrackerStatus::UnpinQueued);
-    assert_eq!(
-        h.tracker
-            .in_flight_unpins()
-            .iter()
-            .map(|(c, _)| *c)
-            .collect::<Vec<_>>(),
-        vec![a]
-    );
+    assert_eq!(h.tracker.in_flight_unpins().iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![a]);
     h.ipfs.release_ops(1);
     h.wait_status(b, TrackerStatus::Pinned).await;
     h.wait_status(a, TrackerStatus::Unpinning).await;
@@ -189,15 +150,7 @@ async fn a_pin_goes_through_every_status_of_its_life() {
     assert_eq!(h.ipfs.pinned(&b), Some(PinMode::Recursive));
     assert!(h.tracker.in_flight_unpins().is_empty());
     let metrics = h.tracker.metrics();
-    assert_eq!(
-        (
-            metrics.ops_done,
-            metrics.queued,
-            metrics.in_progress,
-            metrics.ipfs_pins
-        ),
-        (3, 0, 0, 1)
-    );
+    assert_eq!((metrics.ops_done, metrics.queued, metrics.in_progress, metrics.ipfs_pins), (3, 0, 0, 1));
 }
 
 #[tokio::test]
@@ -206,70 +159,41 @@ async fn at_most_concurrent_pins_calls_run_at_once() {
     h.ipfs.hold_ops();
     let cids: Vec<Cid> = (0..50).map(cid).collect();
     h.pin(cids.iter().map(|c| h.here(*c)));
-    h.wait_for("10 pins at the daemon", || h.ipfs.waiting_at_gate() == 10)
-        .await;
+    h.wait_for("10 pins at the daemon", || h.ipfs.waiting_at_gate() == 10).await;
     let metrics = h.tracker.metrics();
     assert_eq!((metrics.in_progress, metrics.queued), (10, 40));
-    let pinning = cids
-        .iter()
-        .filter(|c| h.is(**c, TrackerStatus::Pinning))
-        .count();
-    let queued = cids
-        .iter()
-        .filter(|c| h.is(**c, TrackerStatus::PinQueued))
-        .count();
+    let pinning = cids.iter().filter(|c| h.is(**c, TrackerStatus::Pinning)).count();
+    let queued = cids.iter().filter(|c| h.is(**c, TrackerStatus::PinQueued)).count();
     assert_eq!((pinning, queued), (10, 40));
 
     h.ipfs.open_gate();
-    h.wait_for("all pinned", || {
-        cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("all pinned", || cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
     assert_eq!(h.ipfs.max_ops_in_flight(), 10);
     assert_eq!(h.ipfs.pin_calls(), 50);
 }
 
 #[tokio::test(start_paused = true)]
 async fn new_pins_overtake_retries() {
-    let h = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { concurrent_pins: 1, ..config() }).await;
     let (a, b) = (cid(1), cid(2));
     let new: Vec<Cid> = (10..13).map(cid).collect();
     h.ipfs.record_pin_calls();
     h.ipfs.fail_next_pins(2, "transient");
     h.pin([h.here(a)]);
     h.pin([h.here(b)]);
-    h.wait_for("both failed once", || {
-        [a, b].iter().all(|c| h.status(*c).attempt_count == 1)
-    })
-    .await;
+    h.wait_for("both failed once", || [a, b].iter().all(|c| h.status(*c).attempt_count == 1)).await;
     let retrying = h.status(a);
-    assert_eq!(
-        (retrying.status, retrying.priority_pin),
-        (TrackerStatus::PinQueued, false)
-    );
+    assert_eq!((retrying.status, retrying.priority_pin), (TrackerStatus::PinQueued, false));
     assert_eq!(retrying.error, "IPFS error: transient");
 
     h.ipfs.hold_ops();
     h.pin([h.here(new[0])]);
-    h.wait_for("the first new pin at the daemon", || {
-        h.ipfs.waiting_at_gate() == 1
-    })
-    .await;
+    h.wait_for("the first new pin at the daemon", || h.ipfs.waiting_at_gate() == 1).await;
     h.pin(new[1..].iter().map(|c| h.here(*c)));
     // Past any backoff: both retries are due while the new pins still wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.ipfs.open_gate();
-    h.wait_for("all pinned", || {
-        [a, b]
-            .iter()
-            .chain(&new)
-            .all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("all pinned", || [a, b].iter().chain(&new).all(|c| h.is(*c, TrackerStatus::Pinned))).await;
 
     let calls = h.ipfs.recorded_pin_calls();
     assert_eq!(calls[..5], [a, b, new[0], new[1], new[2]]);
@@ -282,42 +206,25 @@ async fn new_pins_overtake_retries() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_back_off_then_stay_in_error_until_recovered() {
-    let h = Harness::started(TrackerConfig {
-        max_retries: 2,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { max_retries: 2, ..config() }).await;
     let a = cid(1);
     h.ipfs.fail_next_pins(3, "no space left");
     let start = tokio::time::Instant::now();
     h.pin([h.here(a)]);
     h.wait_status(a, TrackerStatus::PinError).await;
     // Two retries, after at least half of 1 s and of 2 s (jittered backoff).
-    assert!(
-        start.elapsed() >= Duration::from_millis(1500),
-        "retried too early: {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= Duration::from_millis(1500), "retried too early: {:?}", start.elapsed());
     let failed = h.status(a);
-    assert_eq!(
-        (failed.attempt_count, failed.error.as_str()),
-        (3, "IPFS error: no space left")
-    );
+    assert_eq!((failed.attempt_count, failed.error.as_str()), (3, "IPFS error: no space left"));
     assert_eq!(h.ipfs.pin_calls(), 3);
     assert_eq!(h.tracker.metrics().errors, 1);
 
     // It stays in error: no more calls however long we wait.
     tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(
-        (h.ipfs.pin_calls(), h.status(a).status),
-        (3, TrackerStatus::PinError)
-    );
+    assert_eq!((h.ipfs.pin_calls(), h.status(a).status), (3, TrackerStatus::PinError));
 
     let recovered = h.tracker.recover(&h.here(a));
-    assert_eq!(
-        (recovered.status, recovered.priority_pin),
-        (TrackerStatus::PinQueued, true)
-    );
+    assert_eq!((recovered.status, recovered.priority_pin), (TrackerStatus::PinQueued, true));
     h.wait_status(a, TrackerStatus::Pinned).await;
     assert_eq!(h.ipfs.pin_calls(), 4);
 
@@ -335,11 +242,7 @@ async fn failures_back_off_then_stay_in_error_until_recovered() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_daemon_loses_nothing_and_is_not_hammered() {
-    let config = TrackerConfig {
-        retry_backoff_cap: Duration::from_secs(60),
-        max_retries: 1,
-        ..config()
-    };
+    let config = TrackerConfig { retry_backoff_cap: Duration::from_secs(60), max_retries: 1, ..config() };
     let h = Harness::started(config).await;
     h.ipfs.set_unreachable(true);
     let cids: Vec<Cid> = (0..100).map(cid).collect();
@@ -354,18 +257,11 @@ async fn an_unreachable_daemon_loses_nothing_and_is_not_hammered() {
         let status = h.status(*c);
         assert_eq!(status.status, TrackerStatus::PinQueued, "{c}: {status:?}");
     }
-    assert!(
-        h.status(cids[0]).error.contains("unreachable"),
-        "{:?}",
-        h.status(cids[0])
-    );
+    assert!(h.status(cids[0]).error.contains("unreachable"), "{:?}", h.status(cids[0]));
     assert_eq!(h.tracker.metrics().errors, 0);
 
     h.ipfs.set_unreachable(false);
-    h.wait_for("all pinned", || {
-        cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("all pinned", || cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
     assert_eq!(h.ipfs.pin_count(), 100);
 }
 
@@ -375,22 +271,12 @@ async fn sync_repairs_pins_lost_behind_our_back_and_leaves_foreign_pins_alone() 
     let (a, b, foreign) = (cid(1), cid(2), cid(99));
     h.ipfs.add_pin_behind_back(&foreign, PinMode::Recursive);
     h.pin([h.here(a), h.here(b)]);
-    h.wait_for("pinned", || {
-        h.is(a, TrackerStatus::Pinned) && h.is(b, TrackerStatus::Pinned)
-    })
-    .await;
+    h.wait_for("pinned", || h.is(a, TrackerStatus::Pinned) && h.is(b, TrackerStatus::Pinned)).await;
 
     h.ipfs.remove_pin_behind_back(&a);
-    assert_eq!(
-        h.status(a).status,
-        TrackerStatus::Pinned,
-        "last known until a sync"
-    );
+    assert_eq!(h.status(a).status, TrackerStatus::Pinned, "last known until a sync");
     let report = h.tracker.sync_now().await.unwrap();
-    assert_eq!(
-        (report.ipfs_pins, report.allocated_here, report.missing),
-        (2, 2, 1)
-    );
+    assert_eq!((report.ipfs_pins, report.allocated_here, report.missing), (2, 2, 1));
     assert_eq!(report.missing_sample, vec![a]);
     h.wait_status(a, TrackerStatus::Pinned).await;
     assert_eq!(h.ipfs.pinned(&a), Some(PinMode::Recursive));
@@ -410,26 +296,16 @@ async fn startup_rebuilds_the_queue_from_the_pinset_and_the_daemon() {
     let (remote_pinned, remote) = (cid(10), cid(11));
     // The pinset as a previous process left it: this tracker was never told of these changes.
     let mut ops: Vec<StateOp> = here.iter().map(|c| StateOp::Pin(h.here(*c))).collect();
-    ops.extend([
-        StateOp::Pin(h.elsewhere(remote_pinned)),
-        StateOp::Pin(h.elsewhere(remote)),
-    ]);
+    ops.extend([StateOp::Pin(h.elsewhere(remote_pinned)), StateOp::Pin(h.elsewhere(remote))]);
     h.state.apply(&ops).unwrap();
     // What the daemon kept from before the restart, plus a pin of its own.
     for c in [here[0], here[1], remote_pinned, cid(20)] {
         h.ipfs.add_pin_behind_back(&c, PinMode::Recursive);
     }
-    assert_eq!(
-        h.status(here[0]).status,
-        TrackerStatus::ClusterError,
-        "nothing known before the first sync"
-    );
+    assert_eq!(h.status(here[0]).status, TrackerStatus::ClusterError, "nothing known before the first sync");
 
     h.start().await;
-    h.wait_for("allocated pins pinned", || {
-        here.iter().all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("allocated pins pinned", || here.iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
     assert_eq!(h.ipfs.pin_calls(), 2);
     assert_eq!(h.ipfs.unpin_calls(), 0);
     assert_eq!(h.ipfs.pinned(&remote), None);
@@ -440,42 +316,22 @@ async fn startup_rebuilds_the_queue_from_the_pinset_and_the_daemon() {
 
 #[tokio::test]
 async fn a_killed_tracker_resumes_queued_and_running_pins_after_restart() {
-    let mut first = Harness::started(TrackerConfig {
-        concurrent_pins: 4,
-        ..config()
-    })
-    .await;
+    let mut first = Harness::started(TrackerConfig { concurrent_pins: 4, ..config() }).await;
     first.ipfs.hold_ops();
     let cids: Vec<Cid> = (0..20).map(cid).collect();
     first.pin(cids.iter().map(|c| first.here(*c)));
-    first
-        .wait_for("4 at the daemon", || first.ipfs.waiting_at_gate() == 4)
-        .await;
+    first.wait_for("4 at the daemon", || first.ipfs.waiting_at_gate() == 4).await;
     first.ipfs.release_ops(2);
-    first
-        .wait_for("2 pinned", || first.ipfs.pin_count() == 2)
-        .await;
+    first.wait_for("2 pinned", || first.ipfs.pin_count() == 2).await;
     // "kill -9": the tracker's tasks vanish mid-call; only the pinset and the daemon remain.
     first.task.take().unwrap().abort();
     first.ipfs.open_gate();
 
-    let second =
-        PinTracker::new(config(), first.me, first.ipfs.clone(), first.state.clone()).unwrap();
+    let second = PinTracker::new(config(), first.me, first.ipfs.clone(), first.state.clone()).unwrap();
     let cancel = CancellationToken::new();
     let task = second.start(cancel.clone());
-    let status = |c: &Cid| {
-        second
-            .status_of(
-                &CidKey::of(c),
-                first.state.get(&CidKey::of(c)).unwrap().as_ref(),
-            )
-            .status
-    };
-    first
-        .wait_for("all pinned after restart", || {
-            cids.iter().all(|c| status(c) == TrackerStatus::Pinned)
-        })
-        .await;
+    let status = |c: &Cid| second.status_of(&CidKey::of(c), first.state.get(&CidKey::of(c)).unwrap().as_ref()).status;
+    first.wait_for("all pinned after restart", || cids.iter().all(|c| status(c) == TrackerStatus::Pinned)).await;
     assert_eq!(first.ipfs.pin_count(), 20);
     cancel.cancel();
     task.await.unwrap();
@@ -483,11 +339,7 @@ async fn a_killed_tracker_resumes_queued_and_running_pins_after_restart() {
 
 #[tokio::test]
 async fn reallocations_and_unpins_replace_pending_operations() {
-    let h = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { concurrent_pins: 1, ..config() }).await;
     let (a, b, c) = (cid(1), cid(2), cid(3));
     h.ipfs.record_pin_calls();
 
@@ -501,8 +353,7 @@ async fn reallocations_and_unpins_replace_pending_operations() {
     // A queued pin that is unpinned never reaches the daemon.
     h.ipfs.hold_ops();
     h.pin([h.here(b)]);
-    h.wait_for("b at the daemon", || h.ipfs.waiting_at_gate() == 1)
-        .await;
+    h.wait_for("b at the daemon", || h.ipfs.waiting_at_gate() == 1).await;
     h.pin([h.here(c)]);
     assert_eq!(h.status(c).status, TrackerStatus::PinQueued);
     h.unpin(c);
@@ -526,47 +377,28 @@ async fn reallocations_and_unpins_replace_pending_operations() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_pins_with_an_error_until_a_sync_finds_room() {
-    let h = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        max_pin_queue_size: 3,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { concurrent_pins: 1, max_pin_queue_size: 3, ..config() }).await;
     h.ipfs.hold_ops();
     let cids: Vec<Cid> = (0..5).map(cid).collect();
     h.pin(cids.iter().map(|c| h.here(*c)));
     let refused = h.status(cids[4]);
     assert_eq!(refused.status, TrackerStatus::PinError);
-    assert!(
-        refused.error.contains("max_pin_queue_size"),
-        "{}",
-        refused.error
-    );
+    assert!(refused.error.contains("max_pin_queue_size"), "{}", refused.error);
     assert_eq!(h.tracker.metrics().queue_overflows, 2);
 
     h.ipfs.open_gate();
-    h.wait_for("the accepted pins", || {
-        cids[..3].iter().all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("the accepted pins", || cids[..3].iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
     let report = h.tracker.sync_now().await.unwrap();
     assert_eq!((report.missing, report.not_queued), (2, 0));
-    h.wait_for("all pinned", || {
-        cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))
-    })
-    .await;
+    h.wait_for("all pinned", || cids.iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
 }
 
 #[tokio::test]
 async fn a_restored_pinset_triggers_a_full_sync() {
     let h = Harness::started(config()).await;
     let before = h.ipfs.pin_ls_calls();
-    h.tracker.on_restored(&RestoreSummary {
-        pins: 0,
-        last_applied: None,
-    });
-    h.wait_for("another pin/ls", || h.ipfs.pin_ls_calls() > before)
-        .await;
+    h.tracker.on_restored(&RestoreSummary { pins: 0, last_applied: None });
+    h.wait_for("another pin/ls", || h.ipfs.pin_ls_calls() > before).await;
 }
 
 /// Throughput of the tracker alone (the pinset write is not measured): `cargo test --release -p
@@ -577,42 +409,26 @@ async fn throughput_of_100k_pins_exceeds_10k_per_second() {
     const PINS: u32 = 100_000;
     let h = Harness::started(config()).await;
     let pins: Vec<Pin> = (0..PINS).map(|n| h.here(cid(n))).collect();
-    let changes: Vec<StateChange> = pins
-        .into_iter()
-        .map(|pin| StateChange::Pinned {
-            pin,
-            previous: None,
-        })
-        .collect();
+    let changes: Vec<StateChange> = pins.into_iter().map(|pin| StateChange::Pinned { pin, previous: None }).collect();
     let start = std::time::Instant::now();
     for batch in changes.chunks(1024) {
         h.tracker.on_changes(batch);
     }
     let observed = start.elapsed();
-    h.wait_for("every pin done", || {
-        h.tracker.metrics().ops_done == u64::from(PINS)
-    })
-    .await;
+    h.wait_for("every pin done", || h.tracker.metrics().ops_done == u64::from(PINS)).await;
     let total = start.elapsed();
     let rate = f64::from(PINS) / total.as_secs_f64();
-    println!(
-        "on_changes of {PINS} pins: {observed:?}; all pinned after {total:?} ({rate:.0} pins/s)"
-    );
+    println!("on_changes of {PINS} pins: {observed:?}; all pinned after {total:?} ({rate:.0} pins/s)");
     assert!(rate >= 10_000.0, "{rate:.0} pins/s");
 }
 
 #[tokio::test]
 async fn sync_cancels_pin_operations_whose_pin_left_without_a_change() {
-    let h = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        ..config()
-    })
-    .await;
+    let h = Harness::started(TrackerConfig { concurrent_pins: 1, ..config() }).await;
     let (a, b) = (cid(1), cid(2));
     h.ipfs.hold_ops();
     h.pin([h.here(a), h.here(b)]);
-    h.wait_for("a at the daemon", || h.ipfs.waiting_at_gate() == 1)
-        .await;
+    h.wait_for("a at the daemon", || h.ipfs.waiting_at_gate() == 1).await;
     // b leaves the pinset behind the tracker's back (as a restored snapshot would do it).
     h.state.apply(&[StateOp::Unpin(CidKey::of(&b))]).unwrap();
     assert_eq!(h.status(b).status, TrackerStatus::PinQueued);
@@ -626,28 +442,16 @@ async fn sync_cancels_pin_operations_whose_pin_left_without_a_change() {
 
 #[tokio::test]
 async fn unpins_acknowledged_before_a_kill_run_after_the_restart() {
-    let mut first = Harness::started(TrackerConfig {
-        concurrent_pins: 1,
-        ..config()
-    })
-    .await;
+    let mut first = Harness::started(TrackerConfig { concurrent_pins: 1, ..config() }).await;
     let (unpinned, moved, repinned, busy, foreign) = (cid(1), cid(2), cid(3), cid(4), cid(99));
     first.ipfs.add_pin_behind_back(&foreign, PinMode::Recursive);
     first.pin([unpinned, moved, repinned].map(|c| first.here(c)));
-    first
-        .wait_for("pinned", || {
-            [unpinned, moved, repinned]
-                .iter()
-                .all(|c| first.is(*c, TrackerStatus::Pinned))
-        })
-        .await;
+    first.wait_for("pinned", || [unpinned, moved, repinned].iter().all(|c| first.is(*c, TrackerStatus::Pinned))).await;
 
     // The only slot is busy: the removals are acknowledged, their unpins only queued.
     first.ipfs.hold_ops();
     first.pin([first.here(busy)]);
-    first
-        .wait_for("the busy pin at the daemon", || first.ipfs.waiting_at_gate() == 1)
-        .await;
+    first.wait_for("the busy pin at the daemon", || first.ipfs.waiting_at_gate() == 1).await;
     first.unpin(unpinned);
     first.pin([first.elsewhere(moved)]);
     first.unpin(repinned);
@@ -666,8 +470,7 @@ async fn unpins_acknowledged_before_a_kill_run_after_the_restart() {
     first.ipfs.open_gate();
     assert_eq!(first.ipfs.unpin_calls(), 0);
 
-    let second =
-        PinTracker::new(config(), first.me, first.ipfs.clone(), first.state.clone()).unwrap();
+    let second = PinTracker::new(config(), first.me, first.ipfs.clone(), first.state.clone()).unwrap();
     let cancel = CancellationToken::new();
     let task = second.start(cancel.clone());
     first
@@ -706,10 +509,8 @@ async fn syncs_act_on_unpin_records_that_name_this_peer_only() {
     h.pin([h.here(ours)]);
     h.wait_status(ours, TrackerStatus::Pinned).await;
     h.unpin(ours);
-    h.wait_for("the record of a done unpin dropped", || {
-        h.ipfs.pinned(&ours).is_none() && h.unpin_records().is_empty()
-    })
-    .await;
+    h.wait_for("the record of a done unpin dropped", || h.ipfs.pinned(&ours).is_none() && h.unpin_records().is_empty())
+        .await;
 
     // Pinned on another peer in the cluster and by a user directly in this daemon.
     h.ipfs.add_pin_behind_back(&theirs, PinMode::Recursive);

@@ -12,8 +12,8 @@ mod rendered;
 mod status;
 pub mod time;
 
-pub use api_error::{ApiError, Token};
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
+pub use api_error::{ApiError, Token};
 pub use duration::{format_go_duration, go_duration, parse_go_duration, parse_std_duration};
 pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
 pub use metric::{Alert, Metric};

@@ -62,9 +62,7 @@ impl PinType {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [PinType::Data, PinType::Meta, PinType::ClusterDag, PinType::Shard]
-            .into_iter()
-            .find(|t| t.as_str() == text)
+        [PinType::Data, PinType::Meta, PinType::ClusterDag, PinType::Shard].into_iter().find(|t| t.as_str() == text)
     }
 }
 

@@ -50,7 +50,9 @@ impl PinOptions {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse().map_err(|e| Error::BadRequest(format!("invalid peer ID in user-allocations: {s}: {e}"))))
+                .map(|s| {
+                    s.parse().map_err(|e| Error::BadRequest(format!("invalid peer ID in user-allocations: {s}: {e}")))
+                })
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = get("expire-at") {
@@ -58,7 +60,8 @@ impl PinOptions {
                 .map_err(|e| Error::BadRequest(format!("expire-at cannot be parsed: {e}")))?;
             opts.expire_at = Some(at.with_timezone(&Utc));
         } else if let Some(v) = get("expire-in") {
-            let ttl = parse_go_duration(v).ok_or_else(|| Error::BadRequest(format!("expire-in cannot be parsed: {v}")))?;
+            let ttl =
+                parse_go_duration(v).ok_or_else(|| Error::BadRequest(format!("expire-in cannot be parsed: {v}")))?;
             opts.expire_at = Some(Utc::now() + ttl);
         }
         for (key, value) in &pairs {
@@ -67,7 +70,8 @@ impl PinOptions {
             }
         }
         if let Some(v) = get("pin-update") {
-            let cid = parse_cid(v).map_err(|e| Error::BadRequest(format!("error decoding update option parameter: {e}")))?;
+            let cid =
+                parse_cid(v).map_err(|e| Error::BadRequest(format!("error decoding update option parameter: {e}")))?;
             opts.pin_update = Some(cid);
         }
         if let Some(v) = get("origins") {
@@ -153,9 +157,12 @@ mod tests {
         PinOptions::from_query(q.iter().copied())
     }
 
+    /// A query, and the factors it gives (`None`: rejected).
+    type ReplicationCase<'a> = (&'a [(&'a str, &'a str)], Option<(i32, i32)>);
+
     #[test]
     fn replication_table() {
-        let cases: &[(&[(&str, &str)], Option<(i32, i32)>)] = &[
+        let cases: &[ReplicationCase] = &[
             (&[], Some((0, 0))),
             (&[("replication", "2")], Some((2, 2))),
             (&[("replication-min", "1"), ("replication-max", "3")], Some((1, 3))),
@@ -183,7 +190,8 @@ mod tests {
 
     #[test]
     fn metadata_expiry_and_round_trip() {
-        let opts = parse(&[("meta-owner", "me"), ("name", "site"), ("expire-in", "1h30m"), ("mode", "direct")]).unwrap();
+        let opts =
+            parse(&[("meta-owner", "me"), ("name", "site"), ("expire-in", "1h30m"), ("mode", "direct")]).unwrap();
         assert_eq!(opts.metadata.get("owner").map(String::as_str), Some("me"));
         assert_eq!(opts.mode, PinMode::Direct);
         let ttl = opts.expire_at.unwrap() - Utc::now();

@@ -84,11 +84,9 @@ impl StatusFilter {
         let mut statuses = Vec::new();
         for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
-                "error" => statuses.extend([
-                    TrackerStatus::ClusterError,
-                    TrackerStatus::PinError,
-                    TrackerStatus::UnpinError,
-                ]),
+                "error" => {
+                    statuses.extend([TrackerStatus::ClusterError, TrackerStatus::PinError, TrackerStatus::UnpinError])
+                }
                 "queued" => statuses.extend([TrackerStatus::PinQueued, TrackerStatus::UnpinQueued]),
                 _ => match TrackerStatus::ALL.iter().find(|s| s.as_str() == name) {
                     Some(TrackerStatus::Undefined) => return Ok(StatusFilter::default()),

@@ -46,7 +46,8 @@ pub fn raw_cid(data: &[u8]) -> String {
 
 /// Puts `data` into the daemon as one raw block, as content arriving late; checks its CID.
 pub async fn block_put(daemon: &IpfsDaemon, data: &[u8]) {
-    let part = reqwest::multipart::Part::bytes(data.to_vec()).file_name("block").mime_str("application/octet-stream").unwrap();
+    let part =
+        reqwest::multipart::Part::bytes(data.to_vec()).file_name("block").mime_str("application/octet-stream").unwrap();
     let form = reqwest::multipart::Form::new().part("file", part);
     let url = format!("{}/api/v0/block/put", daemon.api_url());
     let response = reqwest::Client::new()
@@ -185,7 +186,8 @@ impl TestPeer {
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what} answered {status} with non-JSON {text:?}: {e}"))
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{what} answered {status} with non-JSON {text:?}: {e}"))
         };
         (status, body)
     }

@@ -63,14 +63,22 @@ async fn pin_removed_in_the_daemon_is_detected_and_repaired() {
         daemon.pin_rm(&cid).await.expect("pin/rm in the daemon");
         wait_for(&format!("detection #{round}"), WAIT, || async {
             let count = detected().await;
-            if count >= round as f64 { Ok(()) } else { Err(format!("unexpectedly_unpinned counter {count}")) }
+            if count >= round as f64 {
+                Ok(())
+            } else {
+                Err(format!("unexpectedly_unpinned counter {count}"))
+            }
         })
         .await;
         wait_daemon_pin(daemon, &cid, true).await;
         peer.wait_status(&cid, &["pinned"]).await;
         assert!(daemon_has_pin(daemon, &foreign).await, "a pin the cluster does not own is left alone");
     }
-    assert!(peer.process.log().contains("unexpectedly") || peer.process.log().contains("missing"), "{}", peer.log_tail());
+    assert!(
+        peer.process.log().contains("unexpectedly") || peer.process.log().contains("missing"),
+        "{}",
+        peer.log_tail()
+    );
     let (status, body) = peer.call(peer.request(Method::GET, &format!("/pins/{foreign}"))).await;
     assert_eq!((status, local_status(&body).0.as_str()), (200, "unpinned"), "not a cluster pin: {body}");
 }
@@ -79,11 +87,9 @@ async fn pin_removed_in_the_daemon_is_detected_and_repaired() {
 async fn queued_pins_survive_kill9_of_the_peer() {
     const PINS: usize = 20;
     let daemon = shared_daemon();
-    let mut peer = TestPeer::start(
-        &daemon.api_multiaddr().to_string(),
-        &["--concurrent-pins", "2", "--pin-deadline", "10m"],
-    )
-    .await;
+    let mut peer =
+        TestPeer::start(&daemon.api_multiaddr().to_string(), &["--concurrent-pins", "2", "--pin-deadline", "10m"])
+            .await;
     let contents: Vec<Vec<u8>> = (0..PINS).map(|i| unique_bytes(&format!("queued pin {i}"))).collect();
     let cids: Vec<String> = contents.iter().map(|c| raw_cid(c)).collect();
     for cid in &cids {
@@ -121,11 +127,9 @@ async fn queued_pins_survive_kill9_of_the_peer() {
 #[tokio::test]
 async fn an_unpin_acknowledged_before_kill9_of_the_peer_is_done_after_the_restart() {
     let daemon = shared_daemon();
-    let mut peer = TestPeer::start(
-        &daemon.api_multiaddr().to_string(),
-        &["--concurrent-pins", "1", "--pin-deadline", "10m"],
-    )
-    .await;
+    let mut peer =
+        TestPeer::start(&daemon.api_multiaddr().to_string(), &["--concurrent-pins", "1", "--pin-deadline", "10m"])
+            .await;
     let cid = add_unpinned(daemon, "unpinned just before a kill -9").await;
     peer.pin(&cid, &[]).await;
     peer.wait_status(&cid, &["pinned"]).await;
@@ -226,10 +230,8 @@ async fn ipfs_daemon_killed_mid_operation() {
         let (status, _) = local_status(&peer.status(cid).await);
         assert!(status == "pinned" || WAITING_OR_FAILED.contains(&status.as_str()), "{cid}: {status}");
     }
-    let daemon = tokio::task::spawn_blocking(move || daemon.restart().map(|()| daemon))
-        .await
-        .unwrap()
-        .expect("daemon restart");
+    let daemon =
+        tokio::task::spawn_blocking(move || daemon.restart().map(|()| daemon)).await.unwrap().expect("daemon restart");
     for content in &late {
         block_put(&daemon, content).await;
     }

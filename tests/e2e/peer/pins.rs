@@ -57,10 +57,12 @@ async fn add_wrapped(daemon: &e2e::ipfs_daemon::IpfsDaemon, file_name: &str) -> 
         .await
         .unwrap();
     let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let hash_of = |name: &str| {
-        entries.iter().find(|e| e["Name"] == name).and_then(|e| e["Hash"].as_str()).map(str::to_string)
-    };
-    (hash_of("").unwrap_or_else(|| panic!("no directory in {text}")), hash_of(file_name).unwrap_or_else(|| panic!("no file in {text}")))
+    let hash_of =
+        |name: &str| entries.iter().find(|e| e["Name"] == name).and_then(|e| e["Hash"].as_str()).map(str::to_string);
+    (
+        hash_of("").unwrap_or_else(|| panic!("no directory in {text}")),
+        hash_of(file_name).unwrap_or_else(|| panic!("no file in {text}")),
+    )
 }
 
 #[tokio::test]
@@ -90,7 +92,10 @@ async fn add_through_the_peer_pins_the_content() {
     let daemon = shared_daemon();
     let peer = TestPeer::start(&daemon.api_multiaddr().to_string(), &[]).await;
     let content = unique_bytes("added through the peer").repeat(500);
-    let part = reqwest::multipart::Part::bytes(content.clone()).file_name("added.bin").mime_str("application/octet-stream").unwrap();
+    let part = reqwest::multipart::Part::bytes(content.clone())
+        .file_name("added.bin")
+        .mime_str("application/octet-stream")
+        .unwrap();
     let response = peer
         .request(Method::POST, "/add")
         .query(&[("name", "e2e-add")])
@@ -100,8 +105,10 @@ async fn add_through_the_peer_pins_the_content() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.unwrap();
-    let outputs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
-    let added = outputs.iter().find(|o| o["name"] == "added.bin").unwrap_or_else(|| panic!("no output for the file: {text}"));
+    let outputs: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    let added =
+        outputs.iter().find(|o| o["name"] == "added.bin").unwrap_or_else(|| panic!("no output for the file: {text}"));
     let cid = added["cid"].as_str().unwrap().to_string();
     assert!(added["size"].as_u64().unwrap_or(0) >= content.len() as u64, "{added}");
 
