@@ -133,11 +133,10 @@ impl Cluster {
         Ok(self.pin_info(cid, pin))
     }
 
-    /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin (or unpin) of this peer.
+    /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin, or a failed unpin, of this peer.
     pub async fn recover(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
-        if let Some(pin) = self.get_pin(cid)? {
-            self.inner.tracker.recover(&pin);
-        }
+        let pin = self.get_pin(cid)?;
+        self.inner.tracker.recover(&CidKey::of(cid), pin.as_ref());
         self.status(cid, local).await
     }
 

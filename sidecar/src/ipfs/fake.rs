@@ -55,6 +55,7 @@ struct FakeState {
     pins: HashMap<CidKey, PinMode>,
     unreachable: bool,
     failures_left: u32,
+    unpin_failures_left: u32,
     failure_message: String,
     op_delay: Duration,
     repo_stat: RepoStat,
@@ -107,6 +108,13 @@ impl FakeIpfs {
     pub fn fail_next_pins(&self, count: u32, message: &str) {
         let mut state = self.lock();
         state.failures_left = count;
+        state.failure_message = message.to_string();
+    }
+
+    /// The next `count` unpin calls fail with `Error::Ipfs(message)`.
+    pub fn fail_next_unpins(&self, count: u32, message: &str) {
+        let mut state = self.lock();
+        state.unpin_failures_left = count;
         state.failure_message = message.to_string();
     }
 
@@ -263,6 +271,13 @@ impl IpfsConnector for FakeIpfs {
     async fn unpin(&self, cid: &Cid) -> Result<()> {
         self.unpin_calls.fetch_add(1, Ordering::SeqCst);
         self.check_reachable()?;
+        {
+            let mut state = self.lock();
+            if state.unpin_failures_left > 0 {
+                state.unpin_failures_left -= 1;
+                return Err(Error::Ipfs(state.failure_message.clone()));
+            }
+        }
         self.operate().await;
         self.lock().pins.remove(&CidKey::of(cid));
         Ok(())

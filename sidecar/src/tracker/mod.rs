@@ -368,28 +368,31 @@ impl PinTracker {
             .collect()
     }
 
-    /// Re-queues `pin` (high priority) when its operation failed or waits for a retry, or when it
-    /// is allocated here and missing from the daemon. Returns the status after.
-    pub fn recover(&self, pin: &Pin) -> LocalPinStatus {
-        let key = pin.key();
+    /// Re-queues the CID's operation (high priority) when it failed or waits for a retry, or when
+    /// its pin is allocated here and missing from the daemon. `pin` is the CID's pin, `None` when it
+    /// has left the pinset (then only a failed unpin is left to recover). Returns the status after.
+    pub fn recover(&self, key: &CidKey, pin: Option<&Pin>) -> LocalPinStatus {
         let queued = {
             let mut inner = self.shared.lock();
-            inner.ipfs.touch(&key);
-            let plan =
-                decide::plan_recover(self.shared.membership(Some(pin)), inner.op_state(&key), inner.ipfs.view(&key));
-            inner.carry_out(
-                &key,
-                plan,
-                &Subject::of(pin, true),
-                Lane::Priority,
-                true,
-                self.shared.config.max_pin_queue_size,
-            )
+            let subject = match pin {
+                Some(pin) => Some(Subject::of(pin, true)),
+                None => inner.ops.get(key).map(Subject::of_op),
+            };
+            match subject {
+                Some(subject) => {
+                    inner.ipfs.touch(key);
+                    let plan =
+                        decide::plan_recover(self.shared.membership(pin), inner.op_state(key), inner.ipfs.view(key));
+                    let max_queue = self.shared.config.max_pin_queue_size;
+                    inner.carry_out(key, plan, &subject, Lane::Priority, true, max_queue)
+                }
+                None => false,
+            }
         };
         if queued {
             self.shared.work.notify_one();
         }
-        self.status_of(&key, Some(pin))
+        self.status_of(key, pin)
     }
 
     /// Re-queues every failed operation (`pin_error`, `unpin_error`), high priority, and returns

@@ -223,10 +223,22 @@ async fn failures_back_off_then_stay_in_error_until_recovered() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!((h.ipfs.pin_calls(), h.status(a).status), (3, TrackerStatus::PinError));
 
-    let recovered = h.tracker.recover(&h.here(a));
+    let pin = h.here(a);
+    let recovered = h.tracker.recover(&pin.key(), Some(&pin));
     assert_eq!((recovered.status, recovered.priority_pin), (TrackerStatus::PinQueued, true));
     h.wait_status(a, TrackerStatus::Pinned).await;
     assert_eq!(h.ipfs.pin_calls(), 4);
+
+    // A failed unpin of a CID that has left the pinset is recovered by CID alone.
+    h.ipfs.fail_next_unpins(3, "daemon busy");
+    h.unpin(a);
+    h.wait_status(a, TrackerStatus::UnpinError).await;
+    let recovered = h.tracker.recover(&CidKey::of(&a), None);
+    assert_eq!(recovered.status, TrackerStatus::UnpinQueued);
+    h.wait_status(a, TrackerStatus::Unpinned).await;
+    assert_eq!(h.ipfs.pinned(&a), None);
+    h.pin([h.here(a)]);
+    h.wait_status(a, TrackerStatus::Pinned).await;
 
     // recover_all re-queues errors (only them).
     let b = cid(2);
