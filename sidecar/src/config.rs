@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::api::RestApiConfig;
 use crate::cluster::ClusterConfig;
 use crate::ipfs::kubo::KuboConfig;
+use crate::p2p::{parse_secret, P2pConfig};
 use crate::tracker::TrackerConfig;
 use crate::types::{go_duration, parse_std_duration};
 use crate::{Error, Result};
@@ -33,9 +34,17 @@ pub struct DaemonArgs {
     /// Human name of this peer [default: the host name].
     #[arg(long, env = "CLUSTER_PEERNAME")]
     pub peername: Option<String>,
-    /// The cluster secret: 32 bytes as 64 hex digits, the same on every peer.
+    /// The cluster secret: 32 bytes as 64 hex digits, the same on every peer (required; e.g.
+    /// `openssl rand -hex 32`).
     #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Development only: run without a secret, on a publicly known all-zero key, so that a
+    /// throwaway peer starts without one. Anyone can then join the peer's cluster.
+    #[arg(long)]
+    pub insecure_no_secret: bool,
+    /// Where other cluster peers connect to this one [default: /ip4/0.0.0.0/tcp/9096].
+    #[arg(long, env = "CLUSTER_LISTENMULTIADDRESS")]
+    pub listen: Option<Multiaddr>,
     /// Listen address of the REST API.
     #[arg(long, env = "CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS")]
     pub api_listen: Option<Multiaddr>,
@@ -94,7 +103,8 @@ pub struct DaemonConfig {
     pub cluster: ClusterConfig,
     pub api: RestApiConfig,
     pub ipfs: KuboConfig,
-    pub secret: Option<String>,
+    /// No secret was given and `--insecure-no-secret` allowed it: the all-zero key is in use.
+    pub insecure_no_secret: bool,
 }
 
 impl DaemonConfig {
@@ -138,12 +148,23 @@ impl DaemonConfig {
         set(&mut ipfs.pin_deadline, args.pin_deadline);
 
         let secret = args.secret.or(section.secret).filter(|s| !s.is_empty());
-        if let Some(secret) = &secret {
-            validate_secret(secret)?;
-        }
-        Ok(DaemonConfig { data_dir, cluster, api, ipfs, secret })
+        let insecure_no_secret = secret.is_none() && args.insecure_no_secret;
+        let secret = match secret {
+            Some(secret) => parse_secret(&secret)?,
+            None if insecure_no_secret => [0; 32],
+            None => return Err(Error::Config(MISSING_SECRET.into())),
+        };
+        let mut p2p = P2pConfig::new(secret);
+        set(&mut p2p.listen, section.listen_multiaddress);
+        set(&mut p2p.listen, args.listen);
+        cluster.p2p = Some(p2p);
+        Ok(DaemonConfig { data_dir, cluster, api, ipfs, insecure_no_secret })
     }
 }
+
+const MISSING_SECRET: &str = "a cluster secret is required: give --secret or CLUSTER_SECRET (or `secret` in \
+    service.json's `cluster` section), 64 hex digits shared by every peer (`openssl rand -hex 32` makes one); \
+    --insecure-no-secret runs a development peer without one";
 
 fn set<T>(slot: &mut T, value: Option<T>) {
     if let Some(value) = value {
@@ -174,6 +195,7 @@ impl ServiceFile {
 struct ClusterSection {
     peername: Option<String>,
     secret: Option<String>,
+    listen_multiaddress: Option<Multiaddr>,
     replication_factor_min: Option<i32>,
     replication_factor_max: Option<i32>,
     #[serde(with = "optional_go_duration")]
@@ -232,13 +254,6 @@ fn parse_credentials(text: &str) -> Result<std::collections::BTreeMap<String, St
         .collect()
 }
 
-fn validate_secret(secret: &str) -> Result<()> {
-    if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Config("the cluster secret must be 32 bytes written as 64 hex digits".into()));
-    }
-    Ok(())
-}
-
 fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
@@ -265,7 +280,8 @@ mod tests {
     }
 
     const SERVICE_JSON: &str = r#"{
-        "cluster": {"peername": "from-file", "secret": "", "replication_factor_min": 2,
+        "cluster": {"peername": "from-file", "secret": "", "listen_multiaddress": "/ip4/127.0.0.1/tcp/19096",
+                    "replication_factor_min": 2,
                     "replication_factor_max": 3, "monitor_ping_interval": "30s",
                     "pin_recover_interval": "1h0m0s", "leave_on_shutdown": false},
         "api": {"restapi": {"http_listen_multiaddress": "/ip4/127.0.0.1/tcp/19094",
@@ -279,7 +295,7 @@ mod tests {
     fn reads_the_reference_service_json() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SERVICE_FILE), SERVICE_JSON).unwrap();
-        let config = resolve(dir.path(), &[]).unwrap();
+        let config = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
         assert_eq!(config.cluster.peername, "from-file");
         assert_eq!((config.cluster.replication_factor_min, config.cluster.replication_factor_max), (2, 3));
         assert_eq!(config.cluster.monitor_ping_interval, Duration::from_secs(30));
@@ -288,7 +304,10 @@ mod tests {
         assert_eq!(config.api.http_listen_multiaddress.to_string(), "/ip4/127.0.0.1/tcp/19094");
         assert_eq!(config.api.basic_auth_credentials.unwrap()["admin"], "pw");
         assert_eq!(config.ipfs.pin_timeout, Duration::from_secs(60));
-        assert_eq!(config.secret, None, "an empty secret is no secret");
+        assert!(config.insecure_no_secret, "an empty secret is no secret");
+        let p2p = config.cluster.p2p.unwrap();
+        assert_eq!(p2p.secret, [0; 32]);
+        assert_eq!(p2p.listen.to_string(), "/ip4/127.0.0.1/tcp/19096");
     }
 
     #[test]
@@ -310,6 +329,10 @@ mod tests {
                 "a:1,b:2",
                 "--pin-deadline",
                 "90s",
+                "--secret",
+                &"5a".repeat(32),
+                "--listen",
+                "/ip4/127.0.0.2/tcp/9096",
             ],
         )
         .unwrap();
@@ -318,6 +341,24 @@ mod tests {
         assert_eq!(config.cluster.tracker.concurrent_pins, 7);
         assert_eq!(config.api.basic_auth_credentials.unwrap().len(), 2);
         assert_eq!(config.ipfs.pin_deadline, Duration::from_secs(90));
+        let p2p = config.cluster.p2p.unwrap();
+        assert_eq!(p2p.secret, [0x5a; 32]);
+        assert_eq!(p2p.listen.to_string(), "/ip4/127.0.0.2/tcp/9096");
+    }
+
+    #[test]
+    fn the_secret_is_required_unless_explicitly_waived() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = resolve(dir.path(), &[]).unwrap_err().to_string();
+        assert!(err.contains("--secret") && err.contains("CLUSTER_SECRET"), "{err}");
+        let insecure = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
+        assert!(insecure.insecure_no_secret);
+        assert_eq!(insecure.cluster.p2p.unwrap().listen.to_string(), "/ip4/0.0.0.0/tcp/9096");
+        std::fs::write(dir.path().join(SERVICE_FILE), format!(r#"{{"cluster": {{"secret": "{}"}}}}"#, "01".repeat(32)))
+            .unwrap();
+        let from_file = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
+        assert!(!from_file.insecure_no_secret, "a given secret is always used");
+        assert_eq!(from_file.cluster.p2p.unwrap().secret, [1; 32]);
     }
 
     #[test]

@@ -20,8 +20,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let identity = Identity::load_or_create(&config.data_dir.join(IDENTITY_FILE))?;
     tracing::info!(peer_id = %identity.peer_id, peername = %config.cluster.peername,
         data_dir = %config.data_dir.display(), ipfs = %config.ipfs.node_multiaddress, "starting peer");
-    if config.secret.is_none() {
-        tracing::warn!("no cluster secret configured: needed as soon as this peer joins others");
+    if config.insecure_no_secret {
+        tracing::warn!(
+            "INSECURE: --insecure-no-secret: the cluster network uses a publicly known all-zero key; anyone who \
+             can reach this peer can join its cluster. For development only: give --secret / CLUSTER_SECRET"
+        );
     }
 
     let ipfs = Arc::new(KuboClient::new(config.ipfs.clone())?);

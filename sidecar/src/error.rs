@@ -23,6 +23,9 @@ pub enum Error {
     /// The IPFS daemon could not be reached at all.
     #[error("IPFS daemon unreachable: {0}")]
     IpfsUnreachable(String),
+    /// Another cluster peer could not be reached (down, wrong address, or another cluster secret).
+    #[error("peer unreachable: {0}")]
+    PeerUnreachable(String),
     #[error("timed out: {0}")]
     Timeout(String),
     /// The durable state could not be read or written.

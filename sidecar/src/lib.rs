@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ipfs;
 pub mod monitor;
 mod ndjson;
+pub mod p2p;
 pub mod state;
 pub mod tracker;
 pub mod types;

@@ -15,6 +15,7 @@ use sidecar::client::{AddFile, Client};
 use sidecar::cluster::{Cluster, ClusterConfig};
 use sidecar::identity::Identity;
 use sidecar::ipfs::fake::FakeIpfs;
+use sidecar::p2p::P2pConfig;
 use sidecar::types::{parse_cid, PinOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -28,10 +29,10 @@ struct Server {
 
 async fn server(config: RestApiConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let cluster =
-        Cluster::start(ClusterConfig::new("peer-0"), Identity::generate(), Arc::new(FakeIpfs::new()), dir.path())
-            .await
-            .unwrap();
+    let mut p2p = P2pConfig::new(rand::random());
+    p2p.listen = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let peer = ClusterConfig { p2p: Some(p2p), ..ClusterConfig::new("peer-0") };
+    let cluster = Cluster::start(peer, Identity::generate(), Arc::new(FakeIpfs::new()), dir.path()).await.unwrap();
     let config = RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), ..config };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, _task) = serve(cluster, config, async move {
@@ -333,6 +334,13 @@ async fn id_shape() {
     assert!(keys(&id).is_superset(&expected), "{id}");
     assert_eq!((id["version"].as_str(), id["peername"].as_str()), (Some("1.1.6"), Some("peer-0")));
     assert_eq!(keys(&id["ipfs"]), set(&["id", "addresses", "error"]));
+    // The cluster address: the libp2p host's listen address, ending in the peer's ID.
+    let addresses = id["addresses"].as_array().unwrap();
+    assert_eq!(addresses.len(), 1, "{id}");
+    let address = addresses[0].as_str().unwrap();
+    let peer = id["id"].as_str().unwrap();
+    assert!(address.starts_with("/ip4/127.0.0.1/tcp/") && address.ends_with(&format!("/p2p/{peer}")), "{address}");
+    assert!(!address.contains("/tcp/0/"), "the bound port, not the one asked for: {address}");
 }
 
 #[tokio::test]

@@ -11,6 +11,10 @@ use anyhow::{bail, Context, Result};
 
 /// The REST API port every peer uses, as in a pod.
 pub const API_PORT: u16 = 9094;
+/// The cluster (libp2p) port every peer uses, as in a pod.
+pub const CLUSTER_PORT: u16 = 9096;
+/// The cluster secret of the test peers.
+pub const TEST_SECRET: &str = "7e57c1a55ec7e7000000000000000000000000000000000000000000000000e2";
 
 /// A loopback address no other test of this run uses: 127.<pid-derived>.<counter>.1.
 pub fn unique_loopback() -> Ipv4Addr {
@@ -44,6 +48,8 @@ pub struct PeerOptions {
     pub host: Ipv4Addr,
     /// The IPFS daemon's API multiaddr.
     pub ipfs_api: String,
+    /// `--secret`; `None` starts the peer without one (it must refuse to start).
+    pub secret: Option<String>,
     /// Further `--flag value` arguments.
     pub args: Vec<String>,
 }
@@ -81,7 +87,11 @@ impl PeerProcess {
             .arg(format!("/ip4/{}/tcp/{API_PORT}", self.options.host))
             .arg("--ipfs-api")
             .arg(&self.options.ipfs_api)
+            .arg("--listen")
+            .arg(self.cluster_multiaddr())
+            .args(self.options.secret.iter().flat_map(|secret| ["--secret", secret]))
             .args(&self.options.args)
+            .env_remove("CLUSTER_SECRET")
             .env("RUST_LOG", "info,sidecar=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -97,6 +107,11 @@ impl PeerProcess {
 
     pub fn api_multiaddr(&self) -> String {
         format!("/ip4/{}/tcp/{API_PORT}", self.options.host)
+    }
+
+    /// Where other cluster peers connect to this one (without the `/p2p/<id>` suffix).
+    pub fn cluster_multiaddr(&self) -> String {
+        format!("/ip4/{}/tcp/{CLUSTER_PORT}", self.options.host)
     }
 
     /// The peer's log so far (stdout and stderr), for assertions and failure messages.

@@ -92,6 +92,7 @@ mod tests {
             (Error::Allocation("not enough peers to allocate CID".into()), 500),
             (Error::Ipfs("boom".into()), 500),
             (Error::IpfsUnreachable("refused".into()), 500),
+            (Error::PeerUnreachable("12D3KooW...: connection refused".into()), 500),
             (Error::Timeout("pin".into()), 500),
             (Error::Storage("disk".into()), 500),
             (Error::ShuttingDown, 500),

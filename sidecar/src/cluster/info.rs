@@ -1,6 +1,7 @@
 //! What the peer says about itself: ID, peers, metrics, alerts, the health graph, GC, readiness.
 
 use chrono::Utc;
+use multiaddr::{Multiaddr, Protocol};
 
 use super::Cluster;
 use crate::types::{
@@ -14,7 +15,7 @@ impl Cluster {
         let inner = &self.inner;
         Id {
             id: Some(inner.identity.peer_id),
-            addresses: Vec::new(),
+            addresses: self.p2p_addresses().await,
             cluster_peers: vec![inner.identity.peer_id],
             cluster_peers_addresses: Vec::new(),
             version: COMPATIBLE_VERSION.to_string(),
@@ -25,6 +26,13 @@ impl Cluster {
             peername: inner.config.peername.clone(),
             sidecar_version: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+
+    /// Where other peers reach this one: the listen addresses, each ending in `/p2p/<id>`.
+    async fn p2p_addresses(&self) -> Vec<Multiaddr> {
+        let Some(p2p) = &self.inner.p2p else { return Vec::new() };
+        let addresses = p2p.listen_addrs().await.unwrap_or_default();
+        addresses.into_iter().map(|a| a.with(Protocol::P2p(self.inner.identity.peer_id))).collect()
     }
 
     /// `GET /peers`: the ID of every member.

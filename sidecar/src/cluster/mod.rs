@@ -9,6 +9,7 @@ mod background;
 mod info;
 mod metrics;
 mod pins;
+mod rpc;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +22,7 @@ use crate::consensus::LocalConsensus;
 use crate::identity::Identity;
 use crate::ipfs::IpfsConnector;
 use crate::monitor::Monitor;
+use crate::p2p::{P2p, P2pConfig};
 use crate::state::PinState;
 use crate::tracker::{PinTracker, TrackerConfig};
 use crate::types::{IpfsId, PinOptions, PinType};
@@ -74,6 +76,8 @@ pub struct ClusterConfig {
     /// How often expired pins are looked for and unpinned.
     pub expiry_check_interval: Duration,
     pub tracker: TrackerConfig,
+    /// The libp2p host to other cluster peers; `None` runs the peer alone, without one.
+    pub p2p: Option<P2pConfig>,
 }
 
 impl ClusterConfig {
@@ -86,6 +90,7 @@ impl ClusterConfig {
             monitor_ping_interval: Duration::from_secs(15),
             expiry_check_interval: Duration::from_secs(10),
             tracker: TrackerConfig::default(),
+            p2p: None,
         }
     }
 }
@@ -105,6 +110,7 @@ struct Inner {
     consensus: LocalConsensus,
     tracker: PinTracker,
     ipfs: Arc<dyn IpfsConnector>,
+    p2p: Option<P2p>,
     monitor: Monitor,
     /// The daemon's identity from the last probe (with `error` set when it failed).
     ipfs_id: RwLock<IpfsId>,
@@ -115,7 +121,8 @@ struct Inner {
 }
 
 impl Cluster {
-    /// Opens the durable state under `data_dir`, starts the tracker, monitor and background tasks.
+    /// Opens the durable state under `data_dir`, starts the libp2p host (when configured), the
+    /// tracker, monitor and background tasks.
     pub async fn start(
         config: ClusterConfig,
         identity: Identity,
@@ -127,6 +134,10 @@ impl Cluster {
         let state = Arc::new(tokio::task::spawn_blocking(move || PinState::open(&path)).await.expect("open task")?);
         let tracker = PinTracker::new(config.tracker.clone(), identity.peer_id, ipfs.clone(), state.clone())?;
         let consensus = LocalConsensus::start(state.clone(), Arc::new(tracker.clone()));
+        let p2p = match &config.p2p {
+            Some(p2p) => Some(P2p::start(identity.keypair.clone(), p2p).await?),
+            None => None,
+        };
         let cluster = Cluster {
             inner: Arc::new_cyclic(|weak| Inner {
                 config,
@@ -136,6 +147,7 @@ impl Cluster {
                 consensus,
                 tracker,
                 ipfs,
+                p2p,
                 monitor: Monitor::default(),
                 ipfs_id: RwLock::new(IpfsId::default()),
                 ipfs_up: AtomicBool::new(false),
@@ -144,6 +156,9 @@ impl Cluster {
                 registry: std::sync::Mutex::new(metrics::peer_registry(weak.clone())),
             }),
         };
+        if let Some(p2p) = &cluster.inner.p2p {
+            p2p.serve(Arc::new(rpc::ClusterRpc(Arc::downgrade(&cluster.inner)))).await?;
+        }
         let tracker_task = cluster.inner.tracker.start(cluster.inner.shutdown.child_token());
         cluster.inner.tasks.lock().await.push(tracker_task);
         cluster.spawn_background_tasks().await;
@@ -152,6 +167,9 @@ impl Cluster {
 
     /// Stops background work; writes still pending fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
+        if let Some(p2p) = &self.inner.p2p {
+            p2p.shutdown().await;
+        }
         self.inner.shutdown.cancel();
         self.inner.consensus.shutdown().await;
         for task in self.inner.tasks.lock().await.drain(..) {

@@ -21,7 +21,7 @@ pub struct IpfsId {
     pub error: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Id {
     #[serde(with = "opt_peer_id")]
     pub id: Option<PeerId>,

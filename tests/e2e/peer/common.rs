@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e::ipfs_daemon::IpfsDaemon;
-use e2e::peer::{unique_loopback, PeerOptions, PeerProcess};
+use e2e::peer::{unique_loopback, PeerOptions, PeerProcess, TEST_SECRET};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -149,6 +149,7 @@ impl TestPeer {
             data_dir,
             host: unique_loopback(),
             ipfs_api: ipfs_api.to_string(),
+            secret: Some(TEST_SECRET.to_string()),
             args: args.iter().map(|a| a.to_string()).collect(),
         };
         let process = PeerProcess::start(options).await.expect("peer start");

@@ -9,4 +9,5 @@ mod auth;
 mod cli;
 mod common;
 mod faults;
+mod network;
 mod pins;

@@ -1,0 +1,37 @@
+//! The protocols every connection speaks: identify (who the peer is, where it listens), ping (keeps
+//! connections checked) and the cluster's request-response RPC.
+
+use libp2p::request_response::cbor::codec::Codec;
+use libp2p::request_response::ProtocolSupport;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, ping, request_response};
+
+use super::{rpc, P2pConfig};
+
+/// Announced by identify; peers of other software show up with another version in logs.
+const IDENTIFY_PROTOCOL_VERSION: &str = "/cluster-sidecar/1.0.0";
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub rpc: rpc::Behaviour,
+}
+
+impl Behaviour {
+    pub fn new(keypair: &libp2p::identity::Keypair, config: &P2pConfig) -> Self {
+        let identify = identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_string(), keypair.public())
+            .with_agent_version(format!("cluster-sidecar/{}", env!("CARGO_PKG_VERSION")));
+        // The codec's defaults (1 MiB requests, 10 MiB responses) are too small for Raft snapshot
+        // chunks; exceeding them shows up as a confusing `Eof`.
+        let codec = Codec::default()
+            .set_request_size_maximum(config.max_request_size)
+            .set_response_size_maximum(config.max_response_size);
+        let rpc = request_response::Behaviour::with_codec(
+            codec,
+            [(rpc::PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
+        Behaviour { identify: identify::Behaviour::new(identify), ping: ping::Behaviour::default(), rpc }
+    }
+}

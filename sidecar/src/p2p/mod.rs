@@ -1,0 +1,177 @@
+//! The libp2p host that connects cluster peers: a private network keyed by the cluster secret, and
+//! request-response RPC between peers (Raft's messages travel here next).
+//!
+//! [`P2p`] is a cheap handle; one task owns the swarm and serves the handles' commands.
+
+mod behaviour;
+mod event_loop;
+mod rpc;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use event_loop::Command;
+pub use rpc::{RpcRequest, RpcResponse};
+
+use crate::{Error, Result};
+
+/// The reference's cluster port.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/9096";
+
+/// How the host listens and talks to other peers.
+#[derive(Clone, Debug)]
+pub struct P2pConfig {
+    pub listen: Multiaddr,
+    /// The cluster secret: the private network's pre-shared key, the same on every peer.
+    pub secret: [u8; 32],
+    /// How long a call may wait for its answer (Raft snapshot transfers take a while).
+    pub request_timeout: Duration,
+    /// How long connecting (TCP and handshakes) may take before the peer counts as unreachable.
+    pub dial_timeout: Duration,
+    pub max_request_size: u64,
+    pub max_response_size: u64,
+}
+
+impl P2pConfig {
+    pub fn new(secret: [u8; 32]) -> Self {
+        P2pConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            secret,
+            request_timeout: Duration::from_secs(60),
+            dial_timeout: Duration::from_secs(20),
+            max_request_size: 16 * 1024 * 1024,
+            max_response_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parses the cluster secret: 32 bytes written as 64 hex digits (the reference's format).
+pub fn parse_secret(text: &str) -> Result<[u8; 32]> {
+    let text = text.trim();
+    let invalid = || Error::Config("the cluster secret must be 32 bytes written as 64 hex digits".into());
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut secret = [0u8; 32];
+    for (byte, pair) in secret.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(secret)
+}
+
+/// Answers the requests other peers send to this one.
+#[async_trait::async_trait]
+pub trait RpcHandler: Send + Sync + 'static {
+    async fn handle(&self, from: PeerId, request: RpcRequest) -> RpcResponse;
+}
+
+/// Handle to the running host; cheap to clone.
+#[derive(Clone)]
+pub struct P2p {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+}
+
+impl P2p {
+    /// Starts listening on `config.listen` and returns once the first address is bound. Until
+    /// [`P2p::serve`] is called, inbound requests are answered with an error.
+    pub async fn start(keypair: Keypair, config: &P2pConfig) -> Result<P2p> {
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = transport::build_swarm(keypair, config)?;
+        swarm
+            .listen_on(config.listen.clone())
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+        // TCP binds at once; the address (and the port chosen for port 0) arrives as an event.
+        loop {
+            match futures::StreamExt::select_next_some(&mut swarm).await {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    tracing::info!(%address, %peer_id, "cluster peer-to-peer listening");
+                    break;
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(Error::Config(format!("cannot listen on {}: {error}", config.listen)))
+                }
+                SwarmEvent::ListenerClosed { reason, .. } => {
+                    return Err(Error::Config(format!("cannot listen on {}: {reason:?}", config.listen)))
+                }
+                _ => {}
+            }
+        }
+        let (commands, receiver) = mpsc::channel(256);
+        tokio::spawn(event_loop::EventLoop::new(swarm, receiver).run());
+        Ok(P2p { peer_id, commands })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Sends inbound requests to `handler` from now on.
+    pub async fn serve(&self, handler: Arc<dyn RpcHandler>) -> Result<()> {
+        self.commands.send(Command::Serve { handler }).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// The addresses the host listens on (with the port chosen when port 0 was asked for).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Connects to `address`; resolves with the peer's ID once connected. A peer that cannot be
+    /// reached in time, or that does not share the cluster secret, is [`Error::PeerUnreachable`].
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId> {
+        self.call(|reply| Command::Dial { address, reply }).await?
+    }
+
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>> {
+        self.call(|reply| Command::ConnectedPeers { reply }).await
+    }
+
+    /// The listen addresses `peer` announced (identify); empty until it has been identified.
+    pub async fn peer_addrs(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::PeerAddrs { peer, reply }).await
+    }
+
+    /// Calls `peer`, connecting first when needed. The peer's [`RpcResponse::Error`] comes back as
+    /// [`Error::Remote`]; an unreachable peer as [`Error::PeerUnreachable`].
+    pub async fn request(&self, peer: PeerId, request: RpcRequest) -> Result<RpcResponse> {
+        match self.call(|reply| Command::Request { peer, request, reply }).await?? {
+            RpcResponse::Error(message) => Err(Error::Remote { code: 500, message: format!("peer {peer}: {message}") }),
+            response => Ok(response),
+        }
+    }
+
+    /// Closes every connection and stops the host; later calls fail with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| Error::ShuttingDown)?;
+        answer.await.map_err(|_| Error::ShuttingDown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_64_hex_digits() {
+        let text = "00ff10AB".repeat(8);
+        let secret = parse_secret(&format!("{text}\n")).unwrap();
+        assert_eq!(&secret[..4], &[0x00, 0xff, 0x10, 0xab]);
+        assert_eq!(secret, parse_secret(&text.to_lowercase()).unwrap());
+        for bad in ["", "abc", &"0".repeat(63), &"0".repeat(66), &"g".repeat(64), &"é".repeat(32)] {
+            let err = parse_secret(bad).unwrap_err().to_string();
+            assert!(err.contains("64 hex digits"), "{bad:?}: {err}");
+        }
+    }
+}

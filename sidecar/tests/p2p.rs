@@ -1,0 +1,185 @@
+//! The libp2p host between peers: hosts on 127.0.0.1 (port 0) in one process, each with a handler
+//! that answers `Id` with its own peer ID.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p_identity::{Keypair, PeerId};
+use multiaddr::{Multiaddr, Protocol};
+use sidecar::p2p::{P2p, P2pConfig, RpcHandler, RpcRequest, RpcResponse};
+use sidecar::types::Id;
+use sidecar::Error;
+
+const SECRET: [u8; 32] = [7; 32];
+/// Generous for a loaded 2-core machine; waits poll a condition, none sleeps.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Answers `Id` with this host's ID and a peername of `peername_len` bytes (to make big answers).
+struct IdHandler {
+    peer_id: PeerId,
+    peername_len: usize,
+}
+
+#[async_trait::async_trait]
+impl RpcHandler for IdHandler {
+    async fn handle(&self, _from: PeerId, request: RpcRequest) -> RpcResponse {
+        match request {
+            RpcRequest::Id => RpcResponse::Id(Box::new(Id {
+                id: Some(self.peer_id),
+                peername: "x".repeat(self.peername_len),
+                ..Id::default()
+            })),
+        }
+    }
+}
+
+fn config(secret: [u8; 32]) -> P2pConfig {
+    let mut config = P2pConfig::new(secret);
+    config.listen = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    config.dial_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn unserved_host(config: &P2pConfig) -> P2p {
+    P2p::start(Keypair::generate_ed25519(), config).await.expect("host starts")
+}
+
+async fn host_with(config: &P2pConfig, peername_len: usize) -> P2p {
+    let host = unserved_host(config).await;
+    host.serve(Arc::new(IdHandler { peer_id: host.peer_id(), peername_len })).await.unwrap();
+    host
+}
+
+async fn host(secret: [u8; 32]) -> P2p {
+    host_with(&config(secret), 8).await
+}
+
+/// The host's one listen address with `/p2p/<id>`.
+async fn address_of(host: &P2p) -> Multiaddr {
+    let addresses = host.listen_addrs().await.unwrap();
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    addresses[0].clone().with(Protocol::P2p(host.peer_id()))
+}
+
+fn id_in(response: RpcResponse) -> Id {
+    match response {
+        RpcResponse::Id(id) => *id,
+        other => panic!("expected an Id, got {other:?}"),
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(()) => return,
+            Err(seen) => seen,
+        };
+        assert!(started.elapsed() < WAIT, "timed out waiting for {what}; last seen: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn hosts_with_the_same_secret_connect_identify_and_call_each_other() {
+    let (a, b) = (host(SECRET).await, host(SECRET).await);
+    assert_eq!(b.dial(address_of(&a).await).await.unwrap(), a.peer_id());
+    assert_eq!(b.connected_peers().await.unwrap(), vec![a.peer_id()]);
+    wait_for("a to see b connected", || async {
+        let peers = a.connected_peers().await.unwrap();
+        if peers == vec![b.peer_id()] {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    })
+    .await;
+
+    // Identify: each learns where the other listens.
+    let b_listens = b.listen_addrs().await.unwrap();
+    wait_for("a to identify b", || async {
+        let seen = a.peer_addrs(b.peer_id()).await.unwrap();
+        if seen == b_listens {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+
+    let id = id_in(b.request(a.peer_id(), RpcRequest::Id).await.unwrap());
+    assert_eq!(id.id, Some(a.peer_id()));
+    // The callee calls back over the same connection.
+    let id = id_in(a.request(b.peer_id(), RpcRequest::Id).await.unwrap());
+    assert_eq!(id.id, Some(b.peer_id()));
+
+    // Dialling a peer already connected answers at once.
+    assert_eq!(b.dial(address_of(&a).await).await.unwrap(), a.peer_id());
+}
+
+#[tokio::test]
+async fn a_host_with_another_secret_can_neither_connect_nor_call() {
+    let a = host(SECRET).await;
+    let intruder_config = config([8; 32]);
+    let intruder = host_with(&intruder_config, 8).await;
+
+    let started = Instant::now();
+    let err = intruder.dial(address_of(&a).await).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+    assert!(started.elapsed() < intruder_config.dial_timeout + Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // The request dials again through the address remembered from the dial, and fails the same way.
+    let err = intruder.request(a.peer_id(), RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+    assert!(intruder.connected_peers().await.unwrap().is_empty());
+    assert!(a.connected_peers().await.unwrap().is_empty());
+    assert!(a.peer_addrs(intruder.peer_id()).await.unwrap().is_empty(), "never identified");
+}
+
+#[tokio::test]
+async fn unknown_and_unreachable_peers_are_reported_as_unreachable() {
+    let a = host(SECRET).await;
+    let err = a.request(PeerId::random(), RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+
+    // A stopped host: its port no longer answers.
+    let gone = host(SECRET).await;
+    let address = address_of(&gone).await;
+    gone.shutdown().await;
+    let err = a.dial(address).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+    let err = a.request(gone.peer_id(), RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+    assert!(matches!(gone.listen_addrs().await, Err(Error::ShuttingDown)));
+}
+
+#[tokio::test]
+async fn a_host_not_serving_yet_answers_with_an_error() {
+    let a = host(SECRET).await;
+    let unserved = unserved_host(&config(SECRET)).await;
+    a.dial(address_of(&unserved).await).await.unwrap();
+    let err = a.request(unserved.peer_id(), RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(&err, Error::Remote { message, .. } if message.contains("not serving")), "{err:?}");
+}
+
+#[tokio::test]
+async fn large_responses_go_through() {
+    const SIZE: usize = 5 * 1024 * 1024;
+    let a = host(SECRET).await;
+    let big = host_with(&config(SECRET), SIZE).await;
+    a.dial(address_of(&big).await).await.unwrap();
+    let id = id_in(a.request(big.peer_id(), RpcRequest::Id).await.unwrap());
+    assert_eq!(id.peername.len(), SIZE);
+
+    // Beyond the configured limit the call fails instead of hanging.
+    let mut small = config(SECRET);
+    small.max_response_size = 1024 * 1024;
+    let limited = host_with(&small, 8).await;
+    limited.dial(address_of(&big).await).await.unwrap();
+    assert!(limited.request(big.peer_id(), RpcRequest::Id).await.is_err());
+}
