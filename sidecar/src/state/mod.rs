@@ -192,19 +192,7 @@ impl PinState {
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(store::db_error(&self.path, "reading unpin records", e)),
         };
-        let lower = match after {
-            Some(key) => std::ops::Bound::Excluded(key.as_bytes()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let range = unpins
-            .range::<&[u8]>((lower, std::ops::Bound::Unbounded))
-            .map_err(|e| store::db_error(&self.path, "reading unpin records", e))?;
-        let mut out = Vec::with_capacity(limit.min(16 * 1024));
-        for entry in range.take(limit) {
-            let (key, value) = entry.map_err(|e| store::db_error(&self.path, "reading unpin records", e))?;
-            out.push(store::decode_pending_unpin(&self.path, key.value(), value.value())?);
-        }
-        Ok(out)
+        page(&unpins, after, limit, &self.path, "reading unpin records", store::decode_pending_unpin)
     }
 
     /// Drops the unpin record of each key whose `seq` is at most the one given with it (a record
@@ -254,19 +242,7 @@ impl PinState {
     pub fn scan(&self, after: Option<&CidKey>, limit: usize) -> Result<Vec<Pin>> {
         let txn = self.begin_read()?;
         let pins = store::open_read(&txn, store::PINS, &self.path)?;
-        let lower = match after {
-            Some(key) => std::ops::Bound::Excluded(key.as_bytes()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let range = pins
-            .range::<&[u8]>((lower, std::ops::Bound::Unbounded))
-            .map_err(|e| store::db_error(&self.path, "scanning pins", e))?;
-        let mut out = Vec::with_capacity(limit.min(16 * 1024));
-        for entry in range.take(limit) {
-            let (key, value) = entry.map_err(|e| store::db_error(&self.path, "scanning pins", e))?;
-            out.push(store::decode_pin(&self.path, key.value(), value.value())?);
-        }
-        Ok(out)
+        page(&pins, after, limit, &self.path, "scanning pins", store::decode_pin)
     }
 
     /// Pins whose `expire_at` is at or before `now`.
@@ -323,4 +299,28 @@ impl std::fmt::Debug for PinState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PinState").field("path", &self.path).finish()
     }
+}
+
+/// Up to `limit` records of a table keyed by CID, in key order after `after`, each decoded with
+/// `decode(file, key, record)`.
+fn page<T>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    after: Option<&CidKey>,
+    limit: usize,
+    path: &Path,
+    doing: &str,
+    decode: impl Fn(&Path, &[u8], &[u8]) -> Result<T>,
+) -> Result<Vec<T>> {
+    let lower = match after {
+        Some(key) => std::ops::Bound::Excluded(key.as_bytes()),
+        None => std::ops::Bound::Unbounded,
+    };
+    let range =
+        table.range::<&[u8]>((lower, std::ops::Bound::Unbounded)).map_err(|e| store::db_error(path, doing, e))?;
+    let mut out = Vec::with_capacity(limit.min(16 * 1024));
+    for entry in range.take(limit) {
+        let (key, value) = entry.map_err(|e| store::db_error(path, doing, e))?;
+        out.push(decode(path, key.value(), value.value())?);
+    }
+    Ok(out)
 }
