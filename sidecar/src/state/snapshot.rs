@@ -100,11 +100,7 @@ pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<RestoreSumm
 }
 
 fn read_header<R: Read>(input: &mut Checksummed<R>) -> Result<(u64, Option<Vec<u8>>), StreamError> {
-    let mut magic = [0; 8];
-    input.read(&mut magic)?;
-    if &magic != HEADER_MAGIC {
-        return Err(StreamError::Invalid("it is not a pinset snapshot".into()));
-    }
+    expect_magic(input, HEADER_MAGIC, "it is not a pinset snapshot")?;
     let version = u32::from_le_bytes(input.array()?);
     if version != SNAPSHOT_VERSION {
         return Err(StreamError::Invalid(format!(
@@ -124,13 +120,19 @@ fn read_header<R: Read>(input: &mut Checksummed<R>) -> Result<(u64, Option<Vec<u
     Ok((count, applied))
 }
 
+/// Reads 8 bytes that must be `magic`; `otherwise` says what it means when they are not.
+fn expect_magic<R: Read>(input: &mut Checksummed<R>, magic: &[u8; 8], otherwise: &str) -> Result<(), StreamError> {
+    let mut found = [0; 8];
+    input.read(&mut found)?;
+    if &found != magic {
+        return Err(StreamError::Invalid(otherwise.into()));
+    }
+    Ok(())
+}
+
 fn read_trailer<R: Read>(input: &mut Checksummed<R>) -> Result<(), StreamError> {
     let expected = input.crc.finish();
-    let mut magic = [0; 8];
-    input.read(&mut magic)?;
-    if &magic != TRAILER_MAGIC {
-        return Err(StreamError::Invalid("the trailer is missing (more records than the header counts?)".into()));
-    }
+    expect_magic(input, TRAILER_MAGIC, "the trailer is missing (more records than the header counts?)")?;
     let stored = u32::from_le_bytes(input.array()?);
     if stored != expected {
         return Err(StreamError::Invalid(format!("checksum mismatch (stored {stored:08x}, computed {expected:08x})")));
