@@ -13,6 +13,7 @@ use sidecar::api::RestApiConfig;
 use sidecar::cluster::{Cluster, ClusterConfig, STATE_FILE};
 use sidecar::identity::Identity;
 use sidecar::ipfs::fake::{raw_block_cid, FakeIpfs};
+use sidecar::p2p::P2pConfig;
 use sidecar::state::{PinState, StateOp};
 use sidecar::types::{Cid, Pin, PinMode, PinType};
 use tokio::task::JoinHandle;
@@ -79,6 +80,13 @@ pub fn server_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().thread_name("server").enable_all().build()?)
 }
 
+/// A peer's settings: defaults, with its cluster host on 127.0.0.1 (any port) under a fresh secret.
+pub fn config(peername: &str) -> ClusterConfig {
+    let mut p2p = P2pConfig::new(rand::random());
+    p2p.listen = "/ip4/127.0.0.1/tcp/0".parse().expect("valid address");
+    ClusterConfig::new(peername, p2p)
+}
+
 /// A running peer with its REST API.
 pub struct Peer {
     pub cluster: Cluster,
@@ -90,7 +98,7 @@ pub struct Peer {
 impl Peer {
     /// Starts the cluster on `data_dir` and serves the REST API on 127.0.0.1, port 0.
     pub async fn start(data_dir: &Path, ipfs: Arc<FakeIpfs>) -> anyhow::Result<Peer> {
-        let cluster = Cluster::start(ClusterConfig::new("bench"), Identity::generate(), ipfs, data_dir).await?;
+        let cluster = Cluster::start(config("bench"), Identity::generate(), ipfs, data_dir).await?;
         let shutdown = CancellationToken::new();
         let config =
             RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse()?, ..RestApiConfig::default() };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use sidecar::cluster::{Cluster, ClusterConfig};
+use sidecar::cluster::Cluster;
 use sidecar::identity::Identity;
 use sidecar::types::TrackerStatus;
 
@@ -115,7 +115,7 @@ pub fn child(args: &Args) -> anyhow::Result<()> {
     let runtime = peer::server_runtime()?;
     let figures = runtime.block_on(async move {
         let called = Instant::now();
-        let cluster = Cluster::start(ClusterConfig::new("bench"), identity, ipfs, &dir).await?;
+        let cluster = Cluster::start(crate::peer::config("bench"), identity, ipfs, &dir).await?;
         let cluster_start = called.elapsed();
         let rss_started = Rss::read();
         let all_pinned = peer::wait_all_pinned(&cluster, pins, Duration::from_secs(300)).await?;

@@ -81,6 +81,23 @@ pub struct DaemonArgs {
     /// How often expired pins are unpinned.
     #[arg(long, env = "CLUSTER_EXPIRYCHECKINTERVAL", value_parser = duration)]
     pub expiry_check_interval: Option<Duration>,
+    /// Cluster address of a member to join through, `/ip4/.../tcp/9096/p2p/<id>` (repeat or
+    /// separate with commas). Ignored once this peer has consensus state.
+    #[arg(long, env = "CLUSTER_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Never start a new cluster: without consensus state, wait to be added by a member (`POST
+    /// /peers` there) or for `POST /consensus/init`. What the Kubernetes operator runs peers with.
+    #[arg(long, env = "CLUSTER_NO_INIT")]
+    pub no_init: bool,
+    /// Remove this peer from the cluster on a clean shutdown.
+    #[arg(long, env = "CLUSTER_LEAVEONSHUTDOWN")]
+    pub leave_on_shutdown: bool,
+    /// Re-allocate the pins of a peer gone this long (e.g. `5m`); `off` only alerts.
+    #[arg(long, env = "CLUSTER_REPIN_AFTER", value_parser = optional_duration)]
+    pub repin_after: Option<OptionalDuration>,
+    /// At most this many voting members (odd); further peers replicate as learners.
+    #[arg(long, env = "CLUSTER_RAFT_MAXVOTERS")]
+    pub max_voters: Option<usize>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CLUSTER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -94,6 +111,17 @@ pub enum LogFormat {
 
 fn duration(text: &str) -> std::result::Result<Duration, String> {
     parse_std_duration(text).ok_or_else(|| format!("not a duration: {text} (try 30s, 2m, 1h30m)"))
+}
+
+/// A duration, or `off` (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn optional_duration(text: &str) -> std::result::Result<OptionalDuration, String> {
+    match text {
+        "off" | "none" | "0" => Ok(OptionalDuration(None)),
+        text => duration(text).map(|d| OptionalDuration(Some(d))),
+    }
 }
 
 /// Everything the daemon runs with, resolved.
@@ -121,7 +149,29 @@ impl DaemonConfig {
 
         let section = file.cluster;
         let peername = args.peername.or(section.peername).unwrap_or_else(default_peername);
-        let mut cluster = ClusterConfig::new(peername);
+        let secret = args.secret.or(section.secret).filter(|s| !s.is_empty());
+        let insecure_no_secret = secret.is_none() && args.insecure_no_secret;
+        let secret = match secret {
+            Some(secret) => parse_secret(&secret)?,
+            None if insecure_no_secret => [0; 32],
+            None => return Err(Error::Config(MISSING_SECRET.into())),
+        };
+        let mut p2p = P2pConfig::new(secret);
+        set(&mut p2p.listen, section.listen_multiaddress);
+        set(&mut p2p.listen, args.listen);
+        let mut cluster = ClusterConfig::new(peername, p2p);
+        let consensus = &mut cluster.consensus;
+        consensus.bootstrap = args.bootstrap;
+        consensus.auto_init = !args.no_init;
+        consensus.leave_on_shutdown = args.leave_on_shutdown || section.leave_on_shutdown.unwrap_or(false);
+        set(&mut consensus.max_voters, args.max_voters);
+        if consensus.max_voters.is_multiple_of(2) {
+            return Err(Error::Config(format!("max voters must be odd, not {}", consensus.max_voters)));
+        }
+        if section.disable_repinning == Some(true) {
+            cluster.repin_after = None;
+        }
+        set(&mut cluster.repin_after, args.repin_after.map(|r| r.0));
         cluster.tracker = file.pin_tracker.into_config()?;
         set(&mut cluster.replication_factor_min, section.replication_factor_min);
         set(&mut cluster.replication_factor_max, section.replication_factor_max);
@@ -147,17 +197,6 @@ impl DaemonConfig {
         set(&mut ipfs.pin_timeout, args.pin_timeout);
         set(&mut ipfs.pin_deadline, args.pin_deadline);
 
-        let secret = args.secret.or(section.secret).filter(|s| !s.is_empty());
-        let insecure_no_secret = secret.is_none() && args.insecure_no_secret;
-        let secret = match secret {
-            Some(secret) => parse_secret(&secret)?,
-            None if insecure_no_secret => [0; 32],
-            None => return Err(Error::Config(MISSING_SECRET.into())),
-        };
-        let mut p2p = P2pConfig::new(secret);
-        set(&mut p2p.listen, section.listen_multiaddress);
-        set(&mut p2p.listen, args.listen);
-        cluster.p2p = Some(p2p);
         Ok(DaemonConfig { data_dir, cluster, api, ipfs, insecure_no_secret })
     }
 }
@@ -202,6 +241,8 @@ struct ClusterSection {
     monitor_ping_interval: Option<Duration>,
     #[serde(with = "optional_go_duration")]
     pin_recover_interval: Option<Duration>,
+    leave_on_shutdown: Option<bool>,
+    disable_repinning: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,7 +346,7 @@ mod tests {
         assert_eq!(config.api.basic_auth_credentials.unwrap()["admin"], "pw");
         assert_eq!(config.ipfs.pin_timeout, Duration::from_secs(60));
         assert!(config.insecure_no_secret, "an empty secret is no secret");
-        let p2p = config.cluster.p2p.unwrap();
+        let p2p = config.cluster.p2p;
         assert_eq!(p2p.secret, [0; 32]);
         assert_eq!(p2p.listen.to_string(), "/ip4/127.0.0.1/tcp/19096");
     }
@@ -341,7 +382,7 @@ mod tests {
         assert_eq!(config.cluster.tracker.concurrent_pins, 7);
         assert_eq!(config.api.basic_auth_credentials.unwrap().len(), 2);
         assert_eq!(config.ipfs.pin_deadline, Duration::from_secs(90));
-        let p2p = config.cluster.p2p.unwrap();
+        let p2p = config.cluster.p2p;
         assert_eq!(p2p.secret, [0x5a; 32]);
         assert_eq!(p2p.listen.to_string(), "/ip4/127.0.0.2/tcp/9096");
     }
@@ -353,12 +394,12 @@ mod tests {
         assert!(err.contains("--secret") && err.contains("CLUSTER_SECRET"), "{err}");
         let insecure = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
         assert!(insecure.insecure_no_secret);
-        assert_eq!(insecure.cluster.p2p.unwrap().listen.to_string(), "/ip4/0.0.0.0/tcp/9096");
+        assert_eq!(insecure.cluster.p2p.listen.to_string(), "/ip4/0.0.0.0/tcp/9096");
         std::fs::write(dir.path().join(SERVICE_FILE), format!(r#"{{"cluster": {{"secret": "{}"}}}}"#, "01".repeat(32)))
             .unwrap();
         let from_file = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
         assert!(!from_file.insecure_no_secret, "a given secret is always used");
-        assert_eq!(from_file.cluster.p2p.unwrap().secret, [1; 32]);
+        assert_eq!(from_file.cluster.p2p.secret, [1; 32]);
     }
 
     #[test]
@@ -366,11 +407,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = resolve(dir.path(), &["--secret", "abc"]).unwrap_err().to_string();
         assert!(err.contains("64 hex digits"), "{err}");
-        let err = resolve(dir.path(), &["--basic-auth", "nopassword"]).unwrap_err().to_string();
+        let err = resolve(dir.path(), &["--insecure-no-secret", "--basic-auth", "nopassword"]).unwrap_err().to_string();
         assert!(err.contains("user:password"), "{err}");
+        let err = resolve(dir.path(), &["--insecure-no-secret", "--max-voters", "4"]).unwrap_err().to_string();
+        assert!(err.contains("must be odd"), "{err}");
         std::fs::write(dir.path().join(SERVICE_FILE), "{ not json").unwrap();
         let err = resolve(dir.path(), &[]).unwrap_err().to_string();
         assert!(err.contains("service.json"), "{err}");
         assert!(DaemonArgs::try_parse_from(["cluster-sidecar", "--pin-timeout", "soon"]).is_err());
+        assert!(DaemonArgs::try_parse_from(["cluster-sidecar", "--repin-after", "later"]).is_err());
+    }
+
+    #[test]
+    fn consensus_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = resolve(dir.path(), &["--insecure-no-secret"]).unwrap();
+        assert!(defaults.cluster.consensus.auto_init);
+        assert_eq!(defaults.cluster.consensus.max_voters, 5);
+        assert_eq!(defaults.cluster.repin_after, Some(std::time::Duration::from_secs(300)));
+        let seed = "/ip4/127.0.0.2/tcp/9096/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+        let set = resolve(
+            dir.path(),
+            &["--insecure-no-secret", "--bootstrap", seed, "--no-init", "--repin-after", "off", "--max-voters", "3"],
+        )
+        .unwrap();
+        assert_eq!(set.cluster.consensus.bootstrap, vec![seed.parse::<Multiaddr>().unwrap()]);
+        assert!(!set.cluster.consensus.auto_init);
+        assert_eq!(set.cluster.repin_after, None);
+        assert_eq!(set.cluster.consensus.max_voters, 3);
     }
 }

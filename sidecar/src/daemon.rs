@@ -35,11 +35,21 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         crate::api::serve(cluster.clone(), config.api.clone(), stop.clone().cancelled_owned()).await?;
     tracing::info!(%address, "REST API listening");
 
-    wait_for_signal().await?;
+    let removed = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            false
+        }
+        _ = cluster.removed() => true,
+    };
     tracing::info!("shutting down");
     stop.cancel();
     let _ = server.await;
     cluster.shutdown().await;
+    if removed {
+        cluster.clean_after_removal()?;
+        tracing::warn!("this peer was removed from the cluster and has stopped");
+    }
     Ok(())
 }
 

@@ -37,6 +37,12 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the peer is shutting down")]
     ShuttingDown,
+    /// The cluster cannot take the request now: no leader, no quorum (503).
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The request conflicts with the cluster's state, e.g. removing its last member (409).
+    #[error("{0}")]
+    Conflict(String),
     /// A cluster peer's REST API answered with an error that none of the variants above names
     /// (the client's view of a server-side failure).
     #[error("{message}")]
@@ -44,3 +50,28 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The same error again, for answering several waiters of one failed operation (an IO
+    /// error keeps its kind and message).
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidCid(m) => Error::InvalidCid(m.clone()),
+            Error::BadRequest(m) => Error::BadRequest(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::Unauthorized(m) => Error::Unauthorized(m.clone()),
+            Error::Allocation(m) => Error::Allocation(m.clone()),
+            Error::Ipfs(m) => Error::Ipfs(m.clone()),
+            Error::IpfsUnreachable(m) => Error::IpfsUnreachable(m.clone()),
+            Error::PeerUnreachable(m) => Error::PeerUnreachable(m.clone()),
+            Error::Timeout(m) => Error::Timeout(m.clone()),
+            Error::Storage(m) => Error::Storage(m.clone()),
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::ShuttingDown => Error::ShuttingDown,
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::Conflict(m) => Error::Conflict(m.clone()),
+            Error::Remote { code, message } => Error::Remote { code: *code, message: message.clone() },
+        }
+    }
+}

@@ -58,6 +58,26 @@ impl Monitor {
         metrics
     }
 
+    /// Peers whose metric `name` has expired, with when it did (the peer went quiet then).
+    pub fn lapsed(&self, name: &str, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+        let inner = self.inner.lock().expect("monitor lock");
+        inner
+            .latest
+            .values()
+            .filter(|m| m.name == name && m.is_expired(now))
+            .map(|m| (m.peer.clone(), DateTime::from_timestamp_nanos(m.expire)))
+            .collect()
+    }
+
+    /// Every peer any metric was heard from.
+    pub fn peers(&self) -> Vec<String> {
+        let inner = self.inner.lock().expect("monitor lock");
+        let mut peers: Vec<String> = inner.latest.keys().map(|(_, peer)| peer.clone()).collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// Raises one alert for each metric that expired since the last check; returns how many.
     pub fn check_expired(&self, now: DateTime<Utc>) -> usize {
         let mut inner = self.inner.lock().expect("monitor lock");
@@ -126,5 +146,10 @@ mod tests {
         assert_eq!(monitor.check_expired(much_later), 1, "a new lapse alerts again");
         assert_eq!(monitor.alerts().len(), 2);
         assert_eq!(monitor.names(), vec![FREESPACE.to_string()]);
+        assert_eq!(monitor.peers(), vec!["peer-a".to_string()]);
+        let lapsed = monitor.lapsed(FREESPACE, much_later);
+        assert_eq!(lapsed.len(), 1);
+        assert_eq!(lapsed[0].1.timestamp(), (later + chrono::Duration::seconds(30)).timestamp());
+        assert!(monitor.lapsed(FREESPACE, later).is_empty());
     }
 }

@@ -31,7 +31,7 @@ async fn server(config: RestApiConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut p2p = P2pConfig::new(rand::random());
     p2p.listen = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let peer = ClusterConfig { p2p: Some(p2p), ..ClusterConfig::new("peer-0") };
+    let peer = ClusterConfig::new("peer-0", p2p);
     let cluster = Cluster::start(peer, Identity::generate(), Arc::new(FakeIpfs::new()), dir.path()).await.unwrap();
     let config = RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse().unwrap(), ..config };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

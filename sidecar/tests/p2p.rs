@@ -1,5 +1,5 @@
 //! The libp2p host between peers: hosts on 127.0.0.1 (port 0) in one process, each with a handler
-//! that answers `Id` with its own peer ID.
+//! that answers `Id` with its own peer ID (and refuses anything else).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ impl RpcHandler for IdHandler {
                 peername: "x".repeat(self.peername_len),
                 ..Id::default()
             })),
+            other => RpcResponse::Error(format!("this test host only answers Id, not {other:?}")),
         }
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use e2e::ipfs_daemon::IpfsDaemon;
 use futures::{StreamExt, TryStreamExt};
+use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
 use sidecar::ipfs::kubo::{KuboClient, KuboConfig};
 use sidecar::ipfs::{AddRequest, IpfsConnector};
 use sidecar::types::{parse_cid, Cid, CidKey, PinMode};
@@ -21,7 +23,7 @@ fn daemon() -> &'static IpfsDaemon {
     IpfsDaemon::shared().expect("shared IPFS daemon")
 }
 
-fn config_for(node: multiaddr::Multiaddr) -> KuboConfig {
+fn config_for(node: Multiaddr) -> KuboConfig {
     KuboConfig {
         node_multiaddress: node,
         // Generous: a bug must fail the test, not hang it for the production hour.
@@ -244,10 +246,74 @@ async fn unreachable_daemon_is_reported_promptly() {
     assert!(matches!(err, Error::IpfsUnreachable(_)), "{err:?}");
     let err = client.pin(&unavailable_cid(), PinMode::Recursive, &[]).await.unwrap_err();
     assert!(matches!(err, Error::IpfsUnreachable(_)), "{err:?}");
+    let somewhere = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", PeerId::random()).parse().unwrap();
+    let err = client.swarm_connect(&somewhere).await.unwrap_err();
+    assert!(matches!(err, Error::IpfsUnreachable(_)), "{err:?}");
+    let err = client.swarm_peers().await.unwrap_err();
+    assert!(matches!(err, Error::IpfsUnreachable(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 
     let err = client.wait_ready(Duration::from_secs(1)).await.unwrap_err();
     assert!(matches!(&err, Error::Timeout(m) if m.contains("not ready")), "{err:?}");
+}
+
+/// Polls `swarm_peers` until it lists `peer` (true), or gives up at `deadline` (false).
+async fn wait_until_connected(client: &KuboClient, peer: PeerId, deadline: Duration) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        if client.swarm_peers().await.unwrap().contains(&peer) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The peering the cluster relies on for replication: the shared daemon (A) connects to a daemon
+/// of this test's own (B) at the swarm address B's `id` reports, and a dial nobody answers fails
+/// instead of hanging. No unpinned content is involved, so garbage collection need not be held off.
+#[tokio::test]
+async fn swarm_connect_links_two_daemons_and_a_refused_dial_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    // Both start-ups (the shared one may already run) are slow and blocking: run them side by side.
+    let (shared, own) = tokio::join!(
+        tokio::task::spawn_blocking(|| IpfsDaemon::shared().map(drop)),
+        tokio::task::spawn_blocking(move || IpfsDaemon::start(&repo)),
+    );
+    shared.unwrap().expect("shared IPFS daemon");
+    let other = own.unwrap().expect("own daemon");
+    let (a, b) = (client_of(daemon()), client_of(&other));
+
+    let b_id = b.id().await.unwrap();
+    let b_peer = b_id.id.expect("the daemon's peer ID");
+    assert_eq!(b_peer, other.peer_id());
+    let loopback_tcp = |address: &Multiaddr| {
+        let parts: Vec<Protocol> = address.iter().collect();
+        matches!(parts.as_slice(), [Protocol::Ip4(ip), Protocol::Tcp(_), Protocol::P2p(peer)] if ip.is_loopback() && *peer == b_peer)
+    };
+    let b_address = b_id.addresses.iter().find(|a| loopback_tcp(a)).cloned();
+    let b_address = b_address.unwrap_or_else(|| panic!("no loopback TCP /p2p/ address in {:?}", b_id.addresses));
+    let a_peer = a.id().await.unwrap().id.expect("the shared daemon's peer ID");
+    assert!(!a.swarm_peers().await.unwrap().contains(&b_peer), "connected before the test connected them");
+
+    // First, while not connected (a connect to a connected peer succeeds whatever the address).
+    let nowhere: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}/p2p/{b_peer}", closed_loopback_port()).parse().unwrap();
+    let started = Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(25), a.swarm_connect(&nowhere))
+        .await
+        .unwrap_or_else(|_| panic!("swarm_connect to {nowhere} hung for 25 s"));
+    assert!(matches!(refused, Err(Error::Ipfs(_))), "{refused:?} after {:?}", started.elapsed());
+    assert!(!a.swarm_peers().await.unwrap().contains(&b_peer));
+
+    a.swarm_connect(&b_address).await.unwrap_or_else(|e| panic!("connecting to {b_address}: {e}"));
+    assert!(wait_until_connected(&a, b_peer, Duration::from_secs(30)).await, "A never listed B");
+    assert!(wait_until_connected(&b, a_peer, Duration::from_secs(30)).await, "B never listed A");
+    // Already connected: a success, and still one entry for B.
+    a.swarm_connect(&b_address).await.expect("connecting again");
+    assert_eq!(a.swarm_peers().await.unwrap().iter().filter(|p| **p == b_peer).count(), 1);
 }
 
 #[tokio::test]

@@ -20,6 +20,8 @@ pub(crate) fn status_of(err: &Error) -> StatusCode {
         Error::InvalidCid(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -96,6 +98,8 @@ mod tests {
             (Error::Timeout("pin".into()), 500),
             (Error::Storage("disk".into()), 500),
             (Error::ShuttingDown, 500),
+            (Error::Unavailable("no leader".into()), 503),
+            (Error::Conflict("cannot remove the last member".into()), 409),
         ];
         for (err, code) in cases {
             assert_eq!(status_of(&err).as_u16(), code, "{err:?}");

@@ -1,7 +1,6 @@
-//! Handlers of the peer-level endpoints: identity, peers, health, monitor, gc, token, and ours
+//! Handlers of the peer-level endpoints: identity, health, monitor, gc, token, and ours
 //! (`/readyz`, `/metrics`).
 
-use futures::stream::{self, StreamExt};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use warp::reply::Response;
@@ -9,7 +8,6 @@ use warp::reply::Response;
 use super::auth::User;
 use super::error::{error_response, json_response, reply};
 use super::routes::{Ctx, Query};
-use super::stream::ndjson;
 use crate::types::{Token, Version, COMPATIBLE_VERSION};
 
 pub(crate) async fn id(ctx: Ctx) -> Response {
@@ -18,11 +16,6 @@ pub(crate) async fn id(ctx: Ctx) -> Response {
 
 pub(crate) async fn version() -> Response {
     json_response(StatusCode::OK, &Version { version: COMPATIBLE_VERSION.to_string() })
-}
-
-pub(crate) async fn peers(ctx: Ctx) -> Response {
-    let peers = ctx.cluster.peers().await;
-    ndjson(stream::iter(peers.into_iter().map(Ok)).boxed()).await
 }
 
 /// `POST /token`: a JWT for the user who authenticated this request (401 when auth is off).

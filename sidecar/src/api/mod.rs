@@ -11,6 +11,7 @@ mod cors;
 mod error;
 mod info;
 pub mod metrics;
+mod peers;
 mod pins;
 mod routes;
 mod service;

@@ -8,7 +8,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::auth::Auth;
-use super::{add, error, info, pins};
+use super::{add, error, info, peers, pins};
 use crate::cluster::Cluster;
 
 /// What handlers need; cloned per request.
@@ -105,7 +105,31 @@ pub(crate) fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .map(tag("/id"))
         .or(warp::path!("version").and(get()).then(info::version).map(tag("/version")))
         .unify()
-        .or(warp::path!("peers").and(get()).and(ctx.clone()).then(info::peers).map(tag("/peers")))
+        .or(warp::path!("peers").and(get()).and(ctx.clone()).then(peers::list).map(tag("/peers")))
+        .unify()
+        .or(warp::path!("peers")
+            .and(post())
+            .and(warp::body::bytes())
+            .and(ctx.clone())
+            .then(peers::add)
+            .map(respond)
+            .map(tag("/peers")))
+        .unify()
+        .or(warp::path!("peers" / String)
+            .and(warp::delete())
+            .and(ctx.clone())
+            .then(peers::remove)
+            .map(respond)
+            .map(tag("/peers/{peer}")))
+        .unify()
+        .or(warp::path!("consensus").and(get()).and(ctx.clone()).then(peers::status).map(tag("/consensus")))
+        .unify()
+        .or(warp::path!("consensus" / "init")
+            .and(post())
+            .and(ctx.clone())
+            .then(peers::init)
+            .map(respond)
+            .map(tag("/consensus/init")))
         .unify()
         .or(warp::path!("token")
             .and(post())

@@ -4,7 +4,28 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::types::{Alert, ConnectGraph, GlobalPinInfo, Id, Metric, Pin, PinMode, PinType};
+use crate::types::{Alert, ConnectGraph, ConsensusStatus, GlobalPinInfo, Id, Metric, Pin, PinMode, PinType};
+
+/// `peers consensus`: this peer's role and the leader, then one line per member.
+pub fn consensus(status: &ConsensusStatus) -> String {
+    let role = serde_json::to_value(status.role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let leader = status.leader.as_deref().unwrap_or("none known");
+    let mut out = format!("{} | {role} | term {} | leader {leader}\n", status.peer_id, status.term);
+    if status.joint {
+        out.push_str("  > a membership change is in progress (joint configuration)\n");
+    }
+    for member in &status.members {
+        let kind = if member.voter { "voter" } else { "learner" };
+        let _ = writeln!(
+            out,
+            "  - {} | {kind} | node {} | {}",
+            member.peer_id,
+            member.node_id,
+            member.addresses.join(", ")
+        );
+    }
+    out
+}
 
 pub fn id(obj: &Id) -> String {
     let id = obj.id.map(|p| p.to_string()).unwrap_or_default();

@@ -74,7 +74,19 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PeersCommand {
+    /// List the members' IDs.
     Ls,
+    /// Add a peer to the cluster (ours: the reference adds peers by bootstrapping them).
+    Add {
+        peer_id: String,
+        /// Its cluster address (`/ip4/.../tcp/9096`); repeat for several.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+    },
+    /// Remove a peer from the cluster; it stops and deletes its consensus data.
+    Rm { peer_id: String },
+    /// Show consensus as this peer sees it: role, leader, term, members and voters (ours).
+    Consensus,
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,6 +213,10 @@ fn target(text: &str) -> Result<Target> {
     }
 }
 
+fn parse_peer_id(text: &str) -> Result<libp2p_identity::PeerId> {
+    text.parse().map_err(|e| Error::BadRequest(format!("invalid peer ID {text}: {e}")))
+}
+
 pub fn client(cli: &Cli) -> Result<Client> {
     let mut client = Client::new(&cli.host)?;
     if let Some(credentials) = &cli.basic_auth {
@@ -222,6 +238,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Id => out.one(&client.id().await?, format::id),
         Command::Version => out.one(&client.version().await?, |v| format!("{}\n", v.version)),
         Command::Peers(PeersCommand::Ls) => out.stream(client.peers().await?, format::id).await,
+        Command::Peers(PeersCommand::Add { peer_id, addresses }) => {
+            let addresses = addresses
+                .iter()
+                .map(|a| a.parse().map_err(|e| Error::BadRequest(format!("invalid address {a}: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            out.one(&client.add_peer(&parse_peer_id(&peer_id)?, &addresses).await?, format::id)
+        }
+        Command::Peers(PeersCommand::Rm { peer_id }) => {
+            client.remove_peer(&parse_peer_id(&peer_id)?).await?;
+            out.one(&format!("Peer {peer_id} removed\n"), |text| text.clone())
+        }
+        Command::Peers(PeersCommand::Consensus) => out.one(&client.consensus().await?, format::consensus),
         Command::Pin(PinCommand::Add(args)) => pin_add(&client, &out, &args).await,
         Command::Pin(PinCommand::Rm { target: t, wait, wait_timeout, no_status }) => {
             let pin = match target(&t)? {

@@ -20,17 +20,18 @@ use futures::stream::{self, BoxStream, StreamExt};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, TE};
 use http::{Method, Request, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 use serde::de::DeserializeOwned;
 
 use crate::ndjson::{NdjsonReader, Source};
 use crate::types::{
-    Alert, ApiError, Cid, ConnectGraph, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness,
-    Token, Version,
+    AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin,
+    PinOptions, PinType, Readiness, Token, Version,
 };
 use crate::{Error, Result};
 
@@ -120,6 +121,32 @@ impl Client {
     }
 
     /// `POST /pins/{cid}`: the pin as committed.
+    /// `POST /peers`: adds `peer`, reachable at `addresses` (its cluster addresses; empty when it
+    /// already connected to that member). The added peer's ID.
+    pub async fn add_peer(&self, peer: &PeerId, addresses: &[Multiaddr]) -> Result<Id> {
+        let body =
+            AddPeer { peer_id: peer.to_string(), addresses: addresses.iter().map(ToString::to_string).collect() };
+        let body = serde_json::to_vec(&body).map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
+        let request = self.request(Method::POST, "/peers", &[], full(body), Some("application/json"))?;
+        parse_body(expect_success(self.send(request).await?).await?).await
+    }
+
+    /// `DELETE /peers/{peer}`: returns once the removal is committed.
+    pub async fn remove_peer(&self, peer: &PeerId) -> Result<()> {
+        let request = self.request(Method::DELETE, &format!("/peers/{peer}"), &[], empty(), None)?;
+        expect_success(self.send(request).await?).await.map(drop)
+    }
+
+    /// `GET /consensus` (ours): the peer's view of consensus and membership.
+    pub async fn consensus(&self) -> Result<ConsensusStatus> {
+        self.json(Method::GET, "/consensus", &[]).await
+    }
+
+    /// `POST /consensus/init` (ours): starts a new cluster with the peer as its only member.
+    pub async fn init_cluster(&self) -> Result<ConsensusStatus> {
+        self.json(Method::POST, "/consensus/init", &[]).await
+    }
+
     pub async fn pin(&self, cid: &Cid, options: &PinOptions) -> Result<Pin> {
         self.json(Method::POST, &format!("/pins/{cid}"), &options.to_query()).await
     }
@@ -304,6 +331,10 @@ impl Client {
 
 fn empty() -> ReqBody {
     Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn full(bytes: Vec<u8>) -> ReqBody {
+    Full::new(Bytes::from(bytes)).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn local_query(local: bool) -> Vec<(String, String)> {

@@ -1,4 +1,6 @@
-//! The peer's periodic work: probe the daemon and publish metrics; unpin expired pins.
+//! The peer's periodic work: probe the daemon and share metrics with the other members; unpin
+//! expired pins; link the IPFS daemons; and, on the leader, keep the voters right and
+//! re-allocate the pins of gone peers.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +25,24 @@ impl Cluster {
         tasks.push(tokio::spawn(
             cluster.every(self.inner.config.expiry_check_interval, |c| async move { c.unpin_expired().await }),
         ));
+        let cluster = self.clone();
+        tasks.push(tokio::spawn(
+            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.link_ipfs_daemons().await }),
+        ));
+        let cluster = self.clone();
+        tasks.push(tokio::spawn(
+            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.leader_housekeeping().await }),
+        ));
+    }
+
+    /// On the leader only: finish or rebalance the voter set, then move pins off gone peers.
+    async fn leader_housekeeping(&self) {
+        if let Err(e) = self.inner.consensus.rebalance_voters(None).await {
+            tracing::warn!(error = %e, "could not adjust the voters");
+        }
+        if let Some(grace) = self.inner.config.repin_after {
+            self.repin_pass(grace).await;
+        }
     }
 
     /// Runs `work` every `period` until shutdown.
@@ -49,13 +69,14 @@ impl Cluster {
         let me = inner.me.clone();
         let ttl = inner.config.monitor_ping_interval * 2;
         let now = Utc::now();
+        let mut shared = Vec::new();
         match inner.ipfs.id().await {
             Ok(id) => {
                 if !inner.ipfs_up.swap(true, Ordering::Relaxed) {
                     tracing::info!(ipfs_id = ?id.id, "IPFS daemon answers");
                 }
                 *inner.ipfs_id.write().expect("ipfs id lock") = id;
-                inner.monitor.publish(monitor::metric(PING, &me, 1, ttl, now), now);
+                shared.push(monitor::metric(PING, &me, 1, ttl, now));
             }
             Err(e) => {
                 if inner.ipfs_up.swap(false, Ordering::Relaxed) {
@@ -67,10 +88,14 @@ impl Cluster {
         }
         if inner.ipfs_up.load(Ordering::Relaxed) {
             match inner.ipfs.repo_stat().await {
-                Ok(stat) => inner.monitor.publish(monitor::metric(FREESPACE, &me, stat.free_space(), ttl, now), now),
+                Ok(stat) => shared.push(monitor::metric(FREESPACE, &me, stat.free_space(), ttl, now)),
                 Err(e) => tracing::warn!(error = %e, "cannot read the daemon's repo/stat"),
             }
         }
+        for metric in &shared {
+            inner.monitor.publish(metric.clone(), now);
+        }
+        self.share_metrics(shared);
         inner.monitor.check_expired(Utc::now());
     }
 

@@ -13,11 +13,21 @@ impl Cluster {
     /// `GET /id`.
     pub async fn id(&self) -> Id {
         let inner = &self.inner;
+        let members = inner.consensus.members();
+        let cluster_peers_addresses = members
+            .iter()
+            .filter_map(|m| m.peer().filter(|peer| *peer != inner.identity.peer_id).map(|peer| (peer, m.multiaddrs())))
+            .flat_map(|(peer, addrs)| addrs.into_iter().map(move |a| a.with(Protocol::P2p(peer))))
+            .collect();
         Id {
             id: Some(inner.identity.peer_id),
             addresses: self.p2p_addresses().await,
-            cluster_peers: vec![inner.identity.peer_id],
-            cluster_peers_addresses: Vec::new(),
+            cluster_peers: match super::peers::peer_ids(&members) {
+                // Not a member yet: only itself, as the reference reports a lone peer.
+                peers if peers.is_empty() => vec![inner.identity.peer_id],
+                peers => peers,
+            },
+            cluster_peers_addresses,
             version: COMPATIBLE_VERSION.to_string(),
             commit: String::new(),
             rpc_protocol_version: RPC_PROTOCOL_VERSION.to_string(),
@@ -30,14 +40,8 @@ impl Cluster {
 
     /// Where other peers reach this one: the listen addresses, each ending in `/p2p/<id>`.
     async fn p2p_addresses(&self) -> Vec<Multiaddr> {
-        let Some(p2p) = &self.inner.p2p else { return Vec::new() };
-        let addresses = p2p.listen_addrs().await.unwrap_or_default();
+        let addresses = self.inner.p2p.listen_addrs().await.unwrap_or_default();
         addresses.into_iter().map(|a| a.with(Protocol::P2p(self.inner.identity.peer_id))).collect()
-    }
-
-    /// `GET /peers`: the ID of every member.
-    pub async fn peers(&self) -> Vec<Id> {
-        vec![self.id().await]
     }
 
     /// `GET /monitor/metrics`.
@@ -87,7 +91,7 @@ impl Cluster {
         let ipfs = self.inner.ipfs_up.load(std::sync::atomic::Ordering::Relaxed);
         let mut problems = Vec::new();
         if !consensus {
-            problems.push("the pinset is not accepting writes".to_string());
+            problems.push("not a cluster member with a known leader yet".to_string());
         }
         if !ipfs {
             let error = self.inner.ipfs_id.read().expect("ipfs id lock").error.clone();

@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{Cluster, Inner};
+use crate::types::ConsensusRole;
 
 impl Cluster {
     /// Prometheus text exposition of the peer's metrics (`GET /metrics`).
@@ -50,9 +51,9 @@ impl Collector for PeerCollector {
         let Some(inner) = self.inner.upgrade() else { return Ok(()) };
         let inner: Arc<Inner> = inner;
         let tracker = inner.tracker.metrics();
-        let commits = inner.consensus.stats();
+        let consensus = inner.consensus.status();
         let pins = inner.state.len().unwrap_or(0);
-        let gauges: [(&str, &str, i64); 7] = [
+        let gauges: [(&str, &str, i64); 12] = [
             ("pins", "Pins in the cluster's pinset", pins as i64),
             ("tracker_queued", "IPFS operations waiting (queued or backing off)", tracker.queued as i64),
             ("tracker_in_progress", "IPFS operations running", tracker.in_progress as i64),
@@ -60,11 +61,20 @@ impl Collector for PeerCollector {
             ("ipfs_pins", "Pins the IPFS daemon holds, as last known", tracker.ipfs_pins as i64),
             ("ipfs_up", "1 when the IPFS daemon answered its last probe", inner.ipfs_up.load(Ordering::Relaxed) as i64),
             ("alerts", "Alerts raised since start (kept, newest first)", inner.monitor.alerts().len() as i64),
+            ("raft_term", "The Raft term this peer is in", consensus.term as i64),
+            ("raft_is_leader", "1 when this peer leads the cluster", (consensus.role == ConsensusRole::Leader) as i64),
+            ("raft_members", "Cluster members, voters and learners", consensus.members.len() as i64),
+            ("raft_voters", "Voting members", consensus.members.iter().filter(|m| m.voter).count() as i64),
+            (
+                "raft_last_applied_index",
+                "Index of the last Raft entry applied to the pinset here",
+                consensus.last_applied_index.unwrap_or(0) as i64,
+            ),
         ];
         for (name, help, value) in gauges {
             ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 4] = [
             ("tracker_ops_done", "IPFS operations that succeeded", tracker.ops_done),
             ("tracker_ops_failed", "IPFS operations that failed", tracker.ops_failed),
             (
@@ -73,8 +83,6 @@ impl Collector for PeerCollector {
                 tracker.unexpectedly_unpinned,
             ),
             ("tracker_queue_overflows", "Pins refused because the queue was full", tracker.queue_overflows),
-            ("state_ops", "Operations committed to the pinset", commits.ops),
-            ("state_transactions", "Durable transactions (each groups many operations)", commits.transactions),
         ];
         for (name, help, value) in counters {
             ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;

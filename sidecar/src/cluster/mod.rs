@@ -1,24 +1,25 @@
 //! The peer as the REST API sees it: one handle over state, consensus, tracker, IPFS and monitor.
 //!
 //! Every REST endpoint maps to one method here. Methods with a `local` flag answer for this peer
-//! only; the others answer for the whole cluster (today the cluster is this one peer; the
-//! multi-peer layer gathers the other peers' answers behind the same signatures).
+//! only; the others answer for the whole cluster, gathering the other members' answers over RPC.
 
 mod add;
 mod background;
 mod info;
 mod metrics;
+mod peers;
 mod pins;
+mod repin;
 mod rpc;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consensus::LocalConsensus;
+use crate::consensus::{Consensus, ConsensusConfig, StartFacts, StartPlan, REMOVED_MARKER};
 use crate::identity::Identity;
 use crate::ipfs::IpfsConnector;
 use crate::monitor::Monitor;
@@ -76,13 +77,19 @@ pub struct ClusterConfig {
     /// How often expired pins are looked for and unpinned.
     pub expiry_check_interval: Duration,
     pub tracker: TrackerConfig,
-    /// The libp2p host to other cluster peers; `None` runs the peer alone, without one.
-    pub p2p: Option<P2pConfig>,
+    /// The libp2p host to other cluster peers.
+    pub p2p: P2pConfig,
+    pub consensus: ConsensusConfig,
+    /// Re-allocate the pins of a peer whose metrics have been gone this long, so every pin keeps
+    /// at least its minimum of live holders; `None` only raises the alert.
+    pub repin_after: Option<Duration>,
 }
 
 impl ClusterConfig {
-    /// Reference defaults: replicate everywhere, metrics every 15 s.
-    pub fn new(peername: impl Into<String>) -> Self {
+    /// Reference defaults: replicate everywhere, metrics every 15 s; re-allocation after 5 minutes
+    /// without a peer (long enough for a restart or a pod reschedule, short enough that a lost
+    /// peer does not leave pins under-replicated for long).
+    pub fn new(peername: impl Into<String>, p2p: P2pConfig) -> Self {
         ClusterConfig {
             peername: peername.into(),
             replication_factor_min: -1,
@@ -90,7 +97,9 @@ impl ClusterConfig {
             monitor_ping_interval: Duration::from_secs(15),
             expiry_check_interval: Duration::from_secs(10),
             tracker: TrackerConfig::default(),
-            p2p: None,
+            p2p,
+            consensus: ConsensusConfig::default(),
+            repin_after: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -106,23 +115,26 @@ struct Inner {
     identity: Identity,
     /// The peer ID's base58 text, which keys every `peer_map` (rendered once, not per pin).
     me: String,
+    data_dir: PathBuf,
     state: Arc<PinState>,
-    consensus: LocalConsensus,
+    consensus: Consensus,
     tracker: PinTracker,
     ipfs: Arc<dyn IpfsConnector>,
-    p2p: Option<P2p>,
+    p2p: P2p,
     monitor: Monitor,
     /// The daemon's identity from the last probe (with `error` set when it failed).
     ipfs_id: RwLock<IpfsId>,
     ipfs_up: AtomicBool,
     shutdown: CancellationToken,
     tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// What the last re-allocation pass that moved everything it had to saw (see `repin`).
+    last_repin: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
     registry: std::sync::Mutex<prometheus_client::registry::Registry>,
 }
 
 impl Cluster {
-    /// Opens the durable state under `data_dir`, starts the libp2p host (when configured), the
-    /// tracker, monitor and background tasks.
+    /// Opens the durable state under `data_dir`, starts the libp2p host, consensus, the tracker,
+    /// monitor and background tasks, then initialises, joins or waits as [`StartPlan`] says.
     pub async fn start(
         config: ClusterConfig,
         identity: Identity,
@@ -133,16 +145,16 @@ impl Cluster {
         let path = data_dir.join(STATE_FILE);
         let state = Arc::new(tokio::task::spawn_blocking(move || PinState::open(&path)).await.expect("open task")?);
         let tracker = PinTracker::new(config.tracker.clone(), identity.peer_id, ipfs.clone(), state.clone())?;
-        let consensus = LocalConsensus::start(state.clone(), Arc::new(tracker.clone()));
-        let p2p = match &config.p2p {
-            Some(p2p) => Some(P2p::start(identity.keypair.clone(), p2p).await?),
-            None => None,
-        };
+        let p2p = P2p::start(identity.keypair.clone(), &config.p2p).await?;
+        let consensus =
+            Consensus::start(data_dir, state.clone(), Arc::new(tracker.clone()), p2p.clone(), config.consensus.clone())
+                .await?;
         let cluster = Cluster {
             inner: Arc::new_cyclic(|weak| Inner {
                 config,
                 me: identity.peer_id.to_string(),
                 identity,
+                data_dir: data_dir.to_path_buf(),
                 state,
                 consensus,
                 tracker,
@@ -153,29 +165,68 @@ impl Cluster {
                 ipfs_up: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 tasks: tokio::sync::Mutex::new(Vec::new()),
+                last_repin: std::sync::Mutex::new(None),
                 registry: std::sync::Mutex::new(metrics::peer_registry(weak.clone())),
             }),
         };
-        if let Some(p2p) = &cluster.inner.p2p {
-            p2p.serve(Arc::new(rpc::ClusterRpc(Arc::downgrade(&cluster.inner)))).await?;
-        }
+        cluster.inner.p2p.serve(Arc::new(rpc::ClusterRpc(Arc::downgrade(&cluster.inner)))).await?;
         let tracker_task = cluster.inner.tracker.start(cluster.inner.shutdown.child_token());
         cluster.inner.tasks.lock().await.push(tracker_task);
         cluster.spawn_background_tasks().await;
+        cluster.carry_out_start_plan().await?;
         Ok(cluster)
     }
 
-    /// Stops background work; writes still pending fail with `ShuttingDown`.
-    pub async fn shutdown(&self) {
-        if let Some(p2p) = &self.inner.p2p {
-            p2p.shutdown().await;
+    async fn carry_out_start_plan(&self) -> Result<()> {
+        let consensus = &self.inner.consensus;
+        let config = consensus.config();
+        let facts = StartFacts {
+            has_state: consensus.is_initialized().await,
+            bootstrap: &config.bootstrap,
+            auto_init: config.auto_init,
+            was_removed: self.inner.data_dir.join(REMOVED_MARKER).exists(),
+        };
+        match crate::consensus::plan_start(&facts) {
+            StartPlan::Resume => tracing::info!("resuming as a cluster member"),
+            StartPlan::Initialize => consensus.initialize().await?,
+            StartPlan::Join(bootstrap) => {
+                // In the background: the REST API comes up meanwhile (not ready until joined).
+                let cluster = self.clone();
+                let task = tokio::spawn(async move { cluster.join_until_member(bootstrap).await });
+                self.inner.tasks.lock().await.push(task);
+            }
+            StartPlan::WaitToBeAdded => tracing::info!(
+                "no consensus state: waiting to be added by a cluster member (POST /peers there) or for \
+                 POST /consensus/init to start a new cluster"
+            ),
         }
-        self.inner.shutdown.cancel();
+        Ok(())
+    }
+
+    /// Stops background work; writes still pending fail with `ShuttingDown`. With
+    /// `leave_on_shutdown` the peer first leaves the cluster.
+    pub async fn shutdown(&self) {
         self.inner.consensus.shutdown().await;
+        self.inner.p2p.shutdown().await;
+        self.inner.shutdown.cancel();
         for task in self.inner.tasks.lock().await.drain(..) {
             let _ = task.await;
         }
         tracing::info!("peer stopped");
+    }
+
+    /// Resolves once this peer was removed from the cluster; the caller shuts it down and then
+    /// calls [`Cluster::clean_after_removal`].
+    pub async fn removed(&self) {
+        self.inner.consensus.removed().await
+    }
+
+    /// Deletes the consensus data of a removed, stopped peer: the Raft log, snapshots and pinset.
+    pub fn clean_after_removal(&self) -> Result<()> {
+        self.inner.consensus.clean_after_removal(&self.inner.data_dir)?;
+        std::fs::remove_file(self.inner.data_dir.join(STATE_FILE))?;
+        tracing::warn!(data_dir = %self.inner.data_dir.display(), "removed from the cluster: consensus data deleted");
+        Ok(())
     }
 
     /// Runs `read` against the pinset on a blocking thread (redb reads may touch the disk).

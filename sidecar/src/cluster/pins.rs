@@ -6,8 +6,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::{Cluster, PinTypeFilter};
 use crate::allocator::{self, AllocationRequest, Candidate};
 use crate::monitor::FREESPACE;
+use crate::p2p::{RpcRequest, RpcResponse};
 use crate::state::StateOp;
-use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinInfoShort, PinOptions, PinType, StatusFilter};
+use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinInfoShort, PinOptions, PinType, StatusFilter, TrackerStatus};
 use crate::{Error, Result};
 
 /// Pins read from the state per blocking call while streaming; large enough to amortise the hop
@@ -87,50 +88,119 @@ impl Cluster {
         self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))
     }
 
-    /// `GET /pins`: statuses of every pin (or of `cids`), filtered, streamed. With one peer the
-    /// cluster-wide and the local view coincide; `local` matters once there are several.
+    /// `GET /pins`: statuses of every pin (or of `cids`), filtered, streamed. Unless `local`,
+    /// every member's status of each pin is in its `peer_map`, asked page by page.
     pub fn status_all(
         &self,
         filter: StatusFilter,
         cids: Option<Vec<Cid>>,
-        _local: bool,
+        local: bool,
     ) -> BoxStream<'static, Result<GlobalPinInfo>> {
         let cluster = self.clone();
-        if let Some(cids) = cids {
-            return stream::iter(cids)
+        let infos = if let Some(cids) = cids {
+            let cluster = cluster.clone();
+            stream::iter(cids)
                 .then(move |cid| {
                     let cluster = cluster.clone();
-                    async move { cluster.status(&cid, true).await }
+                    async move { Ok(cluster.pin_info(&cid, cluster.get_pin(&cid)?)) }
                 })
-                .filter(move |info| futures::future::ready(info.as_ref().map_or(true, |i| filter.matches_any(i))))
-                .boxed();
-        }
-        let in_pinset = {
-            let cluster = cluster.clone();
-            self.scan_pins().map(move |pin| pin.map(|pin| cluster.pin_info(&pin.cid.clone(), Some(pin))))
+                .boxed()
+        } else {
+            let in_pinset = {
+                let cluster = cluster.clone();
+                self.scan_pins().map(move |pin| pin.map(|pin| cluster.pin_info(&pin.cid.clone(), Some(pin))))
+            };
+            // Unpins still running or failed concern CIDs that have already left the pinset.
+            let leaving = {
+                let cluster = cluster.clone();
+                stream::once(async move {
+                    let infos: Vec<Result<GlobalPinInfo>> = cluster
+                        .inner
+                        .tracker
+                        .in_flight_unpins()
+                        .into_iter()
+                        .map(|(cid, _)| Ok(cluster.pin_info(&cid, None)))
+                        .collect();
+                    stream::iter(infos)
+                })
+                .flatten()
+            };
+            in_pinset.chain(leaving).boxed()
         };
-        // Unpins still running or failed concern CIDs that have already left the pinset.
-        let leaving = stream::once(async move {
-            let infos: Vec<Result<GlobalPinInfo>> = cluster
-                .inner
-                .tracker
-                .in_flight_unpins()
-                .into_iter()
-                .map(|(cid, _)| Ok(cluster.pin_info(&cid, None)))
-                .collect();
-            stream::iter(infos)
-        })
-        .flatten();
-        in_pinset
-            .chain(leaving)
-            .filter(move |info| futures::future::ready(info.as_ref().map_or(true, |i| filter.matches_any(i))))
-            .boxed()
+        let infos = if local || self.other_members().is_empty() {
+            infos
+        } else {
+            // Items ready together go to the other peers as one call each.
+            infos
+                .ready_chunks(SCAN_PAGE)
+                .then(move |page| {
+                    let cluster = cluster.clone();
+                    async move { cluster.add_peer_statuses(page).await }
+                })
+                .flat_map(stream::iter)
+                .boxed()
+        };
+        infos.filter(move |info| futures::future::ready(info.as_ref().map_or(true, |i| filter.matches_any(i)))).boxed()
     }
 
     /// `GET /pins/{cid}`: not in the pinset = every peer `unpinned` (or what is still in flight).
-    pub async fn status(&self, cid: &Cid, _local: bool) -> Result<GlobalPinInfo> {
-        let pin = self.get_pin(cid)?;
-        Ok(self.pin_info(cid, pin))
+    pub async fn status(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
+        let info = self.pin_info(cid, self.get_pin(cid)?);
+        if local {
+            return Ok(info);
+        }
+        self.add_peer_statuses(vec![Ok(info)]).await.pop().expect("one item in, one out")
+    }
+
+    /// Puts every other member's status of each pin into its `peer_map`; a member that cannot
+    /// answer shows `cluster_error` with the reason.
+    async fn add_peer_statuses(&self, mut page: Vec<Result<GlobalPinInfo>>) -> Vec<Result<GlobalPinInfo>> {
+        let keys: Vec<CidKey> = page.iter().filter_map(|info| info.as_ref().ok().map(|i| CidKey::of(&i.cid))).collect();
+        if keys.is_empty() {
+            return page;
+        }
+        let keys = &keys;
+        let answers = futures::future::join_all(self.other_members().into_iter().map(|(peer, addrs)| {
+            let request = RpcRequest::Statuses(keys.clone());
+            async move {
+                let statuses = match self.call_peer(peer, addrs, request).await {
+                    Ok(RpcResponse::Statuses(statuses)) if statuses.len() == keys.len() => Ok(statuses),
+                    Ok(_) => Err("the peer answered something else".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (peer.to_string(), statuses)
+            }
+        }))
+        .await;
+        let now = Utc::now();
+        for (peer, statuses) in answers {
+            let mut statuses = statuses.map(Vec::into_iter);
+            for info in page.iter_mut().filter_map(|info| info.as_mut().ok()) {
+                let status = match &mut statuses {
+                    Ok(statuses) => statuses.next().expect("as many statuses as keys"),
+                    Err(error) => PinInfoShort {
+                        peername: String::new(),
+                        ipfs_peer_id: None,
+                        ipfs_peer_addresses: Vec::new(),
+                        status: TrackerStatus::ClusterError,
+                        timestamp: now,
+                        error: error.clone(),
+                        attempt_count: 0,
+                        priority_pin: false,
+                    },
+                };
+                info.peer_map.insert(peer.clone(), status);
+            }
+        }
+        page
+    }
+
+    /// This peer's status of each of `keys` (the answer to another peer's [`RpcRequest::Statuses`]).
+    pub(super) async fn local_statuses(&self, keys: &[CidKey]) -> Result<Vec<PinInfoShort>> {
+        let keys = keys.to_vec();
+        let pins: Vec<(Option<Pin>, CidKey)> =
+            self.read_state(move |state| keys.into_iter().map(|key| Ok((state.get(&key)?, key))).collect()).await?;
+        Ok(pins.iter().map(|(pin, key)| self.local_status(key, pin.as_ref())).collect())
     }
 
     /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin, or a failed unpin, of this peer.
@@ -163,18 +233,7 @@ impl Cluster {
     /// This peer's view of one pin, as the cluster-wide object (the pin's fields move into it: on
     /// a listing of millions, copying them would be most of the work).
     fn pin_info(&self, cid: &Cid, pin: Option<Pin>) -> GlobalPinInfo {
-        let local = self.inner.tracker.status_of(&CidKey::of(cid), pin.as_ref());
-        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
-        let short = PinInfoShort {
-            peername: self.inner.config.peername.clone(),
-            ipfs_peer_id: ipfs.id,
-            ipfs_peer_addresses: ipfs.addresses,
-            status: local.status,
-            timestamp: local.timestamp,
-            error: local.error,
-            attempt_count: local.attempt_count,
-            priority_pin: local.priority_pin,
-        };
+        let short = self.local_status(&CidKey::of(cid), pin.as_ref());
         let peer_map = [(self.inner.me.clone(), short)].into_iter().collect();
         match pin {
             Some(pin) => GlobalPinInfo {
@@ -198,6 +257,21 @@ impl Cluster {
         }
     }
 
+    fn local_status(&self, key: &CidKey, pin: Option<&Pin>) -> PinInfoShort {
+        let local = self.inner.tracker.status_of(key, pin);
+        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
+        PinInfoShort {
+            peername: self.inner.config.peername.clone(),
+            ipfs_peer_id: ipfs.id,
+            ipfs_peer_addresses: ipfs.addresses,
+            status: local.status,
+            timestamp: local.timestamp,
+            error: local.error,
+            attempt_count: local.attempt_count,
+            priority_pin: local.priority_pin,
+        }
+    }
+
     /// Applies the cluster defaults to 0 factors and checks the result as the reference does.
     fn replication_factors(&self, opts: &PinOptions) -> Result<(i32, i32)> {
         let config = &self.inner.config;
@@ -218,12 +292,15 @@ impl Cluster {
         Ok((min, max))
     }
 
-    /// Peers that may receive pins: those with a valid `freespace` metric.
-    fn allocation_candidates(&self) -> Vec<Candidate> {
+    /// Peers that may receive pins: members with a valid `freespace` metric (their own, shared).
+    pub(super) fn allocation_candidates(&self) -> Vec<Candidate> {
+        let members: std::collections::HashSet<String> =
+            self.inner.consensus.members().into_iter().map(|m| m.peer_id).collect();
         self.inner
             .monitor
             .latest(FREESPACE, Utc::now())
             .into_iter()
+            .filter(|m| members.is_empty() || members.contains(&m.peer))
             .filter_map(|m| Some(Candidate { peer: m.peer.parse().ok()?, free_space: m.value.parse().ok()? }))
             .collect()
     }

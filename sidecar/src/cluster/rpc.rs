@@ -6,6 +6,7 @@ use libp2p::PeerId;
 
 use super::{Cluster, Inner};
 use crate::p2p::{RpcHandler, RpcRequest, RpcResponse};
+use crate::Result;
 
 /// Holds the peer weakly: the host keeps its handler, and the peer keeps the host.
 pub(super) struct ClusterRpc(pub Weak<Inner>);
@@ -17,9 +18,44 @@ impl RpcHandler for ClusterRpc {
             return RpcResponse::Error(crate::Error::ShuttingDown.to_string());
         };
         let cluster = Cluster { inner };
-        tracing::debug!(%from, ?request, "RPC call");
-        match request {
-            RpcRequest::Id => RpcResponse::Id(Box::new(cluster.id().await)),
-        }
+        cluster.answer(from, request).await.unwrap_or_else(|e| RpcResponse::Error(e.to_string()))
+    }
+}
+
+impl Cluster {
+    async fn answer(&self, from: PeerId, request: RpcRequest) -> Result<RpcResponse> {
+        let consensus = &self.inner.consensus;
+        let raft = consensus.raft();
+        Ok(match request {
+            RpcRequest::Id => RpcResponse::Id(Box::new(self.id().await)),
+            RpcRequest::RaftAppend(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
+            RpcRequest::RaftVote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
+            RpcRequest::RaftSnapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
+            RpcRequest::Write(batch) => RpcResponse::Written { index: consensus.commit_forwarded(batch).await? },
+            RpcRequest::NodeInfo => consensus.node_info().await,
+            change @ (RpcRequest::AddMember { .. } | RpcRequest::RemoveMember { .. }) => {
+                tracing::debug!(%from, ?change, "membership change asked by another peer");
+                consensus.change_as_leader(change).await?;
+                RpcResponse::Ok
+            }
+            RpcRequest::Join { addrs } => {
+                let addrs = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                consensus.add_peer(from, addrs).await?;
+                RpcResponse::Joined { members: consensus.members() }
+            }
+            RpcRequest::Welcome { members, observed_addr } => {
+                tracing::info!(%from, members = members.len(), reached_at = %observed_addr, "added to the cluster");
+                RpcResponse::Ok
+            }
+            RpcRequest::Removed => {
+                consensus.on_removed();
+                RpcResponse::Ok
+            }
+            RpcRequest::Metrics(metrics) => {
+                self.receive_metrics(from, metrics);
+                RpcResponse::Ok
+            }
+            RpcRequest::Statuses(keys) => RpcResponse::Statuses(self.local_statuses(&keys).await?),
+        })
     }
 }

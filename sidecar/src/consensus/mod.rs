@@ -1,248 +1,264 @@
-//! Consensus: how a write becomes part of the pinset. Today a single node, [`LocalConsensus`],
-//! stands where Raft will.
+//! Consensus: how a write becomes part of the pinset on every peer. openraft (0.9) over the
+//! cluster's libp2p RPC, split as openraft's `raft-kv` examples are:
 //!
-//! A write is acknowledged only once it is durable and the observer (the pin tracker) was told.
-//! Writes are group-committed: one writer task takes whatever queued while the previous fsync ran
-//! (up to [`MAX_BATCH`] ops, with no timer) and applies it in one transaction.
+//! - `types`: what Raft is instantiated with (node ids never reused, nodes as peer ID + addresses,
+//!   entries carrying batches of pinset ops);
+//! - `log_store` and `state_machine`: durable storage (the log in `raft.redb`, the pinset as the
+//!   state machine, snapshots as files);
+//! - `network`: Raft's messages over libp2p;
+//! - `writer`: group commit of client writes, forwarded to the leader from any peer;
+//! - `membership`: adding and removing peers, and keeping the voter set right; `plan`: the pure
+//!   decisions those make.
 //!
-//! How Raft (openraft 0.9) replaces it: `commit` becomes `client_write` on the leader (forwarded
-//! from followers), and the openraft state machine's `apply(entries)` calls
-//! [`PinState::apply_each`] with the ops of the entries and the last log id as the `applied` blob
-//! (so the state and its log position commit together), then [`StateObserver::on_changes`];
-//! `applied_state` reads [`PinState::last_applied`]; snapshots are [`PinState::snapshot`] and
-//! `install_snapshot` is [`PinState::restore`] followed by [`StateObserver::on_restored`]. Raft's
-//! own batching of log entries takes the place of the writer task's.
+//! A write is acknowledged once committed by a quorum, applied on the leader (the pin tracker was
+//! told) and applied on the peer that took it, so a client reads its own writes there.
 
+mod log_store;
+mod membership;
+mod network;
+mod plan;
+mod state_machine;
 #[cfg(test)]
 mod tests;
+mod types;
+mod writer;
 
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use libp2p::Multiaddr;
+use openraft::{ServerState, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{PinState, RestoreSummary, StateChange, StateObserver, StateOp};
+use crate::p2p::P2p;
+use crate::state::{PinState, StateObserver, StateOp};
+use crate::types::{ConsensusRole, ConsensusStatus, MemberStatus};
 use crate::{Error, Result};
 
-/// Most ops applied in one transaction: bounds the latency a batch adds to its last op.
-pub const MAX_BATCH: usize = 1024;
+pub use log_store::LogStore;
+pub use plan::{plan_start, voter_count, StartFacts, StartPlan};
+pub use types::{ClusterNode, NodeId, OpBatch, TypeConfig};
 
-/// Counters for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CommitStats {
-    /// Ops committed (successfully or not).
-    pub ops: u64,
-    /// Write transactions (each one fsync) they took.
-    pub transactions: u64,
+/// The consensus files inside the data directory: `raft.redb` and `snapshots/`.
+pub const CONSENSUS_DIR: &str = "raft";
+/// Left in the data directory by a peer that was removed and cleaned its consensus data.
+pub const REMOVED_MARKER: &str = "removed-from-cluster";
+
+/// How consensus runs (`service.json`'s `raft` section, flags and environment).
+#[derive(Clone, Debug)]
+pub struct ConsensusConfig {
+    pub heartbeat_interval: Duration,
+    /// Followers wait a random time in this range without hearing from a leader before they
+    /// start an election.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// At most this many voters (odd); further members are learners.
+    pub max_voters: usize,
+    /// How long a write waits for a leader to take it before it fails.
+    pub commit_timeout: Duration,
+    /// How long a new member may take to catch up before its addition is undone.
+    pub catch_up_timeout: Duration,
+    /// Log entries between snapshots (each entry is a batch of up to [`writer::MAX_BATCH`] ops).
+    pub snapshot_every: u64,
+    /// Members to ask to add this peer when it starts without consensus state (`--bootstrap`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Start a new cluster of one when there is neither state nor `bootstrap` (off: wait to be
+    /// added, as under the operator).
+    pub auto_init: bool,
+    /// Leave the cluster (remove itself) on a clean shutdown.
+    pub leave_on_shutdown: bool,
 }
 
-/// The single-node consensus: commits ops to the local pinset, group-committed.
-pub struct LocalConsensus {
-    state: Arc<PinState>,
-    requests: mpsc::Sender<Request>,
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            max_voters: 5,
+            commit_timeout: Duration::from_secs(30),
+            catch_up_timeout: Duration::from_secs(300),
+            snapshot_every: 1000,
+            bootstrap: Vec::new(),
+            auto_init: true,
+            leave_on_shutdown: false,
+        }
+    }
+}
+
+/// This peer's part in consensus.
+pub struct Consensus {
+    raft: types::Raft,
+    node_id: NodeId,
+    p2p: P2p,
+    config: ConsensusConfig,
+    dir: PathBuf,
+    writer: writer::Writer,
+    /// Fires once this peer learns it was removed from the cluster.
+    removed: CancellationToken,
     shutdown: CancellationToken,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    counters: Arc<Counters>,
 }
 
-// Ops are the hot, common case: kept inline rather than boxed to spare an allocation per write.
-#[allow(clippy::large_enum_variant)]
-enum Request {
-    Op(StateOp, oneshot::Sender<Result<Option<StateChange>>>),
-    Restore(Box<dyn Read + Send>, oneshot::Sender<Result<RestoreSummary>>),
-}
-
-#[derive(Default)]
-struct Counters {
-    ops: AtomicU64,
-    transactions: AtomicU64,
-    /// The last transaction failed: the disk or the file is in trouble, so not ready.
-    failing: AtomicBool,
-}
-
-impl LocalConsensus {
-    /// Starts the writer task; must be called inside a Tokio runtime.
-    pub fn start(state: Arc<PinState>, observer: Arc<dyn StateObserver>) -> Self {
-        let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
-        let shutdown = CancellationToken::new();
-        let counters = Arc::new(Counters::default());
-        let writer =
-            Writer { state: state.clone(), observer, inbox, shutdown: shutdown.clone(), counters: counters.clone() };
-        let writer = tokio::spawn(writer.run());
-        LocalConsensus { state, requests, shutdown, writer: Mutex::new(Some(writer)), counters }
-    }
-
-    /// The pinset, for reads.
-    pub fn state(&self) -> &Arc<PinState> {
-        &self.state
-    }
-
-    /// Commits `op`: returns once it is durable and the observer was told, with what it changed
-    /// (`None`: an unpin of an absent pin). [`Error::ShuttingDown`] when the consensus stops
-    /// before the op was applied; an op already being written when it stops completes first.
-    pub async fn commit(&self, op: StateOp) -> Result<Option<StateChange>> {
-        let (reply, outcome) = oneshot::channel();
-        self.send(Request::Op(op, reply)).await?;
-        // A dropped reply means the writer task was torn down (runtime shutdown) mid-write.
-        outcome.await.map_err(|_| Error::ShuttingDown)?
-    }
-
-    /// Replaces the pinset with a snapshot stream (state import), in order with the commits around
-    /// it; the observer learns of it through [`StateObserver::on_restored`].
-    pub async fn restore(&self, reader: impl Read + Send + 'static) -> Result<RestoreSummary> {
-        let (reply, outcome) = oneshot::channel();
-        self.send(Request::Restore(Box::new(reader), reply)).await?;
-        outcome.await.map_err(|_| Error::ShuttingDown)?
-    }
-
-    /// Ready to take writes: running, and the last write transaction did not fail.
-    pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled() && !self.requests.is_closed() && !self.counters.failing.load(Ordering::Relaxed)
-    }
-
-    pub fn stats(&self) -> CommitStats {
-        CommitStats {
-            ops: self.counters.ops.load(Ordering::Relaxed),
-            transactions: self.counters.transactions.load(Ordering::Relaxed),
+impl Consensus {
+    /// Opens the durable log and the state machine under `data_dir` and starts this peer's Raft
+    /// node. It does not join or initialise anything: see [`Consensus::plan_start`].
+    pub async fn start(
+        data_dir: &Path,
+        state: Arc<PinState>,
+        observer: Arc<dyn StateObserver>,
+        p2p: P2p,
+        config: ConsensusConfig,
+    ) -> Result<Consensus> {
+        let dir = data_dir.join(CONSENSUS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let log = {
+            let path = dir.join("raft.redb");
+            tokio::task::spawn_blocking(move || LogStore::open(&path)).await.expect("open task")?
+        };
+        let node_id = log.node_id()?;
+        let machine = state_machine::StateMachine::open(state, observer, &dir.join("snapshots"))?;
+        let raft_config = openraft::Config {
+            cluster_name: "ipfs-cluster".into(),
+            heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: config.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max.as_millis() as u64,
+            // Entries are batches of up to 1024 pins: keep an append request well under the RPC's
+            // 16 MiB request limit.
+            max_payload_entries: 32,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 100,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
         }
-    }
-
-    /// Stops taking writes: the batch being written completes, everything still queued gets
-    /// [`Error::ShuttingDown`]. Returns when the writer task has ended.
-    pub async fn shutdown(&self) {
-        self.shutdown.cancel();
-        let writer = self.writer.lock().expect("the writer handle lock is never poisoned").take();
-        if let Some(writer) = writer {
-            if let Err(e) = writer.await {
-                tracing::error!(error = %e, "the consensus writer task failed");
-            }
-        }
-    }
-
-    async fn send(&self, request: Request) -> Result<()> {
-        if self.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown);
-        }
-        self.requests.send(request).await.map_err(|_| Error::ShuttingDown)
-    }
-}
-
-impl Drop for LocalConsensus {
-    /// Queued callers get [`Error::ShuttingDown`] rather than waiting forever.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-struct Writer {
-    state: Arc<PinState>,
-    observer: Arc<dyn StateObserver>,
-    inbox: mpsc::Receiver<Request>,
-    shutdown: CancellationToken,
-    counters: Arc<Counters>,
-}
-
-impl Writer {
-    async fn run(mut self) {
-        let mut next = None;
-        loop {
-            let request = match next.take() {
-                Some(request) => request,
-                None => tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => break,
-                    request = self.inbox.recv() => match request {
-                        Some(request) => request,
-                        None => break,
-                    },
-                },
-            };
-            match request {
-                Request::Op(op, reply) => {
-                    let mut ops = vec![op];
-                    let mut replies = vec![reply];
-                    while ops.len() < MAX_BATCH {
-                        match self.inbox.try_recv() {
-                            Ok(Request::Op(op, reply)) => {
-                                ops.push(op);
-                                replies.push(reply);
-                            }
-                            Ok(restore) => {
-                                next = Some(restore);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit_batch(ops, replies).await;
-                }
-                Request::Restore(reader, reply) => {
-                    let state = self.state.clone();
-                    let result = tokio::task::spawn_blocking(move || state.restore(reader))
-                        .await
-                        .unwrap_or_else(|e| Err(unknown_outcome(&e)));
-                    self.counters.failing.store(result.is_err(), Ordering::Relaxed);
-                    if let Ok(summary) = &result {
-                        self.observer.on_restored(summary);
-                    }
-                    // The caller may have given up waiting; the restore stands regardless.
-                    let _ = reply.send(result);
-                }
-            }
-        }
-        self.inbox.close();
-        let pending = next.into_iter().chain(std::iter::from_fn(|| self.inbox.try_recv().ok()));
-        for request in pending {
-            match request {
-                Request::Op(_, reply) => drop(reply.send(Err(Error::ShuttingDown))),
-                Request::Restore(_, reply) => drop(reply.send(Err(Error::ShuttingDown))),
-            }
-        }
-    }
-
-    async fn commit_batch(&self, ops: Vec<StateOp>, replies: Vec<oneshot::Sender<Result<Option<StateChange>>>>) {
-        let count = ops.len();
-        let state = self.state.clone();
-        let counters = self.counters.clone();
-        let outcomes = tokio::task::spawn_blocking(move || apply_batch(&state, &ops, &counters))
+        .validate()
+        .map_err(|e| Error::Config(format!("consensus: {e}")))?;
+        let network = network::Network { p2p: p2p.clone() };
+        let raft = types::Raft::new(node_id, Arc::new(raft_config), network, log, machine)
             .await
-            .unwrap_or_else(|e| (0..count).map(|_| Err(unknown_outcome(&e))).collect());
-        self.counters.ops.fetch_add(count as u64, Ordering::Relaxed);
-        let changes: Vec<StateChange> =
-            outcomes.iter().filter_map(|outcome| outcome.as_ref().ok().cloned().flatten()).collect();
-        if !changes.is_empty() {
-            self.observer.on_changes(&changes);
-        }
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            // The caller may have given up waiting; the write stands regardless.
-            let _ = reply.send(outcome);
+            .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
+        let shutdown = CancellationToken::new();
+        let writer = writer::Writer::start(raft.clone(), p2p.clone(), config.commit_timeout, shutdown.child_token());
+        tracing::info!(node_id, "Raft node started");
+        Ok(Consensus { raft, node_id, p2p, config, dir, writer, removed: CancellationToken::new(), shutdown })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+
+    /// Whether this peer has ever taken part in a cluster (it has Raft state).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Commits `op`: returns once the cluster committed it and this peer applied it.
+    pub async fn commit(&self, op: StateOp) -> Result<()> {
+        self.writer.commit(op).await
+    }
+
+    /// Commits a batch that another peer forwarded to this one, as the leader; returns its log index.
+    pub async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
+        writer::commit_as_leader(&self.raft, batch).await
+    }
+
+    /// The Raft node, for the RPC handler to feed messages into.
+    pub(crate) fn raft(&self) -> &types::Raft {
+        &self.raft
+    }
+
+    /// Ready to take writes: a member that knows a leader.
+    pub fn is_ready(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.running_state.is_ok()
+            && metrics.current_leader.is_some()
+            && metrics.membership_config.membership().get_node(&self.node_id).is_some()
+            && !self.removed.is_cancelled()
+    }
+
+    /// The members, for `/peers`, `/id` and allocation.
+    pub fn members(&self) -> Vec<ClusterNode> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().nodes().map(|(_, node)| node.clone()).collect()
+    }
+
+    /// Where consensus stands, from this peer's point of view (`GET /consensus`).
+    pub fn status(&self) -> ConsensusStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeMap<NodeId, ClusterNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        let peer_of = |id: &NodeId| nodes.get(id).map(|n| n.peer_id.clone());
+        let role = if self.removed.is_cancelled() {
+            ConsensusRole::Removed
+        } else if nodes.is_empty() {
+            ConsensusRole::Uninitialized
+        } else {
+            match metrics.state {
+                ServerState::Leader => ConsensusRole::Leader,
+                ServerState::Candidate => ConsensusRole::Candidate,
+                ServerState::Follower => ConsensusRole::Follower,
+                ServerState::Learner => ConsensusRole::Learner,
+                ServerState::Shutdown => ConsensusRole::Stopped,
+            }
+        };
+        ConsensusStatus {
+            node_id: self.node_id,
+            peer_id: self.p2p.peer_id().to_string(),
+            role,
+            leader: metrics.current_leader.as_ref().and_then(peer_of),
+            leader_node_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied_index: metrics.last_applied.map(|l| l.index),
+            joint: membership.get_joint_config().len() > 1,
+            members: nodes
+                .iter()
+                .map(|(id, node)| MemberStatus {
+                    node_id: *id,
+                    peer_id: node.peer_id.clone(),
+                    addresses: node.addrs.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
         }
     }
-}
 
-/// Applies a batch in one transaction. Should it fail, its ops are retried one by one, so that
-/// one bad op (say, over a damaged record) does not fail the others that happened to queue with it.
-fn apply_batch(state: &PinState, ops: &[StateOp], counters: &Counters) -> Vec<Result<Option<StateChange>>> {
-    let apply = |ops: &[StateOp]| {
-        counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let result = state.apply_each(ops, None);
-        counters.failing.store(result.is_err(), Ordering::Relaxed);
-        result
-    };
-    match apply(ops) {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(e) if ops.len() > 1 => {
-            tracing::warn!(error = %e, ops = ops.len(), "a batch of pinset writes failed; applying its ops one by one");
-            ops.iter().map(|op| apply(std::slice::from_ref(op)).map(|mut outcome| outcome.pop().flatten())).collect()
-        }
-        Err(e) => vec![Err(e)],
+    /// Resolves once this peer was removed from the cluster.
+    pub fn removed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.removed.cancelled()
     }
-}
 
-/// The blocking task applying a write panicked: whether the write reached the disk is unknown.
-fn unknown_outcome(e: &tokio::task::JoinError) -> Error {
-    Error::Storage(format!("the state writer failed: {e}; outcome unknown"))
+    /// Stops the Raft node. With `leave_on_shutdown`, leaves the cluster first.
+    pub async fn shutdown(&self) {
+        if self.config.leave_on_shutdown && !self.removed.is_cancelled() {
+            match tokio::time::timeout(Duration::from_secs(30), self.remove_peer(self.p2p.peer_id())).await {
+                Ok(Ok(())) => tracing::info!("left the cluster (leave_on_shutdown)"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster on shutdown"),
+                Err(_) => tracing::warn!("could not leave the cluster on shutdown: timed out"),
+            }
+        }
+        self.shutdown.cancel();
+        self.writer.stopped().await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "the Raft node did not stop cleanly");
+        }
+    }
+
+    /// After removal and shutdown: deletes the consensus data (log, snapshots) and leaves a
+    /// marker so that a restart does not start a new cluster on its own.
+    pub fn clean_after_removal(&self, data_dir: &Path) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir)?;
+        std::fs::write(
+            data_dir.join(REMOVED_MARKER),
+            "this peer was removed from its cluster; its consensus data was deleted\n",
+        )?;
+        Ok(())
+    }
 }

@@ -6,14 +6,15 @@
 //! `/ipld/<cid>[/...]` to `<cid>`, and `add` hashes each file part of the multipart body as ONE raw
 //! block (sha2-256, codec raw, CIDv1): no chunking, no UnixFS, so CIDs differ from a real daemon's for
 //! the same bytes. `add` does not pin (the cluster pins through its tracker); `repo_gc` removes
-//! nothing.
+//! nothing. `swarm_connect` records the address it was given (no dialling: any address ending in
+//! `/p2p/<id>` other than its own connects) and `swarm_peers` lists the peers so connected.
 //!
 //! Fault injection: [`FakeIpfs::set_unreachable`] (every call fails with
 //! [`Error::IpfsUnreachable`]), [`FakeIpfs::fail_next_pins`], [`FakeIpfs::set_op_delay`], a gate
 //! that holds pin and unpin calls until released ([`FakeIpfs::hold_ops`], [`FakeIpfs::release_ops`],
 //! [`FakeIpfs::open_gate`]) so tests can observe `pinning`/`pin_queued` deterministically, and
 //! [`FakeIpfs::remove_pin_behind_back`] / [`FakeIpfs::add_pin_behind_back`] for changes the cluster
-//! did not make.
+//! did not make; [`FakeIpfs::disconnect_all`] for a daemon that restarted and lost its connections.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use libp2p_identity::PeerId;
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -48,6 +49,7 @@ pub struct FakeIpfs {
     pin_calls: AtomicU64,
     unpin_calls: AtomicU64,
     pin_ls_calls: AtomicU64,
+    swarm_connect_calls: AtomicU64,
 }
 
 #[derive(Default)]
@@ -61,6 +63,8 @@ struct FakeState {
     repo_stat: RepoStat,
     /// `Some` while recording the order of pin calls (off by default: benchmarks make millions).
     pin_log: Option<Vec<Cid>>,
+    /// The daemons connected by `swarm_connect`, in connection order, each with the address used.
+    connected: Vec<(PeerId, Multiaddr)>,
 }
 
 impl Default for FakeIpfs {
@@ -87,6 +91,7 @@ impl FakeIpfs {
             pin_calls: AtomicU64::new(0),
             unpin_calls: AtomicU64::new(0),
             pin_ls_calls: AtomicU64::new(0),
+            swarm_connect_calls: AtomicU64::new(0),
         }
     }
 
@@ -187,6 +192,21 @@ impl FakeIpfs {
 
     pub fn pin_ls_calls(&self) -> u64 {
         self.pin_ls_calls.load(Ordering::SeqCst)
+    }
+
+    /// `swarm_connect` calls made, including failed ones.
+    pub fn swarm_connect_calls(&self) -> u64 {
+        self.swarm_connect_calls.load(Ordering::SeqCst)
+    }
+
+    /// The addresses the daemon is connected through, one per connected peer, in connection order.
+    pub fn connected_addresses(&self) -> Vec<Multiaddr> {
+        self.lock().connected.iter().map(|(_, address)| address.clone()).collect()
+    }
+
+    /// Drops every swarm connection, as a daemon restart does.
+    pub fn disconnect_all(&self) {
+        self.lock().connected.clear();
     }
 
     /// Pin and unpin calls running right now (including those held at the gate).
@@ -294,8 +314,31 @@ impl IpfsConnector for FakeIpfs {
         Ok(self.lock().pins.clone())
     }
 
-    async fn swarm_connect(&self, _addr: &Multiaddr) -> Result<()> {
-        self.check_reachable()
+    /// Like Kubo: the address must name the peer (`/p2p/<id>`), dialling oneself fails, and a peer
+    /// already connected is a success (the address it was first connected through is kept).
+    async fn swarm_connect(&self, address: &Multiaddr) -> Result<()> {
+        self.swarm_connect_calls.fetch_add(1, Ordering::SeqCst);
+        self.check_reachable()?;
+        let peer = address.iter().find_map(|protocol| match protocol {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        });
+        let Some(peer) = peer else {
+            return Err(Error::Ipfs(format!("invalid peer address {address}: no /p2p/<peer id>")));
+        };
+        if peer == self.peer_id {
+            return Err(Error::Ipfs(format!("connect {peer} failure: dial to self attempted")));
+        }
+        let mut state = self.lock();
+        if !state.connected.iter().any(|(connected, _)| *connected == peer) {
+            state.connected.push((peer, address.clone()));
+        }
+        Ok(())
+    }
+
+    async fn swarm_peers(&self) -> Result<Vec<PeerId>> {
+        self.check_reachable()?;
+        Ok(self.lock().connected.iter().map(|(peer, _)| *peer).collect())
     }
 
     async fn repo_stat(&self) -> Result<RepoStat> {
@@ -416,6 +459,36 @@ mod tests {
         assert_eq!(ipfs.pin_count(), 3);
         assert_eq!(ipfs.max_ops_in_flight(), 3);
         assert_eq!(ipfs.ops_in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn swarm_connect_records_peers_once_and_swarm_peers_lists_them() {
+        let ipfs = FakeIpfs::new();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let at =
+            |port: u16, peer: PeerId| -> Multiaddr { format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}").parse().unwrap() };
+        assert!(ipfs.swarm_peers().await.unwrap().is_empty());
+        ipfs.swarm_connect(&at(4001, a)).await.unwrap();
+        ipfs.swarm_connect(&at(4002, b)).await.unwrap();
+        // Already connected: a success, even through another address.
+        ipfs.swarm_connect(&at(4999, a)).await.unwrap();
+        assert_eq!(ipfs.swarm_peers().await.unwrap(), vec![a, b]);
+        assert_eq!(ipfs.connected_addresses(), vec![at(4001, a), at(4002, b)]);
+
+        let no_peer: Multiaddr = "/ip4/127.0.0.1/tcp/4003".parse().unwrap();
+        assert!(matches!(ipfs.swarm_connect(&no_peer).await, Err(Error::Ipfs(_))));
+        assert!(matches!(ipfs.swarm_connect(&at(4001, ipfs.peer_id())).await, Err(Error::Ipfs(_))));
+
+        ipfs.set_unreachable(true);
+        let c = PeerId::random();
+        assert!(matches!(ipfs.swarm_connect(&at(4004, c)).await, Err(Error::IpfsUnreachable(_))));
+        assert!(matches!(ipfs.swarm_peers().await, Err(Error::IpfsUnreachable(_))));
+        ipfs.set_unreachable(false);
+        assert_eq!(ipfs.swarm_peers().await.unwrap(), vec![a, b]);
+        assert_eq!(ipfs.swarm_connect_calls(), 6);
+
+        ipfs.disconnect_all();
+        assert!(ipfs.swarm_peers().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 pub use self::config::KuboConfig;
 use self::responses::{
     pin_mode_of, AddLine, GcLine, IdResponse, PinAddLine, PinLsLine, RepoStatResponse, ResolveResponse,
+    SwarmConnectResponse, SwarmPeersResponse,
 };
 use self::rpc::Rpc;
 use super::{AddRequest, AddedEntry, GcKey, IpfsConnector, RepoStat};
@@ -285,13 +286,18 @@ impl IpfsConnector for KuboClient {
         Ok(pins)
     }
 
-    async fn swarm_connect(&self, addr: &Multiaddr) -> Result<()> {
-        let arg = addr.to_string();
-        self.short("swarm/connect", async {
-            let response = self.rpc.call("swarm/connect", &[("arg", &arg)]).await?;
-            read_to_end(response.into_body(), IPFS_DAEMON).await.map(drop)
-        })
-        .await
+    /// A failed dial is an error status (Kubo `connect <id> failure: ...`, js-ipfs `All promises were
+    /// rejected`); success is `{"Strings":["connect <id> success"]}`, which is checked too.
+    async fn swarm_connect(&self, address: &Multiaddr) -> Result<()> {
+        let arg = address.to_string();
+        let answer: SwarmConnectResponse =
+            self.short("swarm/connect", self.call_json("swarm/connect", &[("arg", &arg)])).await?;
+        answer.check()
+    }
+
+    async fn swarm_peers(&self) -> Result<Vec<PeerId>> {
+        let answer: SwarmPeersResponse = self.short("swarm/peers", self.call_json("swarm/peers", &[])).await?;
+        answer.peer_ids()
     }
 
     async fn repo_stat(&self) -> Result<RepoStat> {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +68,15 @@ pub trait IpfsConnector: Send + Sync + 'static {
     async fn pin_status(&self, cid: &Cid) -> Result<Option<PinMode>>;
     /// Every recursive and direct pin of the daemon (indirect pins are not listed).
     async fn pin_ls(&self) -> Result<HashMap<CidKey, PinMode>>;
-    async fn swarm_connect(&self, addr: &Multiaddr) -> Result<()>;
+    /// Connects the daemon to another IPFS daemon at `address`, which ends in `/p2p/<peer id>`.
+    /// Daemons fetch content only from daemons they are connected to, so the peer connects its
+    /// daemon to the daemons of the other cluster peers (and to a pin's origins). Connecting to an
+    /// already connected daemon is a success.
+    async fn swarm_connect(&self, address: &Multiaddr) -> Result<()>;
+    /// The IPFS peer IDs the daemon is connected to right now (each once), so that only the
+    /// cluster peers' daemons that are missing get connected again (connections are lost when a
+    /// daemon restarts, and daemons do not always redial by themselves).
+    async fn swarm_peers(&self) -> Result<Vec<PeerId>>;
     async fn repo_stat(&self) -> Result<RepoStat>;
     /// Resolves an `/ipfs/...`, `/ipns/...` or `/ipld/...` path to the CID it names.
     async fn resolve(&self, path: &str) -> Result<Cid>;

@@ -20,13 +20,34 @@ use super::RpcHandler;
 use crate::{Error, Result};
 
 pub(crate) enum Command {
-    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
-    Dial { address: Multiaddr, reply: oneshot::Sender<Result<PeerId>> },
-    ConnectedPeers { reply: oneshot::Sender<Vec<PeerId>> },
-    PeerAddrs { peer: PeerId, reply: oneshot::Sender<Vec<Multiaddr>> },
-    Request { peer: PeerId, request: RpcRequest, reply: oneshot::Sender<Result<RpcResponse>> },
-    Serve { handler: Arc<dyn RpcHandler> },
-    Shutdown { reply: oneshot::Sender<()> },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PeerAddrs {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Request {
+        peer: PeerId,
+        /// Addresses to dial the peer through when not connected (learnt for later requests too).
+        addrs: Vec<Multiaddr>,
+        /// Boxed: Raft's append requests make it much larger than every other command.
+        request: Box<RpcRequest>,
+        reply: oneshot::Sender<Result<RpcResponse>>,
+    },
+    Serve {
+        handler: Arc<dyn RpcHandler>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) struct EventLoop {
@@ -95,9 +116,12 @@ impl EventLoop {
             Command::PeerAddrs { peer, reply } => {
                 let _ = reply.send(self.identified.get(&peer).cloned().unwrap_or_default());
             }
-            Command::Request { peer, request, reply } => {
+            Command::Request { peer, addrs, request, reply } => {
+                for address in addrs {
+                    self.swarm.add_peer_address(peer, address);
+                }
                 // Dials the peer first when not connected, through the addresses known for it.
-                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
+                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, *request);
                 self.requests.insert(id, (peer, reply));
             }
             Command::Serve { handler } => self.handler = Some(handler),

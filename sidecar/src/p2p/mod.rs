@@ -141,7 +141,12 @@ impl P2p {
     /// Calls `peer`, connecting first when needed. The peer's [`RpcResponse::Error`] comes back as
     /// [`Error::Remote`]; an unreachable peer as [`Error::PeerUnreachable`].
     pub async fn request(&self, peer: PeerId, request: RpcRequest) -> Result<RpcResponse> {
-        match self.call(|reply| Command::Request { peer, request, reply }).await?? {
+        self.request_via(peer, Vec::new(), request).await
+    }
+
+    /// [`P2p::request`], dialing through `addrs` when not connected (and remembering them).
+    pub async fn request_via(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: RpcRequest) -> Result<RpcResponse> {
+        match self.call(|reply| Command::Request { peer, addrs, request: Box::new(request), reply }).await?? {
             RpcResponse::Error(message) => Err(Error::Remote { code: 500, message: format!("peer {peer}: {message}") }),
             response => Ok(response),
         }

@@ -1,26 +1,82 @@
 //! The messages peers exchange over the request-response protocol, CBOR-encoded.
 //!
-//! One request enum and one response enum: a new call (Raft's append/vote/snapshot, pin calls) is a
-//! new variant of each, so peers of one version always agree on the wire.
+//! One request enum and one response enum: a new call is a new variant of each, so peers of one
+//! version always agree on the wire.
 
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::types::Id;
+use crate::consensus::{ClusterNode, NodeId, OpBatch, TypeConfig};
+use crate::types::{CidKey, Id, Metric, PinInfoShort};
 
 /// The request-response protocol of the cluster peers.
 pub(crate) const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0");
 
 /// A call to another peer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one request per call; boxing buys nothing
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RpcRequest {
     /// The peer's `GET /id` object.
     Id,
+    /// Raft replication, election and snapshot transfer, for the peer's Raft node.
+    RaftAppend(AppendEntriesRequest<TypeConfig>),
+    RaftVote(VoteRequest<NodeId>),
+    RaftSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// To the leader: commit a batch of pinset ops; answers [`RpcResponse::Written`].
+    Write(OpBatch),
+    /// Who the peer is in consensus; answers [`RpcResponse::NodeInfo`].
+    NodeInfo,
+    /// To the leader: add this node (learner, catch-up, then voter when there is room).
+    AddMember {
+        node_id: NodeId,
+        node: ClusterNode,
+    },
+    /// To the leader: remove the member with this peer ID.
+    RemoveMember {
+        peer_id: String,
+    },
+    /// From a new peer to a member: add me, reachable at these addresses; answers
+    /// [`RpcResponse::Joined`].
+    Join {
+        addrs: Vec<String>,
+    },
+    /// From the peer that added this one: the members, and the address it reached this peer at.
+    Welcome {
+        members: Vec<ClusterNode>,
+        observed_addr: String,
+    },
+    /// From the leader: this peer was removed from the cluster and must stop taking part.
+    Removed,
+    /// A peer's latest metrics, pushed to every other member.
+    Metrics(Vec<Metric>),
+    /// This peer's tracker statuses of these CIDs, in the same order.
+    Statuses(Vec<CidKey>),
 }
 
 /// The answer to an [`RpcRequest`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum RpcResponse {
+    Ok,
     Id(Box<Id>),
+    RaftAppend(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    RaftVote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    RaftSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The log index the batch was committed at.
+    Written {
+        index: u64,
+    },
+    NodeInfo {
+        node_id: NodeId,
+        initialized: bool,
+    },
+    Joined {
+        members: Vec<ClusterNode>,
+    },
+    Statuses(Vec<PinInfoShort>),
     /// The peer could not answer; [`super::P2p::request`] turns it into an error for the caller.
     Error(String),
 }

@@ -36,17 +36,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use libp2p_identity::PeerId;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError};
+use serde::{Deserialize, Serialize};
 
 use crate::types::{Cid, CidKey, Pin, PinMode};
 use crate::Result;
 
-pub use snapshot::RestoreSummary;
+pub use snapshot::SnapshotSummary;
 
 /// An operation on the pinset.
 // The pin travels by value: each op moves once through a channel, and boxing it would cost an
 // allocation per write on the hottest path.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StateOp {
     /// Adds or replaces the pin of `pin.cid`.
     Pin(Pin),
@@ -72,7 +73,7 @@ pub trait StateObserver: Send + Sync + 'static {
     /// state itself (for the tracker: a full sync of the state against IPFS). Called once, after
     /// the restore is durable and before any later change is reported. The default does nothing,
     /// which is only right for observers that keep no view of the pinset.
-    fn on_restored(&self, _summary: &RestoreSummary) {}
+    fn on_restored(&self, _summary: &SnapshotSummary) {}
 }
 
 /// A removal whose IPFS side may not have run yet on some peer: the CID was unpinned, or its
@@ -270,8 +271,9 @@ impl PinState {
     }
 
     /// Writes every pin, from one consistent read, as a self-describing checksummed stream that
-    /// [`PinState::restore`] reads back. Returns the number of pins written.
-    pub fn snapshot(&self, writer: impl Write) -> Result<u64> {
+    /// [`PinState::restore`] reads back. Returns how many pins it wrote and the `last_applied`
+    /// blob they go with.
+    pub fn snapshot(&self, writer: impl Write) -> Result<SnapshotSummary> {
         snapshot::write(self, writer)
     }
 
@@ -279,7 +281,7 @@ impl PinState {
     /// one durable transaction. A damaged or truncated stream is an error and leaves the state as
     /// it was. Observers are not told here: whoever drives the state calls
     /// [`StateObserver::on_restored`] with the summary once this returns.
-    pub fn restore(&self, reader: impl Read) -> Result<RestoreSummary> {
+    pub fn restore(&self, reader: impl Read) -> Result<SnapshotSummary> {
         snapshot::restore(self, reader)
     }
 

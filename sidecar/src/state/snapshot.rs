@@ -22,16 +22,17 @@ const SNAPSHOT_VERSION: u32 = 1;
 /// Far above any real pin or blob: a bigger length is damage, not something to allocate.
 const MAX_ITEM_LEN: u32 = 16 * 1024 * 1024;
 
-/// What a restore installed. See [`super::StateObserver::on_restored`].
+/// What a snapshot holds: what [`PinState::snapshot`] wrote, or what a restore installed (see
+/// [`super::StateObserver::on_restored`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct RestoreSummary {
-    /// Pins in the state after the restore.
+pub struct SnapshotSummary {
+    /// Pins in the snapshot.
     pub pins: u64,
-    /// The `last_applied` blob that came with the snapshot.
+    /// The `last_applied` blob of the same consistent read as the pins.
     pub last_applied: Option<Vec<u8>>,
 }
 
-pub(super) fn write(state: &PinState, writer: impl Write) -> Result<u64> {
+pub(super) fn write(state: &PinState, writer: impl Write) -> Result<SnapshotSummary> {
     let path = state.path();
     let txn = state.begin_read()?;
     let pins = store::open_read(&txn, store::PINS, path)?;
@@ -66,10 +67,10 @@ pub(super) fn write(state: &PinState, writer: impl Write) -> Result<u64> {
     out.write(TRAILER_MAGIC).map_err(sink_error)?;
     out.write(&crc.to_le_bytes()).map_err(sink_error)?;
     out.inner.flush().map_err(sink_error)?;
-    Ok(count)
+    Ok(SnapshotSummary { pins: count, last_applied: applied.map(|blob| blob.value().to_vec()) })
 }
 
-pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<RestoreSummary> {
+pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<SnapshotSummary> {
     let path = state.path();
     let mut input = Checksummed::new(BufReader::with_capacity(256 * 1024, reader));
     let (count, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
@@ -96,7 +97,7 @@ pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<RestoreSumm
     }
     txn.commit().map_err(|e| store::db_error(path, "committing a restore", e))?;
     tracing::info!(file = %path.display(), pins = count, "restored the pinset from a snapshot");
-    Ok(RestoreSummary { pins: count, last_applied: applied })
+    Ok(SnapshotSummary { pins: count, last_applied: applied })
 }
 
 fn read_header<R: Read>(input: &mut Checksummed<R>) -> Result<(u64, Option<Vec<u8>>), StreamError> {

@@ -293,12 +293,12 @@ fn snapshot_restores_into_a_fresh_state() {
     source.apply_each(&ops, Some(b"term-2-index-9")).unwrap();
 
     let mut stream = Vec::new();
-    assert_eq!(source.snapshot(&mut stream).unwrap(), 500);
+    assert_eq!(source.snapshot(&mut stream).unwrap().pins, 500);
 
     let target = PinState::open(&dir.path().join("b.redb")).unwrap();
     target.apply(&[StateOp::Pin(pin_n(10_000))]).unwrap();
     let summary = target.restore(stream.as_slice()).unwrap();
-    assert_eq!(summary, RestoreSummary { pins: 500, last_applied: Some(b"term-2-index-9".to_vec()) });
+    assert_eq!(summary, SnapshotSummary { pins: 500, last_applied: Some(b"term-2-index-9".to_vec()) });
     assert_eq!(all_pins(&target), all_pins(&source));
     assert_eq!(target.last_applied().unwrap(), Some(b"term-2-index-9".to_vec()));
     assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![pins[3].clone()]);
@@ -306,7 +306,7 @@ fn snapshot_restores_into_a_fresh_state() {
     // An empty state restores to empty, and clears the position.
     let mut empty = Vec::new();
     PinState::open(&dir.path().join("c.redb")).unwrap().snapshot(&mut empty).unwrap();
-    assert_eq!(target.restore(empty.as_slice()).unwrap(), RestoreSummary { pins: 0, last_applied: None });
+    assert_eq!(target.restore(empty.as_slice()).unwrap(), SnapshotSummary { pins: 0, last_applied: None });
     assert!(target.is_empty().unwrap());
     assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![]);
     assert_eq!(target.last_applied().unwrap(), None);

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ipfs::IpfsConnector;
-use crate::state::{RestoreSummary, StateChange, StateObserver};
+use crate::state::{SnapshotSummary, StateChange, StateObserver};
 use crate::types::{Cid, CidKey, Pin, PinMode, TrackerStatus};
 use crate::Result;
 
@@ -491,7 +491,7 @@ impl StateObserver for PinTracker {
         }
     }
 
-    fn on_restored(&self, summary: &RestoreSummary) {
+    fn on_restored(&self, summary: &SnapshotSummary) {
         info!(pins = summary.pins, "pinset restored: full sync with the IPFS daemon");
         self.shared.resync.notify_one();
     }

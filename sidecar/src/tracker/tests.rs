@@ -409,7 +409,7 @@ async fn a_full_queue_refuses_pins_with_an_error_until_a_sync_finds_room() {
 async fn a_restored_pinset_triggers_a_full_sync() {
     let h = Harness::started(config()).await;
     let before = h.ipfs.pin_ls_calls();
-    h.tracker.on_restored(&RestoreSummary { pins: 0, last_applied: None });
+    h.tracker.on_restored(&SnapshotSummary { pins: 0, last_applied: None });
     h.wait_for("another pin/ls", || h.ipfs.pin_ls_calls() > before).await;
 }
 

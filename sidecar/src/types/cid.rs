@@ -54,6 +54,29 @@ impl From<&Cid> for CidKey {
     }
 }
 
+/// As bytes: keys travel in Raft log entries and RPCs between peers.
+impl Serialize for CidKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CidKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyBytes;
+        impl serde::de::Visitor<'_> for KeyBytes {
+            type Value = CidKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of a CID key (codec and multihash)")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<CidKey, E> {
+                CidKey::from_bytes(bytes).ok_or_else(|| E::custom("not a CID key"))
+            }
+        }
+        deserializer.deserialize_bytes(KeyBytes)
+    }
+}
+
 impl fmt::Debug for CidKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CidKey({})", self.to_cid())

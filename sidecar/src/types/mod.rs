@@ -2,6 +2,7 @@
 
 mod api_error;
 mod cid;
+mod consensus;
 mod duration;
 mod health;
 mod metric;
@@ -14,6 +15,7 @@ pub mod time;
 
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey};
 pub use api_error::{ApiError, Token};
+pub use consensus::{AddPeer, ConsensusRole, ConsensusStatus, MemberStatus};
 pub use duration::{format_go_duration, go_duration, parse_go_duration, parse_std_duration};
 pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
 pub use metric::{Alert, Metric};

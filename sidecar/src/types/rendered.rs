@@ -54,14 +54,32 @@ pub(crate) mod multiaddrs {
         seq.end()
     }
 
+    /// Reads strings whatever the format: `Multiaddr`'s own serde expects bytes from binary
+    /// formats (the CBOR of peer-to-peer calls), but these were written as text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
-        Ok(Option::<Vec<Multiaddr>>::deserialize(d)?.unwrap_or_default())
+        // JSON may carry `null`; binary formats always carry the list that was written.
+        let texts = if d.is_human_readable() {
+            Option::<Vec<String>>::deserialize(d)?.unwrap_or_default()
+        } else {
+            Vec::<String>::deserialize(d)?
+        };
+        texts.iter().map(|text| text.parse().map_err(serde::de::Error::custom)).collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiaddrs_read_back_from_binary_formats() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Addrs(#[serde(with = "multiaddrs")] Vec<Multiaddr>);
+        let addrs = Addrs(vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()]);
+        let bytes = postcard::to_allocvec(&addrs).unwrap();
+        assert_eq!(postcard::from_bytes::<Addrs>(&bytes).unwrap(), addrs);
+        assert_eq!(serde_json::from_str::<Addrs>(r#"["/ip4/127.0.0.1/tcp/4001"]"#).unwrap(), addrs);
+    }
 
     #[test]
     fn remembered_text_is_the_display_text() {

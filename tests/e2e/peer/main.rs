@@ -5,9 +5,10 @@
 //! kill, restart or start a daemon late run their own. Every peer has its own loopback address and
 //! temporary data directory. Waits poll a condition under a generous deadline; none sleeps.
 
+use e2e::common;
+
 mod auth;
 mod cli;
-mod common;
 mod faults;
 mod network;
 mod pins;

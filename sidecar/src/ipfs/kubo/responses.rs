@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use libp2p_identity::PeerId;
 use serde::{de, Deserialize, Deserializer};
 
 use crate::ipfs::{AddedEntry, GcKey};
@@ -16,6 +17,55 @@ pub(super) struct IdResponse {
     pub(super) id: String,
     #[serde(rename = "Addresses", default)]
     pub(super) addresses: Option<Vec<String>>,
+}
+
+/// `swarm/connect`: `{"Strings":["connect <id> success"]}` per address (Kubo and js-ipfs).
+#[derive(Debug, Deserialize)]
+pub(super) struct SwarmConnectResponse {
+    #[serde(rename = "Strings", default)]
+    pub(super) strings: Option<Vec<String>>,
+}
+
+impl SwarmConnectResponse {
+    /// Both daemons report a failed dial with an error status; a `failure` line under a success
+    /// status is taken as the error all the same.
+    pub(super) fn check(self) -> Result<()> {
+        match self.strings.unwrap_or_default().into_iter().find(|line| line.contains("failure")) {
+            Some(failure) => Err(Error::Ipfs(failure)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `swarm/peers`: one entry per connection (a daemon may have several to one peer); Kubo answers
+/// `{"Peers":null}` when there is none. Only the peer ID matters here.
+#[derive(Debug, Deserialize)]
+pub(super) struct SwarmPeersResponse {
+    #[serde(rename = "Peers", default)]
+    pub(super) peers: Option<Vec<SwarmPeer>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct SwarmPeer {
+    #[serde(rename = "Peer")]
+    pub(super) peer: String,
+}
+
+impl SwarmPeersResponse {
+    /// The connected peer IDs, each once, in the order the daemon listed them.
+    pub(super) fn peer_ids(self) -> Result<Vec<PeerId>> {
+        let mut ids: Vec<PeerId> = Vec::new();
+        for entry in self.peers.unwrap_or_default() {
+            let id = entry
+                .peer
+                .parse::<PeerId>()
+                .map_err(|e| Error::Ipfs(format!("swarm/peers answered an invalid peer ID {:?}: {e}", entry.peer)))?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// One line of `pin/add?progress=true`: `{"Progress":n}` while fetching (Kubo only), then
@@ -258,6 +308,38 @@ mod tests {
         let with_rest = ResolveResponse { path: format!("/ipfs/{V0}/a/b") };
         assert_eq!(with_rest.cid().unwrap().to_string(), V0);
         assert!(matches!(ResolveResponse { path: "/ipns/k51".into() }.cid(), Err(Error::Ipfs(_))));
+    }
+
+    #[test]
+    fn swarm_connect_success_and_failure_lines() {
+        let ok: SwarmConnectResponse = decode_line(br#"{"Strings":["connect 12D3KooWA success"]}"#).unwrap();
+        ok.check().unwrap();
+        let bare: SwarmConnectResponse = decode_line(b"{}").unwrap();
+        bare.check().unwrap();
+        let failed: SwarmConnectResponse =
+            decode_line(br#"{"Strings":["connect 12D3KooWA failure: dial refused"]}"#).unwrap();
+        assert!(matches!(failed.check(), Err(Error::Ipfs(m)) if m.contains("dial refused")));
+    }
+
+    #[test]
+    fn swarm_peers_listed_null_or_empty() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let listed: SwarmPeersResponse = decode_line(
+            format!(
+                r#"{{"Peers":[{{"Addr":"/ip4/127.0.0.1/tcp/4001","Peer":"{a}","Latency":"","Muxer":"","Streams":null}},
+                   {{"Addr":"/ip4/10.0.0.2/tcp/4001","Peer":"{b}"}},{{"Addr":"/ip6/::1/tcp/4001","Peer":"{a}"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(listed.peer_ids().unwrap(), vec![a, b], "each peer once, in the daemon's order");
+        let none: SwarmPeersResponse = decode_line(br#"{"Peers":null}"#).unwrap();
+        assert!(none.peer_ids().unwrap().is_empty());
+        let empty: SwarmPeersResponse = decode_line(br#"{"Peers":[]}"#).unwrap();
+        assert!(empty.peer_ids().unwrap().is_empty());
+        let bad: SwarmPeersResponse =
+            decode_line(br#"{"Peers":[{"Addr":"/ip4/1.2.3.4/tcp/1","Peer":"nope"}]}"#).unwrap();
+        assert!(matches!(bad.peer_ids(), Err(Error::Ipfs(m)) if m.contains("invalid peer ID")));
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! Helpers of the peer tests: a peer process with its own temporary data directory and a raw
-//! HTTP view of its REST API, content the daemons do not have yet, and condition polling.
+//! Helpers shared by the end-to-end tests: a peer process with its own temporary data directory
+//! and a raw HTTP view of its REST API, content the daemons do not have yet, and condition polling.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use e2e::ipfs_daemon::IpfsDaemon;
-use e2e::peer::{unique_loopback, PeerOptions, PeerProcess, TEST_SECRET};
+use crate::ipfs_daemon::IpfsDaemon;
+use crate::peer::{unique_loopback, PeerOptions, PeerProcess, TEST_SECRET};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

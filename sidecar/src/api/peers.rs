@@ -1,0 +1,51 @@
+//! Handlers of membership: `/peers` (reference) and `/consensus` (ours, for the operator).
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::StatusCode;
+use libp2p::{Multiaddr, PeerId};
+use warp::reply::Response;
+
+use super::error::{json_response, no_content};
+use super::routes::Ctx;
+use super::stream::ndjson;
+use crate::types::AddPeer;
+use crate::{Error, Result};
+
+pub(crate) async fn list(ctx: Ctx) -> Response {
+    ndjson(ctx.cluster.peers().map(Ok).boxed()).await
+}
+
+/// `POST /peers` with `{"peer_id": "...", "addresses": ["/ip4/.../tcp/9096"]}`: the added peer's ID.
+pub(crate) async fn add(body: Bytes, ctx: Ctx) -> Result<Response> {
+    let request: AddPeer =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
+    let peer = parse_peer(&request.peer_id)?;
+    let addrs = request
+        .addresses
+        .iter()
+        .map(|a| a.parse::<Multiaddr>().map_err(|e| Error::BadRequest(format!("invalid address {a:?}: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let id = ctx.cluster.add_peer(peer, addrs).await?;
+    Ok(json_response(StatusCode::OK, &id))
+}
+
+/// `DELETE /peers/{peer}`: 204 once the removal is committed.
+pub(crate) async fn remove(peer: String, ctx: Ctx) -> Result<Response> {
+    ctx.cluster.remove_peer(parse_peer(&peer)?).await?;
+    Ok(no_content())
+}
+
+/// `GET /consensus`.
+pub(crate) async fn status(ctx: Ctx) -> Response {
+    json_response(StatusCode::OK, &ctx.cluster.consensus_status())
+}
+
+/// `POST /consensus/init`: 409 when the peer already belongs to a cluster.
+pub(crate) async fn init(ctx: Ctx) -> Result<Response> {
+    Ok(json_response(StatusCode::OK, &ctx.cluster.init_cluster().await?))
+}
+
+fn parse_peer(text: &str) -> Result<PeerId> {
+    text.trim().parse().map_err(|e| Error::BadRequest(format!("invalid peer ID {text:?}: {e}")))
+}

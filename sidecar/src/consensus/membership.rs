@@ -1,0 +1,332 @@
+//! Adding and removing peers: the seed's peer add / peer remove procedure, adapted to Raft.
+//!
+//! Any peer takes the request; the changes themselves run on the leader (forwarded over RPC).
+//! - add: reach the newcomer (or fail with membership unchanged), check the cluster has quorum,
+//!   commit it as a learner and wait until it caught up, make it a voter when there is room (see
+//!   [`plan_voters`]), then send it the member list and the address it was reached at. A failed
+//!   step undoes the ones before it.
+//! - remove: refuse the last member; check quorum; commit the removal (promoting a learner when a
+//!   voter leaves); tell the removed peer, which stops, cleans its consensus data and says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use openraft::ChangeMembers;
+
+use super::plan::{plan_voters, VoterFacts};
+use super::types::{ClusterNode, NodeId};
+use super::Consensus;
+use crate::p2p::{RpcRequest, RpcResponse};
+use crate::{Error, Result};
+
+/// How long the leader may take to confirm it still has a quorum before a change is refused.
+const QUORUM_CHECK: Duration = Duration::from_secs(5);
+/// A member within this many log entries of the leader counts as healthy (each entry is a batch).
+const HEALTHY_LAG: u64 = 100;
+
+impl Consensus {
+    /// Starts a new cluster whose only member is this peer. Refused when this peer already has
+    /// consensus state: a cluster is initialised exactly once.
+    pub async fn initialize(&self) -> Result<()> {
+        if self.is_initialized().await {
+            return Err(Error::Conflict("this peer already belongs to a cluster; it cannot start a new one".into()));
+        }
+        let me = self.me().await?;
+        self.raft
+            .initialize(BTreeMap::from([(self.node_id, me)]))
+            .await
+            .map_err(|e| Error::Conflict(format!("cannot initialise the cluster: {e}")))?;
+        tracing::info!(node_id = self.node_id, "initialised a new cluster with this peer as its only member");
+        Ok(())
+    }
+
+    /// This peer as a member: its ID and the addresses it listens on.
+    pub(crate) async fn me(&self) -> Result<ClusterNode> {
+        let addrs: Vec<Multiaddr> = self.p2p.listen_addrs().await?.into_iter().filter(is_dialable).collect();
+        Ok(ClusterNode::new(self.p2p.peer_id(), &addrs))
+    }
+
+    /// Asks the members at `bootstrap` to add this peer, one after the other until one does.
+    pub async fn join(&self, bootstrap: &[Multiaddr]) -> Result<Vec<ClusterNode>> {
+        let me = self.me().await?;
+        let mut errors = Vec::new();
+        for address in bootstrap {
+            let attempt = async {
+                let peer = self.p2p.dial(address.clone()).await?;
+                match self.p2p.request(peer, RpcRequest::Join { addrs: me.addrs.clone() }).await? {
+                    RpcResponse::Joined { members } => Ok(members),
+                    other => Err(unexpected(other)),
+                }
+            };
+            match attempt.await {
+                Ok(members) => {
+                    tracing::info!(via = %address, members = members.len(), "joined the cluster");
+                    return Ok(members);
+                }
+                Err(e) => {
+                    tracing::warn!(via = %address, error = %e, "could not join through this peer");
+                    errors.push(format!("{address}: {e}"));
+                }
+            }
+        }
+        Err(Error::Unavailable(format!("could not join the cluster: {}", errors.join("; "))))
+    }
+
+    /// Adds the peer `peer`, reachable at `addrs` (or at the addresses it announced to this peer).
+    /// Returns it as a member.
+    pub async fn add_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<ClusterNode> {
+        let mut addrs: Vec<Multiaddr> = addrs.into_iter().map(|a| without_p2p(&a)).collect();
+        if addrs.is_empty() {
+            addrs = self.p2p.peer_addrs(peer).await?.into_iter().filter(is_dialable).collect();
+        }
+        if addrs.is_empty() {
+            return Err(Error::BadRequest(format!("no address is known for peer {peer}: give its cluster address")));
+        }
+        // Reachable, and who it is in consensus.
+        let info = self.p2p.request_via(peer, addrs.clone(), RpcRequest::NodeInfo).await.map_err(|e| match e {
+            Error::PeerUnreachable(why) | Error::Timeout(why) => {
+                Error::PeerUnreachable(format!("cannot reach peer {peer}; it was not added: {why}"))
+            }
+            e => e,
+        })?;
+        let RpcResponse::NodeInfo { node_id, initialized } = info else { return Err(unexpected(info)) };
+        let members = self.members();
+        let known = members.iter().any(|m| m.peer_id == peer.to_string());
+        if initialized && !known {
+            return Err(Error::Conflict(format!(
+                "peer {peer} already belongs to a cluster (it has consensus state); remove it there or wipe its data first"
+            )));
+        }
+        let node = ClusterNode::new(peer, &addrs);
+        self.on_leader(RpcRequest::AddMember { node_id, node: node.clone() }).await?;
+        let welcome = RpcRequest::Welcome { members: self.members(), observed_addr: addrs[0].to_string() };
+        if let Err(e) = self.p2p.request_via(peer, addrs, welcome).await {
+            tracing::warn!(%peer, error = %e, "added a peer but could not send it the member list");
+        }
+        Ok(node)
+    }
+
+    /// Removes the member with libp2p identity `peer` (this peer included).
+    pub async fn remove_peer(&self, peer: PeerId) -> Result<()> {
+        if !self.members().iter().any(|m| m.peer_id == peer.to_string()) {
+            return Err(Error::NotFound(format!("{peer} is not a cluster member")));
+        }
+        self.on_leader(RpcRequest::RemoveMember { peer_id: peer.to_string() }).await
+    }
+
+    /// Runs a membership change on the leader: here when this peer leads, else over RPC.
+    async fn on_leader(&self, request: RpcRequest) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.ok_or_else(|| no_quorum("no leader is known"))?;
+        if leader == self.node_id {
+            return self.change_as_leader(request).await;
+        }
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or_else(|| no_quorum("the leader is not in the membership"))?;
+        let peer = node.peer().ok_or_else(|| no_quorum("the leader has a bad peer ID"))?;
+        match self.p2p.request_via(peer, node.multiaddrs(), request).await {
+            Ok(RpcResponse::Ok) => Ok(()),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::PeerUnreachable(why)) => Err(no_quorum(&format!("the leader is unreachable: {why}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`RpcRequest::AddMember`] and [`RpcRequest::RemoveMember`] on the leader.
+    pub(crate) async fn change_as_leader(&self, request: RpcRequest) -> Result<()> {
+        match request {
+            RpcRequest::AddMember { node_id, node } => self.add_member(node_id, node).await,
+            RpcRequest::RemoveMember { peer_id } => self.remove_member(&peer_id).await,
+            other => Err(Error::BadRequest(format!("not a membership change: {other:?}"))),
+        }
+    }
+
+    async fn add_member(&self, node_id: NodeId, node: ClusterNode) -> Result<()> {
+        self.check_quorum().await?;
+        let before = self.raft.metrics().borrow().membership_config.membership().clone();
+        // The same identity under another node id: the peer's data was wiped, its old node is gone
+        // for good. Remove it first so it does not count towards quorum.
+        let stale: BTreeSet<NodeId> =
+            before.nodes().filter(|(id, n)| n.peer_id == node.peer_id && **id != node_id).map(|(id, _)| *id).collect();
+        if !stale.is_empty() {
+            self.remove_nodes(&stale).await?;
+        }
+        let catch_up =
+            tokio::time::timeout(self.config.catch_up_timeout, self.raft.add_learner(node_id, node.clone(), true));
+        let added = match catch_up.await {
+            Ok(Ok(_)) => self.rebalance_voters(Some(node_id)).await,
+            Ok(Err(e)) => Err(Error::Unavailable(format!("could not add {} as a learner: {e}", node.peer_id))),
+            Err(_) => Err(Error::Timeout(format!(
+                "{} did not catch up within {:?}",
+                node.peer_id, self.config.catch_up_timeout
+            ))),
+        };
+        if let Err(e) = added {
+            tracing::warn!(peer = %node.peer_id, error = %e, "adding a peer failed; undoing");
+            if before.get_node(&node_id).is_none() {
+                if let Err(undo) = self.remove_nodes(&BTreeSet::from([node_id])).await {
+                    tracing::error!(peer = %node.peer_id, error = %undo, "could not undo a failed addition");
+                }
+            }
+            return Err(e);
+        }
+        tracing::info!(peer = %node.peer_id, node_id, "added a peer to the cluster");
+        Ok(())
+    }
+
+    async fn remove_member(&self, peer_id: &str) -> Result<()> {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let ids: BTreeSet<NodeId> =
+            membership.nodes().filter(|(_, n)| n.peer_id == peer_id).map(|(id, _)| *id).collect();
+        let Some(removed) = membership.nodes().find(|(_, n)| n.peer_id == peer_id).map(|(_, n)| n.clone()) else {
+            return Err(Error::NotFound(format!("{peer_id} is not a cluster member")));
+        };
+        if membership.nodes().count() <= ids.len() {
+            return Err(Error::Conflict("cannot remove the last member of the cluster".into()));
+        }
+        self.check_quorum().await?;
+        self.remove_nodes(&ids).await?;
+        tracing::info!(peer = %peer_id, "removed a peer from the cluster");
+        if ids.contains(&self.node_id) {
+            self.on_removed();
+        } else if let Some(peer) = removed.peer() {
+            // The removed peer no longer hears from the leader: tell it, so it stops campaigning.
+            if let Err(e) = self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed).await {
+                tracing::warn!(peer = %peer_id, error = %e, "removed a peer that could not be told");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `ids` out of the membership, voters and learners alike, keeping the voter count right.
+    async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut left_over = ids.clone();
+        if voters.iter().any(|id| ids.contains(id)) {
+            let facts = VoterFacts {
+                members: membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect(),
+                voters: voters.iter().copied().filter(|id| !ids.contains(id)).collect(),
+                healthy: healthy(&metrics),
+                leader: self.node_id,
+                max_voters: self.config.max_voters,
+            };
+            let planned = plan_voters(&facts);
+            // Retained as learners: a voter demoted to keep the count odd stays a member; the
+            // removed ones go in the next step.
+            let after = self.change(ChangeMembers::ReplaceAllVoters(planned), true).await?;
+            // Read from the change's answer: the metrics may not show it yet.
+            left_over = ids.iter().copied().filter(|id| after.get_node(id).is_some()).collect();
+        }
+        let left = left_over;
+        if !left.is_empty() {
+            self.change(ChangeMembers::RemoveNodes(left), false).await?;
+        }
+        Ok(())
+    }
+
+    /// Promotes or demotes so the voters are what [`plan_voters`] says, and finishes a change
+    /// left joint by a leader that died half-way. Run after each addition (`caught_up`: the node
+    /// just added, which the replication metrics may not show as healthy yet) and by the leader's
+    /// periodic check.
+    pub(crate) async fn rebalance_voters(&self, caught_up: Option<NodeId>) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) {
+            return Ok(());
+        }
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let facts = VoterFacts {
+            members: membership.nodes().map(|(id, _)| *id).collect(),
+            voters: voters.clone(),
+            healthy: healthy(&metrics).into_iter().chain(caught_up).collect(),
+            leader: self.node_id,
+            max_voters: self.config.max_voters,
+        };
+        let planned = plan_voters(&facts);
+        let joint = membership.get_joint_config().len() > 1;
+        if planned != voters || joint {
+            tracing::info!(?voters, ?planned, joint, "changing the voters");
+            self.change(ChangeMembers::ReplaceAllVoters(planned), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits a membership change; returns the membership it led to.
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, ClusterNode>,
+        retain: bool,
+    ) -> Result<openraft::Membership<NodeId, ClusterNode>> {
+        let response = self
+            .raft
+            .change_membership(change, retain)
+            .await
+            .map_err(|e| Error::Unavailable(format!("the membership change failed: {e}")))?;
+        response.membership.ok_or_else(|| Error::Storage("a membership change answered without a membership".into()))
+    }
+
+    /// The leader confirms it still leads a quorum.
+    async fn check_quorum(&self) -> Result<()> {
+        match tokio::time::timeout(QUORUM_CHECK, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(no_quorum(&e.to_string())),
+            Err(_) => Err(no_quorum(&format!("a quorum did not answer within {QUORUM_CHECK:?}"))),
+        }
+    }
+
+    /// This peer was removed: it stops taking part (the daemon shuts down and cleans up).
+    pub(crate) fn on_removed(&self) {
+        if !self.removed.is_cancelled() {
+            tracing::warn!("this peer was removed from the cluster; it stops taking part");
+            self.removed.cancel();
+        }
+    }
+
+    /// The answer to [`RpcRequest::NodeInfo`].
+    pub(crate) async fn node_info(&self) -> RpcResponse {
+        RpcResponse::NodeInfo { node_id: self.node_id, initialized: self.is_initialized().await }
+    }
+}
+
+/// Members whose log is close to the leader's (the leader's own view; empty elsewhere).
+fn healthy(metrics: &openraft::RaftMetrics<NodeId, ClusterNode>) -> BTreeSet<NodeId> {
+    let last = metrics.last_log_index.unwrap_or(0);
+    let Some(replication) = &metrics.replication else { return BTreeSet::new() };
+    replication
+        .iter()
+        .filter(|(_, matched)| matched.is_some_and(|m| m.index + HEALTHY_LAG >= last))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn no_quorum(why: &str) -> Error {
+    Error::Unavailable(format!("the cluster has no quorum; membership is unchanged ({why})"))
+}
+
+fn unexpected(response: RpcResponse) -> Error {
+    match response {
+        RpcResponse::Error(message) => Error::Remote { code: 500, message },
+        other => Error::Remote { code: 500, message: format!("unexpected answer: {other:?}") },
+    }
+}
+
+/// An address another host can dial: not `0.0.0.0` / `::`.
+fn is_dialable(address: &Multiaddr) -> bool {
+    !address.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+fn without_p2p(address: &Multiaddr) -> Multiaddr {
+    address.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}

@@ -1,0 +1,167 @@
+//! The consensus decisions that need no IO: how a peer starts, and which members vote.
+
+use std::collections::BTreeSet;
+
+use libp2p::Multiaddr;
+
+use super::types::NodeId;
+
+/// What a peer does with its consensus at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartPlan {
+    /// It has Raft state: it takes part again as the member it was.
+    Resume,
+    /// A new cluster of one: this peer. Happens at most once in a cluster's life.
+    Initialize,
+    /// Ask these members to add this peer.
+    Join(Vec<Multiaddr>),
+    /// Wait until a member adds this peer (`POST /peers` on a member, as the operator does) or
+    /// until it is told to start a new cluster (`POST /consensus/init`).
+    WaitToBeAdded,
+}
+
+/// What the peer knows at start-up.
+#[derive(Clone, Debug, Default)]
+pub struct StartFacts<'a> {
+    /// Its Raft log holds a vote or entries.
+    pub has_state: bool,
+    /// `--bootstrap` addresses.
+    pub bootstrap: &'a [Multiaddr],
+    /// May start a new cluster on its own (not `--no-init`).
+    pub auto_init: bool,
+    /// It was removed from a cluster before (its data was cleaned): restarting it must not
+    /// silently start a second cluster.
+    pub was_removed: bool,
+}
+
+/// Decides how to start. Existing state always wins over `--bootstrap`, as in the reference: a
+/// peer that already belongs to a cluster does not join another.
+pub fn plan_start(facts: &StartFacts<'_>) -> StartPlan {
+    if facts.has_state {
+        StartPlan::Resume
+    } else if !facts.bootstrap.is_empty() {
+        StartPlan::Join(facts.bootstrap.to_vec())
+    } else if facts.auto_init && !facts.was_removed {
+        StartPlan::Initialize
+    } else {
+        StartPlan::WaitToBeAdded
+    }
+}
+
+/// How many of `members` should vote: the largest odd number up to both `members` and
+/// `max_voters`. An even voter count tolerates no more failures than the odd one below it and
+/// makes every commit wait for one more peer (and exactly 2 voters trips an openraft liveness bug
+/// on leader removal), so the extra member stays a learner.
+pub fn voter_count(members: usize, max_voters: usize) -> usize {
+    let n = members.min(max_voters.max(1));
+    if n > 0 && n.is_multiple_of(2) {
+        n - 1
+    } else {
+        n
+    }
+}
+
+/// The membership as the leader sees it when it plans the voters.
+#[derive(Clone, Debug, Default)]
+pub struct VoterFacts {
+    pub members: BTreeSet<NodeId>,
+    pub voters: BTreeSet<NodeId>,
+    /// Members that keep up with the leader's log: only those are promoted, and lagging voters
+    /// are the first demoted.
+    pub healthy: BTreeSet<NodeId>,
+    pub leader: NodeId,
+    pub max_voters: usize,
+}
+
+/// The voters the cluster should have: an odd number, [`voter_count`] of its members when enough
+/// of them can vote. Current voters stay first (the leader, then healthy ones, then lagging ones:
+/// a slow voter is not swapped out, which would churn the membership), then healthy learners by
+/// lowest node id, so that every leader plans alike. Lagging learners are never promoted.
+pub fn plan_voters(facts: &VoterFacts) -> BTreeSet<NodeId> {
+    let is_healthy = |id: &NodeId| facts.healthy.contains(id) || *id == facts.leader;
+    let mut voters: Vec<NodeId> = facts.voters.iter().copied().filter(|id| facts.members.contains(id)).collect();
+    voters.sort_by_key(|id| (*id != facts.leader, !is_healthy(id), *id));
+    let learners = facts.members.iter().copied().filter(|id| !facts.voters.contains(id) && is_healthy(id));
+    let ranked: Vec<NodeId> = voters.into_iter().chain(learners).collect();
+    let count = voter_count(ranked.len().min(voter_count(facts.members.len(), facts.max_voters)), facts.max_voters);
+    ranked.into_iter().take(count).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn start_plans() {
+        let seed: Vec<Multiaddr> = vec!["/ip4/127.0.0.2/tcp/9096".parse().unwrap()];
+        let none: Vec<Multiaddr> = Vec::new();
+        #[rustfmt::skip]
+        let cases = [
+            // has_state, bootstrap, auto_init, was_removed => plan
+            (true,  &seed, true,  false, StartPlan::Resume),
+            (true,  &none, false, true,  StartPlan::Resume),
+            (false, &seed, true,  false, StartPlan::Join(seed.clone())),
+            (false, &seed, false, true,  StartPlan::Join(seed.clone())),
+            (false, &none, true,  false, StartPlan::Initialize),
+            (false, &none, false, false, StartPlan::WaitToBeAdded),
+            (false, &none, true,  true,  StartPlan::WaitToBeAdded),
+        ];
+        for (has_state, bootstrap, auto_init, was_removed, expected) in cases {
+            let facts = StartFacts { has_state, bootstrap, auto_init, was_removed };
+            assert_eq!(plan_start(&facts), expected, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn voter_counts_are_odd_and_capped() {
+        #[rustfmt::skip]
+        let cases = [(0, 5, 0), (1, 5, 1), (2, 5, 1), (3, 5, 3), (4, 5, 3), (5, 5, 5), (6, 5, 5), (100, 5, 5),
+            (7, 7, 7), (8, 7, 7), (4, 3, 3), (9, 1, 1), (3, 0, 1), (10, 4, 3)];
+        for (members, max, expected) in cases {
+            assert_eq!(voter_count(members, max), expected, "{members} members, at most {max}");
+        }
+    }
+
+    /// members, voters, healthy, leader, max voters => planned voters
+    type VoterCase = (&'static [NodeId], &'static [NodeId], &'static [NodeId], NodeId, usize, &'static [NodeId]);
+
+    #[test]
+    fn voter_plans() {
+        #[rustfmt::skip]
+        let cases: &[VoterCase] = &[
+            // members, voters, healthy, leader, max => planned voters
+            // A second peer stays a learner; a third makes both vote.
+            (&[1, 2],          &[1],          &[1, 2],          1, 5, &[1]),
+            (&[1, 2, 3],       &[1],          &[1, 2, 3],       1, 5, &[1, 2, 3]),
+            // Only healthy learners are promoted.
+            (&[1, 2, 3],       &[1],          &[1, 3],          1, 5, &[1]),
+            (&[1, 2, 3, 4],    &[1],          &[1, 3, 4],       1, 5, &[1, 3, 4]),
+            // The cap: the sixth and seventh peers are learners.
+            (&[1, 2, 3, 4, 5, 6, 7], &[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5, 6, 7], 1, 5, &[1, 2, 3, 4, 5]),
+            // A voter left (no longer a member): a healthy learner takes its place.
+            (&[1, 2, 4, 5, 6, 7], &[1, 2, 3, 4, 5], &[1, 2, 4, 5, 6, 7], 1, 5, &[1, 2, 4, 5, 6]),
+            // Down to 4 members: 3 voters; a lagging voter goes first, never the leader.
+            // (Node 1 lags in the first case.)
+            (&[1, 2, 3, 4],    &[1, 2, 3, 4], &[3, 4],          2, 5, &[2, 3, 4]),
+            (&[1, 2, 3, 4],    &[1, 2, 3, 4], &[1, 2, 3, 4],    4, 5, &[1, 2, 4]),
+            // Down to 2 members: 1 voter, the leader.
+            (&[1, 2],          &[1, 2, 3],    &[1, 2],          2, 5, &[2]),
+            // Alone.
+            (&[7],             &[7],          &[],              7, 5, &[7]),
+        ];
+        for (members, voters, healthy, leader, max, expected) in cases {
+            let facts = VoterFacts {
+                members: set(members),
+                voters: set(voters),
+                healthy: set(healthy),
+                leader: *leader,
+                max_voters: *max,
+            };
+            assert_eq!(plan_voters(&facts), set(expected), "{facts:?}");
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Ours, beyond the reference: where consensus stands on a peer (`GET /consensus`), which the
+//! operator reads to drive membership.
+
+use serde::{Deserialize, Serialize};
+
+/// A peer's part in consensus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsensusRole {
+    /// No cluster yet: waiting to be added (or to be told to start one).
+    Uninitialized,
+    Leader,
+    Follower,
+    Candidate,
+    /// A member that replicates the log but does not vote.
+    Learner,
+    /// Removed from the cluster; the peer is stopping.
+    Removed,
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub peer_id: String,
+    pub node_id: u64,
+    pub addresses: Vec<String>,
+    pub voter: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusStatus {
+    /// This peer's Raft node id (new whenever its consensus data is wiped).
+    pub node_id: u64,
+    pub peer_id: String,
+    pub role: ConsensusRole,
+    /// The leader's peer ID, when one is known.
+    pub leader: Option<String>,
+    pub leader_node_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// A membership change is half-way (joint configuration).
+    pub joint: bool,
+    pub members: Vec<MemberStatus>,
+}
+
+/// The body of `POST /peers`: the reference's `{"peer_id": ...}`, plus (ours) the cluster
+/// addresses to reach the new peer at. Without addresses, the peer must have connected to this
+/// one already (e.g. through `--bootstrap`), so that its announced addresses are known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddPeer {
+    pub peer_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
