@@ -35,18 +35,16 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         crate::api::serve(cluster.clone(), config.api.clone(), stop.clone().cancelled_owned()).await?;
     tracing::info!(%address, "REST API listening");
 
-    let removed = tokio::select! {
-        signal = wait_for_signal() => {
-            signal?;
-            false
-        }
-        _ = cluster.removed() => true,
-    };
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        _ = cluster.removed() => {}
+    }
     tracing::info!("shutting down");
     stop.cancel();
     let _ = server.await;
     cluster.shutdown().await;
-    if removed {
+    // Removed by another peer, or left on shutdown (`--leave-on-shutdown`).
+    if cluster.is_removed() {
         cluster.clean_after_removal()?;
         tracing::warn!("this peer was removed from the cluster and has stopped");
     }

@@ -52,6 +52,19 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The HTTP status this error answers with; also how its kind crosses an RPC between peers.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::InvalidCid(_) | Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::NotFound(_) => 404,
+            Error::Conflict(_) => 409,
+            Error::Unavailable(_) => 503,
+            Error::Remote { code, .. } => *code,
+            _ => 500,
+        }
+    }
+
     /// The same error again, for answering several waiters of one failed operation (an IO
     /// error keeps its kind and message).
     pub fn duplicate(&self) -> Error {

@@ -16,14 +16,7 @@ pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json"
 
 /// The status a client sees for each kind of failure; clients act on it without reading the body.
 pub(crate) fn status_of(err: &Error) -> StatusCode {
-    match err {
-        Error::InvalidCid(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// `{"code":..,"message":..}` with that status.
@@ -100,6 +93,7 @@ mod tests {
             (Error::ShuttingDown, 500),
             (Error::Unavailable("no leader".into()), 503),
             (Error::Conflict("cannot remove the last member".into()), 409),
+            (Error::Remote { code: 503, message: "forwarded".into() }, 503),
         ];
         for (err, code) in cases {
             assert_eq!(status_of(&err).as_u16(), code, "{err:?}");

@@ -4,6 +4,7 @@ use chrono::Utc;
 use multiaddr::{Multiaddr, Protocol};
 
 use super::Cluster;
+use crate::p2p::{PeerLinks, RpcRequest, RpcResponse};
 use crate::types::{
     Alert, ConnectGraph, GlobalRepoGc, Id, Metric, Readiness, RepoGc, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION,
 };
@@ -59,30 +60,74 @@ impl Cluster {
         self.inner.monitor.alerts()
     }
 
-    /// `GET /health/graph`.
+    /// `GET /health/graph`: every member's cluster and IPFS connections (an unreachable member
+    /// shows no links).
     pub async fn health_graph(&self) -> ConnectGraph {
         let me = self.inner.me.clone();
-        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").id.map(|id| id.to_string());
         let mut graph = ConnectGraph { cluster_id: me.clone(), ..Default::default() };
-        graph.id_to_peername.insert(me.clone(), self.inner.config.peername.clone());
-        graph.cluster_links.insert(me.clone(), Vec::new());
-        graph.cluster_trust_links.insert(me.clone(), true);
-        if let Some(ipfs) = ipfs {
-            graph.ipfs_links.insert(ipfs.clone(), Vec::new());
-            graph.cluster_to_ipfs.insert(me, ipfs);
+        let mut views = vec![(me, self.local_links().await)];
+        for (peer, answer) in self.ask_others(RpcRequest::Links).await {
+            let links = match answer {
+                Ok(RpcResponse::Links(links)) => links,
+                _ => PeerLinks::default(),
+            };
+            views.push((peer.to_string(), links));
+        }
+        for (peer, links) in views {
+            graph.id_to_peername.insert(peer.clone(), links.peername);
+            graph.cluster_links.insert(peer.clone(), links.cluster_peers);
+            graph.cluster_trust_links.insert(peer.clone(), true);
+            if let Some(ipfs) = links.ipfs_id {
+                graph.ipfs_links.insert(ipfs.clone(), links.ipfs_peers);
+                graph.cluster_to_ipfs.insert(peer, ipfs);
+            }
         }
         graph
     }
 
-    /// `POST /ipfs/gc`: a failing daemon is reported in the peer's entry, not as a failed request.
-    pub async fn ipfs_gc(&self, _local: bool) -> Result<GlobalRepoGc> {
-        let me = self.inner.me.clone();
-        let mut entry = RepoGc { peer: me.clone(), peername: self.inner.config.peername.clone(), ..Default::default() };
+    /// This peer's part of the health graph: its connections to members and its daemon's peers.
+    pub(super) async fn local_links(&self) -> PeerLinks {
+        let members: std::collections::HashSet<String> =
+            self.inner.consensus.members().into_iter().map(|m| m.peer_id).collect();
+        let connected = self.inner.p2p.connected_peers().await.unwrap_or_default();
+        let ipfs_id = self.inner.ipfs_id.read().expect("ipfs id lock").id.map(|id| id.to_string());
+        let ipfs_peers = match ipfs_id {
+            Some(_) => self.inner.ipfs.swarm_peers().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        PeerLinks {
+            peername: self.inner.config.peername.clone(),
+            cluster_peers: connected.iter().map(ToString::to_string).filter(|p| members.contains(p)).collect(),
+            ipfs_id,
+            ipfs_peers: ipfs_peers.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// `POST /ipfs/gc`: a failing daemon (or peer) is reported in its entry, not as a failed request.
+    pub async fn ipfs_gc(&self, local: bool) -> Result<GlobalRepoGc> {
+        let mut peer_map: std::collections::BTreeMap<String, RepoGc> =
+            [(self.inner.me.clone(), self.local_repo_gc().await)].into_iter().collect();
+        if !local {
+            for (peer, answer) in self.ask_others(RpcRequest::RepoGc).await {
+                let entry = match answer {
+                    Ok(RpcResponse::RepoGc(entry)) => entry,
+                    Ok(_) => RepoGc { peer: peer.to_string(), error: "unexpected answer".into(), ..Default::default() },
+                    Err(e) => RepoGc { peer: peer.to_string(), error: e.to_string(), ..Default::default() },
+                };
+                peer_map.insert(peer.to_string(), entry);
+            }
+        }
+        Ok(GlobalRepoGc { peer_map })
+    }
+
+    pub(super) async fn local_repo_gc(&self) -> RepoGc {
+        let mut entry =
+            RepoGc { peer: self.inner.me.clone(), peername: self.inner.config.peername.clone(), ..Default::default() };
         match self.inner.ipfs.repo_gc().await {
             Ok(keys) => entry.keys = keys,
             Err(e) => entry.error = e.to_string(),
         }
-        Ok(GlobalRepoGc { peer_map: [(me, entry)].into_iter().collect() })
+        entry
     }
 
     /// The readiness endpoint (ours): ready when the state is serving and the daemon answers.

@@ -221,6 +221,11 @@ impl Cluster {
         self.inner.consensus.removed().await
     }
 
+    /// Whether this peer was removed from the cluster (or left it).
+    pub fn is_removed(&self) -> bool {
+        self.inner.consensus.is_removed()
+    }
+
     /// Deletes the consensus data of a removed, stopped peer: the Raft log, snapshots and pinset.
     pub fn clean_after_removal(&self) -> Result<()> {
         self.inner.consensus.clean_after_removal(&self.inner.data_dir)?;

@@ -42,6 +42,15 @@ impl Cluster {
             .unwrap_or_else(|_| Err(Error::Timeout(format!("peer {peer} did not answer within {PEER_CALL:?}"))))
     }
 
+    /// Sends `request` to every other member at once; each answer (or failure) with its peer.
+    pub(super) async fn ask_others(&self, request: RpcRequest) -> Vec<(PeerId, Result<RpcResponse>)> {
+        let calls = self.other_members().into_iter().map(|(peer, addrs)| {
+            let request = request.clone();
+            async move { (peer, self.call_peer(peer, addrs, request).await) }
+        });
+        futures::future::join_all(calls).await
+    }
+
     /// `GET /peers`: the ID of every member, this one first; an unreachable one as `{id, error}`.
     pub fn peers(&self) -> BoxStream<'static, Id> {
         let cluster = self.clone();

@@ -204,16 +204,45 @@ impl Cluster {
     }
 
     /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin, or a failed unpin, of this peer.
+    /// Unless `local`, every other member recovers it too.
     pub async fn recover(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
-        let pin = self.get_pin(cid)?;
-        self.inner.tracker.recover(&CidKey::of(cid), pin.as_ref());
+        let key = CidKey::of(cid);
+        self.recover_locally(Some(&key))?;
+        if !local {
+            self.recover_on_others(Some(key)).await;
+        }
         self.status(cid, local).await
     }
 
-    /// `POST /pins/recover`: the pins re-queued, streamed.
+    /// Re-queues this peer's failed operation on `key`, or all of them.
+    pub(super) fn recover_locally(&self, key: Option<&CidKey>) -> Result<()> {
+        match key {
+            Some(key) => {
+                let pin = self.inner.state.get(key)?;
+                self.inner.tracker.recover(key, pin.as_ref());
+            }
+            None => drop(self.inner.tracker.recover_all()),
+        }
+        Ok(())
+    }
+
+    /// Asks the other members to recover; one that cannot be reached shows it in the statuses.
+    async fn recover_on_others(&self, key: Option<CidKey>) {
+        for (peer, answer) in self.ask_others(RpcRequest::Recover(key)).await {
+            if let Err(e) = answer {
+                tracing::warn!(%peer, error = %e, "a peer could not recover");
+            }
+        }
+    }
+
+    /// `POST /pins/recover`: the pins this peer re-queued, streamed (unless `local`, the other
+    /// members recover theirs too).
     pub fn recover_all(&self, local: bool) -> BoxStream<'static, Result<GlobalPinInfo>> {
         let cluster = self.clone();
         stream::once(async move {
+            if !local {
+                cluster.recover_on_others(None).await;
+            }
             let requeued = cluster.inner.tracker.recover_all();
             stream::iter(requeued).then(move |(cid, _)| {
                 let cluster = cluster.clone();

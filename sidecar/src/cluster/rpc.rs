@@ -18,7 +18,10 @@ impl RpcHandler for ClusterRpc {
             return RpcResponse::Error(crate::Error::ShuttingDown.to_string());
         };
         let cluster = Cluster { inner };
-        cluster.answer(from, request).await.unwrap_or_else(|e| RpcResponse::Error(e.to_string()))
+        cluster
+            .answer(from, request)
+            .await
+            .unwrap_or_else(|e| RpcResponse::Failed { status: e.status(), message: e.to_string() })
     }
 }
 
@@ -29,6 +32,11 @@ impl Cluster {
         Ok(match request {
             RpcRequest::Id => RpcResponse::Id(Box::new(self.id().await)),
             RpcRequest::RaftAppend(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
+            // Refused without telling it it was removed: this peer's own view may be the stale one.
+            RpcRequest::RaftVote(rpc) if !consensus.may_campaign(rpc.vote.leader_id.node_id) => {
+                tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
+                RpcResponse::Error("not a member of this cluster".into())
+            }
             RpcRequest::RaftVote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
             RpcRequest::RaftSnapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
             RpcRequest::Write(batch) => RpcResponse::Written { index: consensus.commit_forwarded(batch).await? },
@@ -56,6 +64,12 @@ impl Cluster {
                 RpcResponse::Ok
             }
             RpcRequest::Statuses(keys) => RpcResponse::Statuses(self.local_statuses(&keys).await?),
+            RpcRequest::Links => RpcResponse::Links(self.local_links().await),
+            RpcRequest::RepoGc => RpcResponse::RepoGc(self.local_repo_gc().await),
+            RpcRequest::Recover(key) => {
+                self.recover_locally(key.as_ref())?;
+                RpcResponse::Ok
+            }
         })
     }
 }

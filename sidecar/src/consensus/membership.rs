@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
 use super::plan::{plan_voters, VoterFacts};
@@ -23,6 +24,10 @@ use crate::{Error, Result};
 
 /// How long the leader may take to confirm it still has a quorum before a change is refused.
 const QUORUM_CHECK: Duration = Duration::from_secs(5);
+/// How long a membership change waits for one already in progress before it fails.
+const CHANGE_IN_PROGRESS_WAIT: Duration = Duration::from_secs(30);
+/// How long a leader that removed itself keeps running (about ten heartbeats).
+const REMOVED_LEADER_GRACE: Duration = Duration::from_secs(2);
 /// A member within this many log entries of the leader counts as healthy (each entry is a batch).
 const HEALTHY_LAG: u64 = 100;
 
@@ -39,6 +44,34 @@ impl Consensus {
             .await
             .map_err(|e| Error::Conflict(format!("cannot initialise the cluster: {e}")))?;
         tracing::info!(node_id = self.node_id, "initialised a new cluster with this peer as its only member");
+        if !self.state.is_empty()? {
+            self.snapshot_existing_pins().await?;
+        }
+        Ok(())
+    }
+
+    /// The pinset predates the cluster (a peer of a single-node install, a restored state): its
+    /// pins are in no log entry, so they reach joining peers only through a snapshot. Takes one
+    /// and purges the log it covers, which makes the leader send it to every newcomer.
+    async fn snapshot_existing_pins(&self) -> Result<()> {
+        let pins = self.state.len()?;
+        tracing::info!(pins, "the pinset predates the cluster: snapshotting it for joining peers");
+        let stopped = |e| Error::Storage(format!("cannot snapshot the existing pinset: {e}"));
+        self.raft
+            .wait(Some(Duration::from_secs(60)))
+            .state(openraft::ServerState::Leader, "leader after init")
+            .await
+            .map_err(|e| Error::Unavailable(format!("no leadership after initialising: {e}")))?;
+        self.raft.trigger().snapshot().await.map_err(stopped)?;
+        let metrics = self
+            .raft
+            .wait(Some(Duration::from_secs(600)))
+            .metrics(|m| m.snapshot.is_some(), "the snapshot of the existing pinset")
+            .await
+            .map_err(|e| Error::Storage(format!("the snapshot of the existing pinset did not complete: {e}")))?;
+        if let Some(snapshot) = metrics.snapshot {
+            self.raft.trigger().purge_log(snapshot.index).await.map_err(stopped)?;
+        }
         Ok(())
     }
 
@@ -194,7 +227,14 @@ impl Consensus {
         self.remove_nodes(&ids).await?;
         tracing::info!(peer = %peer_id, "removed a peer from the cluster");
         if ids.contains(&self.node_id) {
-            self.on_removed();
+            // Not at once: the answer must reach the caller, and followers must hear that the
+            // change is committed (openraft's leader keeps replicating until it steps down).
+            let removed = self.removed.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(REMOVED_LEADER_GRACE).await;
+                removed.cancel();
+            });
+            tracing::warn!("this peer removed itself from the cluster; it stops taking part");
         } else if let Some(peer) = removed.peer() {
             // The removed peer no longer hears from the leader: tell it, so it stops campaigning.
             if let Err(e) = self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed).await {
@@ -205,29 +245,37 @@ impl Consensus {
     }
 
     /// Takes `ids` out of the membership, voters and learners alike, keeping the voter count right.
+    ///
+    /// In up to three changes, ordered so that removing this very leader comes last: openraft
+    /// makes a leader step down as soon as a membership without it as a voter is committed.
+    /// 1. demote the remaining voters the plan no longer wants (removed voters still vote);
+    /// 2. replace the voters with the plan, dropping the removed voters as members at once;
+    /// 3. drop the removed learners.
     async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<()> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let mut left_over = ids.clone();
-        if voters.iter().any(|id| ids.contains(id)) {
+        let removed_voters: BTreeSet<NodeId> = voters.intersection(ids).copied().collect();
+        let mut current = membership.clone();
+        if !removed_voters.is_empty() {
             let facts = VoterFacts {
                 members: membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect(),
-                voters: voters.iter().copied().filter(|id| !ids.contains(id)).collect(),
+                voters: voters.difference(ids).copied().collect(),
                 healthy: healthy(&metrics),
                 leader: self.node_id,
                 max_voters: self.config.max_voters,
             };
             let planned = plan_voters(&facts);
-            // Retained as learners: a voter demoted to keep the count odd stays a member; the
-            // removed ones go in the next step.
-            let after = self.change(ChangeMembers::ReplaceAllVoters(planned), true).await?;
-            // Read from the change's answer: the metrics may not show it yet.
-            left_over = ids.iter().copied().filter(|id| after.get_node(id).is_some()).collect();
+            if voters.difference(ids).any(|id| !planned.contains(id)) {
+                let demoted = planned.union(&removed_voters).copied().collect();
+                self.change(ChangeMembers::ReplaceAllVoters(demoted), true).await?;
+            }
+            // Read from the change's answer from here on: the metrics may not show it yet.
+            current = self.change(ChangeMembers::ReplaceAllVoters(planned), false).await?;
         }
-        let left = left_over;
-        if !left.is_empty() {
-            self.change(ChangeMembers::RemoveNodes(left), false).await?;
+        let learners: BTreeSet<NodeId> = ids.iter().copied().filter(|id| current.get_node(id).is_some()).collect();
+        if !learners.is_empty() {
+            self.change(ChangeMembers::RemoveNodes(learners), false).await?;
         }
         Ok(())
     }
@@ -265,11 +313,7 @@ impl Consensus {
         change: ChangeMembers<NodeId, ClusterNode>,
         retain: bool,
     ) -> Result<openraft::Membership<NodeId, ClusterNode>> {
-        let response = self
-            .raft
-            .change_membership(change, retain)
-            .await
-            .map_err(|e| Error::Unavailable(format!("the membership change failed: {e}")))?;
+        let response = when_no_change_in_progress(|| self.raft.change_membership(change.clone(), retain)).await?;
         response.membership.ok_or_else(|| Error::Storage("a membership change answered without a membership".into()))
     }
 
@@ -293,6 +337,35 @@ impl Consensus {
     /// The answer to [`RpcRequest::NodeInfo`].
     pub(crate) async fn node_info(&self) -> RpcResponse {
         RpcResponse::NodeInfo { node_id: self.node_id, initialized: self.is_initialized().await }
+    }
+}
+
+type ChangeResult = std::result::Result<
+    openraft::raft::ClientWriteResponse<super::TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, ClusterNode>>,
+>;
+
+/// Runs a membership change, waiting while another one (a promotion after a join, a concurrent
+/// addition) is committing rather than failing: Raft allows one change at a time.
+async fn when_no_change_in_progress<F, Fut>(
+    mut attempt: F,
+) -> Result<openraft::raft::ClientWriteResponse<super::TypeConfig>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ChangeResult>,
+{
+    let deadline = tokio::time::Instant::now() + CHANGE_IN_PROGRESS_WAIT;
+    loop {
+        match attempt().await {
+            Ok(response) => return Ok(response),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(
+                busy,
+            )))) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%busy, "another membership change is in progress; waiting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(Error::Unavailable(format!("the membership change failed: {e}"))),
+        }
     }
 }
 

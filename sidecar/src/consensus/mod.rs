@@ -92,6 +92,7 @@ impl Default for ConsensusConfig {
 pub struct Consensus {
     raft: types::Raft,
     node_id: NodeId,
+    state: Arc<PinState>,
     p2p: P2p,
     config: ConsensusConfig,
     dir: PathBuf,
@@ -118,7 +119,7 @@ impl Consensus {
             tokio::task::spawn_blocking(move || LogStore::open(&path)).await.expect("open task")?
         };
         let node_id = log.node_id()?;
-        let machine = state_machine::StateMachine::open(state, observer, &dir.join("snapshots"))?;
+        let machine = state_machine::StateMachine::open(state.clone(), observer, &dir.join("snapshots"))?;
         let raft_config = openraft::Config {
             cluster_name: "ipfs-cluster".into(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
@@ -142,7 +143,7 @@ impl Consensus {
         let shutdown = CancellationToken::new();
         let writer = writer::Writer::start(raft.clone(), p2p.clone(), config.commit_timeout, shutdown.child_token());
         tracing::info!(node_id, "Raft node started");
-        Ok(Consensus { raft, node_id, p2p, config, dir, writer, removed: CancellationToken::new(), shutdown })
+        Ok(Consensus { raft, node_id, state, p2p, config, dir, writer, removed: CancellationToken::new(), shutdown })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -180,6 +181,15 @@ impl Consensus {
             && metrics.current_leader.is_some()
             && metrics.membership_config.membership().get_node(&self.node_id).is_some()
             && !self.removed.is_cancelled()
+    }
+
+    /// Whether `node` may ask this peer for its vote: a member, or anyone while this peer has no
+    /// membership yet. A removed peer that missed the news (it was down when removed) campaigns
+    /// with ever higher terms; answering it would unseat working leaders.
+    pub fn may_campaign(&self, node: NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&node).is_some()
     }
 
     /// The members, for `/peers`, `/id` and allocation.
@@ -228,6 +238,10 @@ impl Consensus {
                 })
                 .collect(),
         }
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.is_cancelled()
     }
 
     /// Resolves once this peer was removed from the cluster.

@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use event_loop::Command;
-pub use rpc::{RpcRequest, RpcResponse};
+pub use rpc::{PeerLinks, RpcRequest, RpcResponse};
 
 use crate::{Error, Result};
 
@@ -138,7 +138,8 @@ impl P2p {
         self.call(|reply| Command::PeerAddrs { peer, reply }).await
     }
 
-    /// Calls `peer`, connecting first when needed. The peer's [`RpcResponse::Error`] comes back as
+    /// Calls `peer`, connecting first when needed. The peer's [`RpcResponse::Error`] and
+    /// [`RpcResponse::Failed`] come back as
     /// [`Error::Remote`]; an unreachable peer as [`Error::PeerUnreachable`].
     pub async fn request(&self, peer: PeerId, request: RpcRequest) -> Result<RpcResponse> {
         self.request_via(peer, Vec::new(), request).await
@@ -148,6 +149,7 @@ impl P2p {
     pub async fn request_via(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: RpcRequest) -> Result<RpcResponse> {
         match self.call(|reply| Command::Request { peer, addrs, request: Box::new(request), reply }).await?? {
             RpcResponse::Error(message) => Err(Error::Remote { code: 500, message: format!("peer {peer}: {message}") }),
+            RpcResponse::Failed { status, message } => Err(Error::Remote { code: status, message }),
             response => Ok(response),
         }
     }

@@ -11,7 +11,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{ClusterNode, NodeId, OpBatch, TypeConfig};
-use crate::types::{CidKey, Id, Metric, PinInfoShort};
+use crate::types::{CidKey, Id, Metric, PinInfoShort, RepoGc};
 
 /// The request-response protocol of the cluster peers.
 pub(crate) const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0");
@@ -55,6 +55,23 @@ pub enum RpcRequest {
     Metrics(Vec<Metric>),
     /// This peer's tracker statuses of these CIDs, in the same order.
     Statuses(Vec<CidKey>),
+    /// Whom this peer and its IPFS daemon are connected to (`/health/graph`).
+    Links,
+    /// Garbage-collect this peer's IPFS daemon (`POST /ipfs/gc`).
+    RepoGc,
+    /// Re-queue this peer's failed operation on one CID, or all of them.
+    Recover(Option<CidKey>),
+}
+
+/// A peer's connections, for the cluster's health graph.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerLinks {
+    pub peername: String,
+    /// Cluster peers this one is connected to (base58 IDs).
+    pub cluster_peers: Vec<String>,
+    /// Its IPFS daemon's ID and the daemons it is connected to.
+    pub ipfs_id: Option<String>,
+    pub ipfs_peers: Vec<String>,
 }
 
 /// The answer to an [`RpcRequest`].
@@ -77,8 +94,16 @@ pub enum RpcResponse {
         members: Vec<ClusterNode>,
     },
     Statuses(Vec<PinInfoShort>),
+    Links(PeerLinks),
+    RepoGc(RepoGc),
     /// The peer could not answer; [`super::P2p::request`] turns it into an error for the caller.
     Error(String),
+    /// The call failed with this error: its HTTP status (see [`crate::Error::status`]) and text,
+    /// so a forwarded request fails on the first peer as it did on the second.
+    Failed {
+        status: u16,
+        message: String,
+    },
 }
 
 pub(crate) type Behaviour = libp2p::request_response::cbor::Behaviour<RpcRequest, RpcResponse>;

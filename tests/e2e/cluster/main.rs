@@ -4,4 +4,5 @@
 //! At most two clusters run at once (see `e2e::cluster`). Waits poll a condition under a
 //! generous deadline; none sleeps.
 
+mod membership;
 mod replication;
