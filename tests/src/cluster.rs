@@ -152,15 +152,16 @@ impl TestCluster {
         }
     }
 
-    /// Waits until each of `indexes` reports `count` voters (the leader promotes learners once
-    /// they caught up, and rebalances periodically).
-    pub async fn wait_voters(&self, indexes: &[usize], count: usize) {
+    /// Waits until each of `indexes` sees `voters` voters and `learners` learners, no change
+    /// half-way: the leader promotes learners once they caught up, and rebalances periodically.
+    pub async fn wait_voters(&self, indexes: &[usize], voters: usize, learners: usize) {
         for &i in indexes {
             let member = &self.members[i];
-            let what = format!("peer {i} ({}) to see {count} voters", member.peer_id);
+            let what = format!("peer {i} ({}) to see {voters} voters and {learners} learners", member.peer_id);
             wait_for(&what, WAIT, || async {
                 let consensus = member.consensus().await;
-                if voter_ids(&consensus).len() == count {
+                let (members, voting) = (member_ids(&consensus).len(), voter_ids(&consensus).len());
+                if voting == voters && members == voters + learners && consensus["joint"] == false {
                     Ok(())
                 } else {
                     Err(consensus.to_string())

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::cluster::{member_ids, voter_ids, Daemons, Member, TestCluster};
+use e2e::cluster::{member_ids, Daemons, Member, TestCluster};
 use e2e::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(60);
 async fn start_settled(size: usize) -> TestCluster {
     let cluster = TestCluster::start(size, Daemons::Shared, FAST).await;
     let voters = if size % 2 == 1 { size.min(5) } else { (size - 1).min(5) };
-    wait_voters(&cluster, &(0..size).collect::<Vec<_>>(), voters, size - voters).await;
+    cluster.wait_voters(&(0..size).collect::<Vec<_>>(), voters, size - voters).await;
     cluster
 }
 
@@ -73,24 +73,6 @@ async fn memberships(cluster: &TestCluster, indexes: &[usize]) -> Vec<Vec<String
     seen
 }
 
-/// Waits until each of `indexes` sees `voters` voters and `learners` learners: the voter plan
-/// (at most five voters, always an odd number) has been carried out.
-async fn wait_voters(cluster: &TestCluster, indexes: &[usize], voters: usize, learners: usize) {
-    for &i in indexes {
-        let what = format!("peer {i} to see {voters} voters and {learners} learners");
-        wait_for(&what, WAIT, || async {
-            let consensus = cluster.members[i].consensus().await;
-            let (members, voting) = (member_ids(&consensus).len(), voter_ids(&consensus).len());
-            if voting == voters && members == voters + learners && consensus["joint"] == false {
-                Ok(())
-            } else {
-                Err(consensus.to_string())
-            }
-        })
-        .await;
-    }
-}
-
 /// A removed peer stops by itself with code 0, its consensus data deleted and the marker written.
 async fn assert_removed(member: &mut Member) {
     let code = member.peer.process.wait_exit(EXIT_WAIT).await.expect("the removed peer stops by itself");
@@ -127,7 +109,7 @@ async fn remove_and_check(cluster: &mut TestCluster, removed: usize, via: usize)
     let leader = cluster.leader_seen_by(left[0]).await;
     assert!(left.contains(&leader), "the leader {leader} is not one of the peers left {left:?}");
     cluster.wait_converged(&left).await;
-    wait_voters(cluster, &left, 1, 1).await;
+    cluster.wait_voters(&left, 1, 1).await;
     for &i in &left {
         assert_takes_a_pin(&cluster.members[i]).await;
     }
@@ -180,7 +162,7 @@ async fn add_a_peer() {
     cluster.members.push(newcomer);
     let all = [0, 1, 2, 3];
     cluster.wait_converged(&all).await;
-    wait_voters(&cluster, &all, 3, 1).await;
+    cluster.wait_voters(&all, 3, 1).await;
 
     let newcomer = &cluster.members[3];
     wait_for("the added peer to be ready", WAIT, || async {
@@ -261,4 +243,51 @@ async fn the_last_member_cannot_be_removed() {
 
     let (status, body) = delete_peer(only, &unknown_peer_id()).await;
     assert_eq!(status, 404, "removing a peer that is not a member: {body}");
+}
+
+/// With at most three voters, further peers are learners; when a voter leaves, a learner takes its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voter_cap_keeps_learners_and_promotes_one_when_a_voter_leaves() {
+    let args = [FAST, &["--max-voters", "3"]].concat();
+    let mut cluster = TestCluster::start(5, Daemons::Shared, &args).await;
+    let all = [0, 1, 2, 3, 4];
+    cluster.wait_voters(&all, 3, 2).await;
+
+    let leader = cluster.leader_seen_by(0).await;
+    let consensus = cluster.members[leader].consensus().await;
+    let voter = consensus["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .map(|m| m["peer_id"].as_str().unwrap().to_string())
+        .find(|id| *id != cluster.members[leader].peer_id)
+        .expect("a voter other than the leader");
+    let removed = cluster.members.iter().position(|m| m.peer_id == voter).unwrap();
+    let (status, body) = delete_peer(&cluster.members[leader], &voter).await;
+    assert_eq!(status, 204, "{body}{}", logs(&cluster, &[leader, removed]));
+    assert_removed(&mut cluster.members[removed]).await;
+
+    let left: Vec<usize> = all.into_iter().filter(|&i| i != removed).collect();
+    cluster.wait_converged(&left).await;
+    cluster.wait_voters(&left, 3, 1).await;
+}
+
+/// A peer started with `--leave-on-shutdown` removes itself when stopped, then cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_on_shutdown_removes_the_peer() {
+    let mut cluster = start_settled(3).await;
+    let bootstrap = cluster.members[0].cluster_address();
+    let leaving = cluster.spawn_member(&["--leave-on-shutdown", "--bootstrap", &bootstrap]).await;
+    cluster.members.push(leaving);
+    cluster.wait_converged(&[0, 1, 2, 3]).await;
+    cluster.wait_voters(&[0, 1, 2, 3], 3, 1).await;
+
+    let code = cluster.members[3].peer.process.stop(EXIT_WAIT).await.expect("SIGTERM");
+    assert_eq!(code, Some(0), "log:\n{}", cluster.members[3].peer.log_tail());
+    let data = cluster.members[3].peer.data_dir();
+    assert!(data.join("removed-from-cluster").is_file(), "log:\n{}", cluster.members[3].peer.log_tail());
+    cluster.wait_converged(&[0, 1, 2]).await;
+    cluster.wait_voters(&[0, 1, 2], 3, 0).await;
 }

@@ -28,7 +28,7 @@ fn allocations(pin: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_replicate_a_pin_on_exactly_two_daemons() {
     let cluster = TestCluster::start(3, Daemons::Own, FAST).await;
-    cluster.wait_voters(&[0, 1, 2], 3).await;
+    cluster.wait_voters(&[0, 1, 2], 3, 0).await;
     let [a, b, c] = [&cluster.members[0], &cluster.members[1], &cluster.members[2]];
 
     // Content only daemon A has; the pin goes through peer B (a follower or the leader alike).
@@ -74,7 +74,7 @@ async fn three_peers_replicate_a_pin_on_exactly_two_daemons() {
 async fn five_peers_form_and_list_each_other() {
     let cluster = TestCluster::start(5, Daemons::Shared, FAST).await;
     // Five voters at most: all five vote.
-    cluster.wait_voters(&[0, 1, 2, 3, 4], 5).await;
+    cluster.wait_voters(&[0, 1, 2, 3, 4], 5, 0).await;
 
     let response = cluster.members[2].peer.request(Method::GET, "/peers").send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
