@@ -74,9 +74,12 @@ pub struct ConsensusConfig {
 impl Default for ConsensusConfig {
     fn default() -> Self {
         ConsensusConfig {
-            heartbeat_interval: Duration::from_millis(200),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            // openraft waits a leader lease (= election_timeout_max) plus a random election timeout
+            // after the last heartbeat before campaigning: 1.5-2 s of silence here, long enough for
+            // a loaded machine, short enough to replace a dead leader within ~3 s.
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(500),
+            election_timeout_max: Duration::from_millis(1000),
             max_voters: 5,
             commit_timeout: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(300),

@@ -166,7 +166,7 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 tracing::debug!(peer = ?peer_id, %error, "could not connect");
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(Error::PeerUnreachable(error.to_string())));
+                    let _ = reply.send(Err(Error::PeerUnreachable(explain_dial_error(&error.to_string()))));
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, cause, num_established: 0, .. } => {
@@ -213,6 +213,16 @@ impl EventLoop {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+}
+
+/// A peer with another cluster secret accepts the TCP connection but never completes the
+/// private-network handshake: the dial times out while negotiating. Say what usually causes it.
+fn explain_dial_error(error: &str) -> String {
+    if error.contains("negotiate") {
+        format!("{error} (the peer listens but the handshake failed: is the cluster secret the same on both peers?)")
+    } else {
+        error.to_string()
     }
 }
 

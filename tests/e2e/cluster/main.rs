@@ -4,5 +4,6 @@
 //! At most two clusters run at once (see `e2e::cluster`). Waits poll a condition under a
 //! generous deadline; none sleeps.
 
+mod faults;
 mod membership;
 mod replication;
