@@ -9,13 +9,20 @@ use crate::Result;
 
 impl Cluster {
     /// Streams the daemon's entries as they come; the last one (the root) is held back until it
-    /// is pinned, and then carries the pin's allocations.
+    /// is pinned, and then carries the pin's allocations. With `local`, this peer comes first
+    /// among the allocations.
     pub async fn add(
         &self,
         request: AddRequest,
         options: AddOptions,
     ) -> Result<BoxStream<'static, Result<AddedOutput>>> {
         let entries = self.inner.ipfs.add(request).await?;
+        let mut options = options;
+        let me = self.inner.identity.peer_id;
+        if options.local && !options.pin.user_allocations.contains(&me) {
+            // The content is in this peer's daemon already: it holds the pin first.
+            options.pin.user_allocations.insert(0, me);
+        }
         let cluster = self.clone();
         let stream = stream::unfold(
             (entries, None::<AddedEntry>, Some((cluster, options))),

@@ -60,8 +60,7 @@ pub struct AddOptions {
     pub pin: PinOptions,
     /// `no-pin`: import only.
     pub no_pin: bool,
-    /// `local`: pin through this peer only. With a single peer it changes nothing; the
-    /// multi-peer layer honours it.
+    /// `local`: allocate the pin to this peer first (its daemon already holds the content).
     pub local: bool,
 }
 

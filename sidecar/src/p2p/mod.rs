@@ -1,5 +1,5 @@
 //! The libp2p host that connects cluster peers: a private network keyed by the cluster secret, and
-//! request-response RPC between peers (Raft's messages travel here next).
+//! request-response RPC between peers (Raft's messages, forwarded writes, cluster-wide views).
 //!
 //! [`P2p`] is a cheap handle; one task owns the swarm and serves the handles' commands.
 

@@ -1,7 +1,7 @@
 //! The pinset: the replicated state machine of the cluster (CID -> Pin), durable on disk.
 //!
 //! It only ever changes by applying [`StateOp`]s, in order, and it can snapshot and restore itself,
-//! so a consensus layer (single-node today, Raft later) drives it without knowing its insides.
+//! so the consensus layer (Raft) drives it without knowing its insides.
 //! Every applied batch reports its [`StateChange`]s to a [`StateObserver`] (the pin tracker).
 //!
 //! Storage is one redb file (see `store`): table `pins` (CidKey bytes -> versioned postcard record),

@@ -65,7 +65,7 @@ pub struct GlobalRepoGc {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Readiness {
     pub ready: bool,
-    /// A consensus member with a known leader (always true for a single peer once its state is open).
+    /// A consensus member with a known leader.
     pub consensus: bool,
     /// The IPFS daemon answered its last probe.
     pub ipfs: bool,
