@@ -98,6 +98,9 @@ pub struct DaemonArgs {
     /// At most this many voting members (odd); further peers replicate as learners.
     #[arg(long, env = "CLUSTER_RAFT_MAXVOTERS")]
     pub max_voters: Option<usize>,
+    /// Raft log entries between snapshots (each entry is a batch of up to 1024 pin operations).
+    #[arg(long, env = "CLUSTER_RAFT_SNAPSHOTEVERY")]
+    pub snapshot_every: Option<u64>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "CLUSTER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -165,6 +168,7 @@ impl DaemonConfig {
         consensus.auto_init = !args.no_init;
         consensus.leave_on_shutdown = args.leave_on_shutdown || section.leave_on_shutdown.unwrap_or(false);
         set(&mut consensus.max_voters, args.max_voters);
+        set(&mut consensus.snapshot_every, args.snapshot_every.filter(|n| *n > 0));
         if consensus.max_voters.is_multiple_of(2) {
             return Err(Error::Config(format!("max voters must be odd, not {}", consensus.max_voters)));
         }

@@ -35,10 +35,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         crate::api::serve(cluster.clone(), config.api.clone(), stop.clone().cancelled_owned()).await?;
     tracing::info!(%address, "REST API listening");
 
-    tokio::select! {
-        signal = wait_for_signal() => signal?,
-        _ = cluster.removed() => {}
-    }
+    let failure = tokio::select! {
+        signal = wait_for_signal() => signal.err().map(|e| e.to_string()),
+        _ = cluster.removed() => None,
+        reason = cluster.consensus_failed() => Some(format!("consensus stopped: {reason}")),
+    };
     tracing::info!("shutting down");
     stop.cancel();
     let _ = server.await;
@@ -48,7 +49,11 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         cluster.clean_after_removal()?;
         tracing::warn!("this peer was removed from the cluster and has stopped");
     }
-    Ok(())
+    match failure {
+        // A non-zero exit, so that a supervisor (or Kubernetes) restarts the peer.
+        Some(reason) => Err(crate::Error::Storage(reason)),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -220,6 +220,12 @@ impl Cluster {
         self.inner.consensus.removed().await
     }
 
+    /// Resolves with the reason once consensus failed for good on this peer (see
+    /// [`Consensus::failed`]).
+    pub async fn consensus_failed(&self) -> String {
+        self.inner.consensus.failed().await
+    }
+
     /// Whether this peer was removed from the cluster (or left it).
     pub fn is_removed(&self) -> bool {
         self.inner.consensus.is_removed()

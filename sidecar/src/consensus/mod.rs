@@ -132,7 +132,8 @@ impl Consensus {
             // 16 MiB request limit.
             max_payload_entries: 32,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 100,
+            // Entries kept behind a snapshot, for followers slightly behind (cheaper than a snapshot).
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(100),
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             install_snapshot_timeout: 60_000,
             ..Default::default()
@@ -230,6 +231,8 @@ impl Consensus {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             last_applied_index: metrics.last_applied.map(|l| l.index),
+            snapshot_index: metrics.snapshot.map(|l| l.index),
+            purged_index: metrics.purged.map(|l| l.index),
             joint: membership.get_joint_config().len() > 1,
             members: nodes
                 .iter()
@@ -240,6 +243,20 @@ impl Consensus {
                     voter: voters.contains(id),
                 })
                 .collect(),
+        }
+    }
+
+    /// Resolves with the reason once this peer's Raft node stopped on a fatal error (storage
+    /// failure, panic): the peer cannot take part any more and should restart.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft node is gone".to_string();
+            }
         }
     }
 

@@ -108,7 +108,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<tokio::fs::File>, StorageError> {
-        let file = tokio::fs::File::create(self.snapshots.incoming())
+        // Read back by `install_snapshot` through this very handle: open it for both.
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.snapshots.incoming())
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
         Ok(Box::new(file))

@@ -39,6 +39,11 @@ pub struct ConsensusStatus {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
+    /// The last entry the newest snapshot covers.
+    pub snapshot_index: Option<u64>,
+    /// The last entry removed from the log (covered by a snapshot): a peer that needs an entry
+    /// up to this one catches up from the snapshot.
+    pub purged_index: Option<u64>,
     /// A membership change is half-way (joint configuration).
     pub joint: bool,
     pub members: Vec<MemberStatus>,

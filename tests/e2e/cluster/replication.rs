@@ -90,3 +90,55 @@ async fn five_peers_form_and_list_each_other() {
         assert_eq!(id["cluster_peers"].as_array().unwrap().len(), 5, "{id}");
     }
 }
+
+/// A peer joining after the log it needs was purged catches up from a snapshot: it holds every
+/// pin, including those only the snapshot carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_peer_catches_up_from_a_snapshot() {
+    // A snapshot every 4 entries, so that a few pins (one entry each, written one at a time)
+    // purge the log.
+    let args = [FAST, &["--snapshot-every", "4"]].concat();
+    let mut cluster = TestCluster::start(1, Daemons::Shared, &args).await;
+    let first = &cluster.members[0];
+    let mut cids = Vec::new();
+    for n in 0..20 {
+        let data = unique_bytes(&format!("snapshot {n}"));
+        block_put(shared_daemon(), &data).await;
+        let cid = raw_cid(&data);
+        first.peer.pin(&cid, &[]).await;
+        cids.push(cid);
+    }
+    wait_for("the log to be purged behind a snapshot", WAIT, || async {
+        let consensus = first.consensus().await;
+        match consensus["purged_index"].as_u64() {
+            Some(purged) if purged >= 10 => Ok(()),
+            _ => Err(consensus.to_string()),
+        }
+    })
+    .await;
+
+    let bootstrap = first.cluster_address();
+    let joiner = cluster.spawn_member(&["--bootstrap", &bootstrap]).await;
+    cluster.members.push(joiner);
+    cluster.wait_converged(&[0, 1]).await;
+    let joiner = &cluster.members[1];
+    let mut expected: Vec<String> = cids.iter().map(|c| key_text(c)).collect();
+    expected.sort();
+    wait_for("the joiner to hold every pin", WAIT, || async {
+        let mut held: Vec<String> =
+            joiner.peer.allocations().await.iter().map(|p| key_text(p["cid"].as_str().unwrap())).collect();
+        held.sort();
+        if held == expected {
+            Ok(())
+        } else {
+            Err(format!("{} of {} pins", held.len(), expected.len()))
+        }
+    })
+    .await;
+    assert!(joiner.peer.log_tail().contains("installed a snapshot"), "{}", joiner.peer.log_tail());
+}
+
+/// A CID as comparable text (CIDs may come back in another version or base).
+fn key_text(cid: &str) -> String {
+    format!("{:?}", key(cid))
+}
