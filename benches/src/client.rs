@@ -51,6 +51,30 @@ pub fn request(method: Method, path: &str) -> Request<Empty<Bytes>> {
     Request::builder().method(method).uri(path).header(HOST, "127.0.0.1").body(Empty::new()).expect("a valid request")
 }
 
+/// Why a [`post`] failed.
+#[derive(Debug)]
+pub enum PostError {
+    /// The connection is unusable: reconnect before the next request.
+    Connection(String),
+    /// A transport error on this request, or a non-2xx answer (with its body).
+    Request(String),
+}
+
+/// `POST path` on a keep-alive connection, the body read to its end; `Ok` on a 2xx.
+pub async fn post(sender: &mut Sender, path: &str) -> Result<(), PostError> {
+    sender.ready().await.map_err(|e| PostError::Connection(format!("connection: {e}")))?;
+    let resp = sender
+        .send_request(request(Method::POST, path))
+        .await
+        .map_err(|e| PostError::Request(format!("request: {e}")))?;
+    let status = resp.status();
+    match resp.into_body().collect().await {
+        Ok(_) if status.is_success() => Ok(()),
+        Ok(body) => Err(PostError::Request(format!("{status}: {}", String::from_utf8_lossy(&body.to_bytes())))),
+        Err(e) => Err(PostError::Request(format!("reading the body: {e}"))),
+    }
+}
+
 /// hyper's server sends trailers only to clients that say they accept them.
 fn accepting_trailers(mut request: Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
     request.headers_mut().insert(http::header::TE, http::HeaderValue::from_static("trailers"));
@@ -93,4 +117,13 @@ pub async fn get_stream(addr: SocketAddr, path: &str, keep_body: bool) -> anyhow
     }
     out.total = started.elapsed();
     Ok(out)
+}
+
+/// GETs `path` on a new connection and returns the status and the whole body; an error after
+/// `timeout` or when the peer does not answer (a killed peer refuses the connection at once).
+pub async fn get_body(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
+    let streamed = tokio::time::timeout(timeout, get_stream(addr, path, true))
+        .await
+        .map_err(|_| anyhow::anyhow!("GET {path} on {addr}: no answer within {timeout:?}"))??;
+    Ok((streamed.status, streamed.body))
 }

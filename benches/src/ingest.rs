@@ -7,11 +7,10 @@
 //! listed (`GET /allocations`) and must hold every acknowledged pin.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Method;
-use http_body_util::BodyExt;
 use sidecar::ipfs::fake::{raw_block_cid, FakeIpfs};
 
 use crate::client::{self, Sender};
@@ -33,7 +32,8 @@ struct TaskResult {
     ran_out: bool,
 }
 
-struct ClientRun {
+/// What the clients saw, and CPU over the measured window.
+pub struct ClientRun {
     tasks: Vec<TaskResult>,
     window: Duration,
     /// Process and client-thread CPU and context switches over the window.
@@ -41,11 +41,155 @@ struct ClientRun {
     client: Usage,
     /// CPU the whole machine used over the window.
     machine: Duration,
+    /// CPU each peer process (`peer_pids`) used over the window.
+    pub peers: Vec<Duration>,
+}
+
+/// Pre-generated request paths (`/pins/<cid>?name=...`), one list per client.
+pub type Paths = Arc<Vec<Vec<String>>>;
+
+/// Random unique CIDs for `clients` clients, enough for [`MAX_RATE`] over warm-up and window;
+/// made before any clock starts.
+pub fn make_paths(clients: usize, args: &Args) -> Paths {
+    let per_client = ((MAX_RATE * (args.warmup + args.seconds)) as usize).div_ceil(clients);
+    Arc::new(
+        (0..clients)
+            .map(|c| {
+                (0..per_client)
+                    .map(|i| format!("/pins/{}?name=ingest-{c}-{i}", raw_block_cid(&rand::random::<[u8; 32]>())))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// Runs the load from the one-thread client: client `c` posts to `addrs[c % addrs.len()]`. CPU of
+/// the processes `peer_pids` is sampled at the window's edges too (peers in their own processes).
+pub fn run_load(args: &Args, addrs: Vec<SocketAddr>, paths: &Paths, peer_pids: Vec<u32>) -> anyhow::Result<ClientRun> {
+    let (warmup, window) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.seconds));
+    let paths = paths.clone();
+    client::on_client_thread(move || drive(addrs, paths, warmup, window, peer_pids))?.0
+}
+
+/// The figures of a [`ClientRun`] that do not depend on where the peers run.
+pub struct LoadFigures {
+    pub completed: u64,
+    pub rate: f64,
+    pub latency: Percentiles,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub ran_out: bool,
+    /// CIDs acknowledged with a 2xx, warm-up included.
+    pub acked: HashSet<String>,
+    pub window: Duration,
+    pub cores_client: f64,
+    /// CPU of other processes of the machine: all but this one and the peer processes.
+    pub cores_others: f64,
+}
+
+impl LoadFigures {
+    pub fn of(run: &ClientRun, paths: &Paths) -> LoadFigures {
+        let mut micros: Vec<u32> = run.tasks.iter().flat_map(|t| t.micros.iter().copied()).collect();
+        let completed = micros.len() as u64;
+        let window_s = run.window.as_secs_f64();
+        let acked = run
+            .tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, t)| t.acked.iter().map(move |&i| cid_of(&paths[c][i]).to_string()))
+            .collect();
+        let peers: Duration = run.peers.iter().sum();
+        LoadFigures {
+            completed,
+            rate: completed as f64 / window_s,
+            latency: Percentiles::of(&mut micros),
+            errors: run.tasks.iter().map(|t| t.errors).sum(),
+            first_error: run.tasks.iter().find_map(|t| t.first_error.clone()),
+            ran_out: run.tasks.iter().any(|t| t.ran_out),
+            acked,
+            window: run.window,
+            cores_client: run.client.cpu.as_secs_f64() / window_s,
+            cores_others: run.machine.saturating_sub(run.process.cpu + peers).as_secs_f64() / window_s,
+        }
+    }
+
+    /// Cores a CPU time over the window amounts to.
+    pub fn cores(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() / self.window.as_secs_f64()
+    }
+
+    pub fn rate_ok(&self) -> bool {
+        self.rate >= 10_000.0
+    }
+
+    pub fn p99_ok(&self, target_ms: f64) -> bool {
+        self.latency.p99 <= target_ms
+    }
+
+    /// Throughput, latency and errors, against the targets.
+    pub fn print(&self, p99_target_ms: f64) {
+        println!(
+            "   throughput   {:.0} pins/s ({} in {:.2} s)   target >= 10000: {}",
+            self.rate,
+            self.completed,
+            self.window.as_secs_f64(),
+            verdict(self.rate_ok())
+        );
+        println!(
+            "   latency      {}   target p99 <= {p99_target_ms} ms: {}",
+            self.latency,
+            verdict(self.p99_ok(p99_target_ms))
+        );
+        println!(
+            "   errors       {}{}",
+            self.errors,
+            self.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        if self.ran_out {
+            println!("   WARNING      a client used up its pre-generated CIDs: raise MAX_RATE");
+        }
+    }
+
+    /// The figures every ingest JSON line carries.
+    pub fn json(&self, args: &Args, p99_target_ms: f64) -> serde_json::Map<String, serde_json::Value> {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "seconds": secs(self.window), "warmup_s": args.warmup,
+            "pins_per_s": self.rate.round(), "completed": self.completed, "latency_ms": self.latency.json(),
+            "errors": self.errors, "acknowledged": self.acked.len(),
+            "client_cpu_cores": round2(self.cores_client), "others_cpu_cores": round2(self.cores_others),
+            "targets": { "pins_per_s_ge_10000": self.rate_ok(), format!("p99_le_{p99_target_ms}ms"): self.p99_ok(p99_target_ms) },
+        }) else {
+            unreachable!("an object")
+        };
+        map
+    }
+}
+
+/// What `GET /allocations` of one peer lists against the acknowledged pins.
+pub struct Listing {
+    pub listed: usize,
+    pub missing: usize,
+    /// 200, every acknowledged pin listed and no other.
+    pub ok: bool,
+}
+
+/// Reads the whole `GET /allocations` of the peer at `addr` and checks it against `acked`.
+pub fn check_listing(addr: SocketAddr, acked: &HashSet<String>) -> anyhow::Result<Listing> {
+    let (listing, _) = client::on_client_thread(move || client::get_stream(addr, "/allocations", true))?;
+    let listing = listing?;
+    let mut listed = HashSet::new();
+    for line in listing.body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let pin: serde_json::Value = serde_json::from_slice(line)?;
+        listed.insert(pin["cid"].as_str().unwrap_or_default().to_string());
+    }
+    let missing = acked.iter().filter(|cid| !listed.contains(*cid)).count();
+    let ok = listing.status == 200 && missing == 0 && listed.len() == acked.len();
+    Ok(Listing { listed: listed.len(), missing, ok })
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    const P99_TARGET_MS: f64 = 20.0;
     let clients = args.clients.max(1);
-    let (warmup, window) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.seconds));
     println!(
         "== ingest: {clients} clients, {:.0} s warm-up + {:.0} s measured ({})",
         args.warmup,
@@ -53,16 +197,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         measure::load_line()
     );
     let load_before = measure::load();
-
-    // CIDs first, before any clock starts: "/pins/<cid>?name=..." per client.
-    let per_client = ((MAX_RATE * (args.warmup + args.seconds)) as usize).div_ceil(clients);
-    let paths: Vec<Vec<String>> = (0..clients)
-        .map(|c| {
-            (0..per_client)
-                .map(|i| format!("/pins/{}?name=ingest-{c}-{i}", raw_block_cid(&rand::random::<[u8; 32]>())))
-                .collect()
-        })
-        .collect();
+    let paths = make_paths(clients, args);
 
     let dir = args.temp_dir("cluster-bench-ingest-")?;
     let runtime = peer::server_runtime()?;
@@ -73,76 +208,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok(peer)
     })?;
     let addr = peer.addr;
+    let entries_before = peer::metric(&peer.cluster, "raft_last_applied_index").unwrap_or(0);
 
-    let paths = Arc::new(paths);
-    let load_paths = paths.clone();
-    let (run, _) = client::on_client_thread(move || drive(addr, load_paths, warmup, window))?;
-    let run = run?;
+    let run = run_load(args, vec![addr], &paths, Vec::new())?;
     let load_after = measure::load();
-
-    // Figures.
-    let mut micros: Vec<u32> = run.tasks.iter().flat_map(|t| t.micros.iter().copied()).collect();
-    let completed = micros.len() as u64;
-    let rate = completed as f64 / run.window.as_secs_f64();
-    let latency = Percentiles::of(&mut micros);
-    let errors: u64 = run.tasks.iter().map(|t| t.errors).sum();
-    let first_error = run.tasks.iter().find_map(|t| t.first_error.clone());
-    let ran_out = run.tasks.iter().any(|t| t.ran_out);
-    let paths: &Vec<Vec<String>> = &paths;
-    let acked: HashSet<&str> =
-        run.tasks.iter().enumerate().flat_map(|(c, t)| t.acked.iter().map(move |&i| cid_of(&paths[c][i]))).collect();
+    let figures = LoadFigures::of(&run, &paths);
     let server = run.process - run.client;
-    let server_cpu = server.cpu;
-    let cores_server = server_cpu.as_secs_f64() / run.window.as_secs_f64();
-    let cores_client = run.client.cpu.as_secs_f64() / run.window.as_secs_f64();
-    let cores_others = run.machine.saturating_sub(run.process.cpu).as_secs_f64() / run.window.as_secs_f64();
-    let switches_per_pin = server.switches as f64 / completed.max(1) as f64;
-    let server_us_per_pin = server_cpu.as_secs_f64() * 1e6 / completed.max(1) as f64;
+    let cores_server = figures.cores(server.cpu);
+    let switches_per_pin = server.switches as f64 / figures.completed.max(1) as f64;
+    let server_us_per_pin = server.cpu.as_secs_f64() * 1e6 / figures.completed.max(1) as f64;
 
     // Every acknowledged pin must be in the pinset.
-    let (listing, _) = client::on_client_thread(move || client::get_stream(addr, "/allocations", true))?;
-    let listing = listing?;
-    let mut listed = HashSet::new();
-    for line in listing.body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let pin: serde_json::Value = serde_json::from_slice(line)?;
-        listed.insert(pin["cid"].as_str().unwrap_or_default().to_string());
-    }
-    let missing = acked.iter().filter(|cid| !listed.contains(**cid)).count();
-    let state_ok = listing.status == 200 && missing == 0 && listed.len() == acked.len();
+    let listing = check_listing(addr, &figures.acked)?;
 
     // The tracker pins them in the fake daemon behind the API; how long it needs to catch up.
-    let catch_up = runtime.block_on(peer::wait_all_pinned(&peer.cluster, acked.len() as u64, Duration::from_secs(120)));
-    let transactions = peer::metric(&peer.cluster, "state_transactions").unwrap_or(0);
-    let ops = peer::metric(&peer.cluster, "state_ops").unwrap_or(0);
+    let acked = figures.acked.len() as u64;
+    let catch_up = runtime.block_on(peer::wait_all_pinned(&peer.cluster, acked, Duration::from_secs(120)));
+    let entries = peer::metric(&peer.cluster, "raft_last_applied_index").unwrap_or(0).saturating_sub(entries_before);
     runtime.block_on(peer.stop());
     drop(runtime);
     drop(dir);
 
-    let rate_ok = rate >= 10_000.0;
-    let p99_ok = latency.p99 <= 20.0;
+    figures.print(P99_TARGET_MS);
     println!(
-        "   throughput   {rate:.0} pins/s ({completed} in {:.2} s)   target >= 10000: {}",
-        run.window.as_secs_f64(),
-        verdict(rate_ok)
-    );
-    println!("   latency      {latency}   target p99 <= 20 ms: {}", verdict(p99_ok));
-    println!(
-        "   errors       {errors}{}",
-        first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        "   CPU          server {cores_server:.2} cores ({server_us_per_pin:.0} µs/pin, {switches_per_pin:.1} context switches/pin), client {:.2} cores (one thread); other processes {:.2} cores",
+        figures.cores_client, figures.cores_others
     );
     println!(
-        "   CPU          server {:.2} cores ({server_us_per_pin:.0} µs/pin, {switches_per_pin:.1} context switches/pin), client {:.2} cores (one thread); other processes {cores_others:.2} cores",
-        cores_server, cores_client
+        "   state        {acked} acknowledged, {} listed by GET /allocations, {} missing: {}",
+        listing.listed,
+        listing.missing,
+        if listing.ok { "OK" } else { "FAILED" }
     );
     println!(
-        "   state        {} acknowledged, {} listed by GET /allocations, {missing} missing: {}",
-        acked.len(),
-        listed.len(),
-        if state_ok { "OK" } else { "FAILED" }
-    );
-    println!(
-        "   commits      {ops} ops in {transactions} fsynced transactions ({:.0} ops each)",
-        ops as f64 / transactions.max(1) as f64
+        "   commits      {acked} pins in {entries} Raft entries ({:.0} pins each)",
+        acked as f64 / entries.max(1) as f64
     );
     match &catch_up {
         Ok(d) => {
@@ -150,21 +250,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         Err(e) => println!("   tracker      did not catch up: {e}"),
     }
-    if ran_out {
-        println!("   WARNING      a client used up its pre-generated CIDs: raise MAX_RATE");
-    }
-    measure::emit(serde_json::json!({
-        "scenario": "ingest", "clients": clients, "seconds": secs(run.window), "warmup_s": args.warmup,
-        "pins_per_s": rate.round(), "completed": completed, "latency_ms": latency.json(), "errors": errors,
-        "acknowledged": acked.len(), "listed": listed.len(), "state_ok": state_ok,
-        "server_cpu_cores": round2(cores_server), "client_cpu_cores": round2(cores_client), "others_cpu_cores": round2(cores_others),
-        "server_cpu_us_per_pin": server_us_per_pin.round(), "server_context_switches_per_pin": round2(switches_per_pin),
-        "state_ops": ops, "state_transactions": transactions,
-        "tracker_catch_up_s": catch_up.as_ref().ok().map(|d| secs(*d)),
-        "targets": { "pins_per_s_ge_10000": rate_ok, "p99_le_20ms": p99_ok },
-        "load_before": load_before, "load_after": load_after,
-    }));
-    anyhow::ensure!(errors == 0 && state_ok && !ran_out, "ingest: errors or lost pins (see above)");
+    measure::emit(measure::merge(
+        figures.json(args, P99_TARGET_MS),
+        serde_json::json!({
+            "scenario": "ingest", "clients": clients, "listed": listing.listed, "state_ok": listing.ok,
+            "server_cpu_cores": round2(cores_server), "server_cpu_us_per_pin": server_us_per_pin.round(),
+            "server_context_switches_per_pin": round2(switches_per_pin), "raft_entries": entries,
+            "tracker_catch_up_s": catch_up.as_ref().ok().map(|d| secs(*d)),
+            "load_before": load_before, "load_after": load_after,
+        }),
+    ));
+    anyhow::ensure!(figures.errors == 0 && listing.ok && !figures.ran_out, "ingest: errors or lost pins (see above)");
     Ok(())
 }
 
@@ -172,24 +268,29 @@ fn cid_of(path: &str) -> &str {
     path.trim_start_matches("/pins/").split('?').next().unwrap_or_default()
 }
 
-/// The client side: connects everyone, then runs warm-up and window, measuring CPU at both edges.
+/// The client side: connects everyone (client `c` to `addrs[c % addrs.len()]`), then runs warm-up
+/// and window, measuring CPU at both edges.
 async fn drive(
-    addr: std::net::SocketAddr,
-    paths: Arc<Vec<Vec<String>>>,
+    addrs: Vec<SocketAddr>,
+    paths: Paths,
     warmup: Duration,
     window: Duration,
+    peer_pids: Vec<u32>,
 ) -> anyhow::Result<ClientRun> {
     let mut senders = Vec::with_capacity(paths.len());
-    for _ in 0..paths.len() {
-        senders.push(client::connect(addr).await?);
+    for c in 0..paths.len() {
+        senders.push(client::connect(addrs[c % addrs.len()]).await?);
     }
     let start = Instant::now();
     let (t0, t1) = (start + warmup, start + warmup + window);
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(t0.into()).await;
-        let (p0, c0, m0) = (measure::process_usage(), measure::thread_usage(), measure::machine_busy());
+        let peers_cpu = || peer_pids.iter().map(|&pid| measure::pid_cpu(pid)).collect::<Vec<_>>();
+        let (p0, c0, m0, peers0) =
+            (measure::process_usage(), measure::thread_usage(), measure::machine_busy(), peers_cpu());
         tokio::time::sleep_until(t1.into()).await;
-        (measure::process_usage() - p0, measure::thread_usage() - c0, measure::machine_busy().saturating_sub(m0))
+        let peers = peers_cpu().into_iter().zip(peers0).map(|(now, then)| now.saturating_sub(then)).collect();
+        (measure::process_usage() - p0, measure::thread_usage() - c0, measure::machine_busy().saturating_sub(m0), peers)
     });
     let tasks: Vec<_> = senders
         .into_iter()
@@ -200,18 +301,12 @@ async fn drive(
     for task in tasks {
         results.push(task.await?);
     }
-    let (process, client, machine) = cpu.await?;
-    Ok(ClientRun { tasks: results, window, process, client, machine })
+    let (process, client, machine, peers) = cpu.await?;
+    Ok(ClientRun { tasks: results, window, process, client, machine, peers })
 }
 
 /// One client: posts its CIDs one after the other on its connection until `t1`.
-async fn post_until(
-    mut sender: Sender,
-    paths: Arc<Vec<Vec<String>>>,
-    c: usize,
-    t0: Instant,
-    t1: Instant,
-) -> TaskResult {
+async fn post_until(mut sender: Sender, paths: Paths, c: usize, t0: Instant, t1: Instant) -> TaskResult {
     let mine = &paths[c];
     let mut out = TaskResult { micros: Vec::with_capacity(mine.len()), ..Default::default() };
     for (i, path) in mine.iter().enumerate() {
@@ -219,27 +314,14 @@ async fn post_until(
         if started >= t1 {
             return out;
         }
-        if let Err(e) = sender.ready().await {
-            fail(&mut out, format!("connection: {e}"));
-            return out;
-        }
-        let ok = match sender.send_request(client::request(Method::POST, path)).await {
-            Ok(resp) => {
-                let status = resp.status();
-                match resp.into_body().collect().await {
-                    Ok(_) if status.is_success() => true,
-                    Ok(body) => {
-                        fail(&mut out, format!("{status}: {}", String::from_utf8_lossy(&body.to_bytes())));
-                        false
-                    }
-                    Err(e) => {
-                        fail(&mut out, format!("reading the body: {e}"));
-                        false
-                    }
-                }
+        let ok = match client::post(&mut sender, path).await {
+            Ok(()) => true,
+            Err(client::PostError::Connection(e)) => {
+                fail(&mut out, e);
+                return out;
             }
-            Err(e) => {
-                fail(&mut out, format!("request: {e}"));
+            Err(client::PostError::Request(e)) => {
+                fail(&mut out, e);
                 false
             }
         };

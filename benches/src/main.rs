@@ -1,9 +1,15 @@
-//! `cluster-bench`: figures for one sidecar peer on durable storage with the in-process fake IPFS.
+//! `cluster-bench`: figures for sidecar peers on durable storage with the in-process fake IPFS:
+//! one peer in this process (`ingest`, `startup`, `stream`, `all`), or a 3-peer loopback cluster
+//! with each peer in its own process (`cluster-ingest`, `failover`, `catch-up`, `cluster`).
 //!
-//! `cargo run --release -p bench -- <ingest|startup|stream|all> [flags]`; see `benches/README.md`.
+//! `cargo run --release -p bench -- <scenario> [flags]`; see `benches/README.md`.
 //! Each scenario prints a human summary and then one line of JSON with its figures.
 
+mod catch_up;
 mod client;
+mod cluster;
+mod cluster_ingest;
+mod failover;
 mod ingest;
 mod measure;
 mod peer;
@@ -24,37 +30,96 @@ enum Scenario {
     Stream,
     /// The three, sharing one large pinset.
     All,
+    /// 3 peers in their own processes: `POST /pins/{cid}` throughput and latency with the clients
+    /// spread round-robin over the peers' REST APIs; every peer must list every acknowledged pin.
+    ClusterIngest,
+    /// 3 peers: one client writes to a follower while the leader is killed (SIGKILL); the time to
+    /// the next acknowledged write, then the killed peer restarted and rejoined; `--rounds` times.
+    Failover,
+    /// A first peer starts a cluster on a `--pins` pinset; the time two joining peers take to hold
+    /// it all (Raft snapshot), and every peer's RSS once caught up.
+    CatchUp,
+    /// cluster-ingest, failover and catch-up, one after the other.
+    Cluster,
     /// Internal: the measured child process of `startup`.
     #[value(hide = true)]
     StartupChild,
+    /// Internal: one cluster peer in its own process (the cluster scenarios start three).
+    #[value(hide = true)]
+    PeerChild,
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "cluster-bench", about = "Sidecar peer benchmarks (one peer, durable state, fake IPFS)")]
+#[command(
+    name = "cluster-bench",
+    about = "Sidecar benchmarks (durable state, fake IPFS): one peer, or a 3-peer loopback cluster of processes"
+)]
 pub struct Args {
     scenario: Scenario,
-    /// ingest: concurrent clients, each on its own keep-alive HTTP/1.1 connection.
+    /// ingest and cluster-ingest: concurrent clients, each on its own keep-alive HTTP/1.1 connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// ingest: measured duration, in seconds.
+    /// ingest and cluster-ingest: measured duration, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// ingest: warm-up before the measurement, in seconds (its requests are not counted).
+    /// ingest and cluster-ingest: warm-up before the measurement, in seconds (not counted).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// startup and stream: pins in the state.
+    /// startup, stream and catch-up: pins in the state.
     #[arg(long, default_value_t = 1_000_000)]
     pub pins: u64,
+    /// failover: how many times the leader is killed (and restarted).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Where the temporary data directories go (default: the system temp dir). Use a real disk:
     /// the state is fsynced.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// startup-child: the data directory holding the prepared state.
+    /// Cluster scenarios: the peers' Raft heartbeat interval, in ms (default: the sidecar's).
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Cluster scenarios: the peers' election timeout range, in ms, as `MIN-MAX` (default: the
+    /// sidecar's). openraft 0.9 lets a follower of a known leader campaign only after
+    /// MAX + a random value in the range.
+    #[arg(long, value_parser = parse_range)]
+    pub election_timeout_ms: Option<(u64, u64)>,
+    /// Cluster scenarios: keep the peers' logs (`peer<N>.log`, appended across restarts) in this
+    /// directory instead of the temp dir. What they log: `CLUSTER_BENCH_LOG` (an `EnvFilter`,
+    /// default `warn`).
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+    /// startup-child and peer-child: the data directory (holding the prepared state).
     #[arg(long, hide = true)]
     pub state_dir: Option<PathBuf>,
-    /// startup-child: the seed the pins' CIDs were made from.
+    /// startup-child and peer-child: the seed the fixture's CIDs were made from.
     #[arg(long, hide = true, default_value_t = 0)]
     pub seed: u64,
+    /// peer-child: its peer name.
+    #[arg(long, hide = true, default_value = "bench")]
+    pub peername: String,
+    /// peer-child: the cluster secret, 64 hex digits.
+    #[arg(long, hide = true)]
+    pub secret: Option<String>,
+    /// peer-child: the cluster listen address.
+    #[arg(long, hide = true, default_value = "/ip4/127.0.0.1/tcp/0")]
+    pub listen: String,
+    /// peer-child: a member to join through (none: start a new cluster).
+    #[arg(long, hide = true)]
+    pub bootstrap: Vec<String>,
+    /// peer-child: pins of fixture `--seed` its fake daemon holds from the start.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub fake_pins: u64,
+}
+
+/// `MIN-MAX`, both in ms, MIN < MAX.
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (min, max) = text.split_once('-').ok_or("expected MIN-MAX, e.g. 500-1000")?;
+    let (min, max): (u64, u64) =
+        (min.trim().parse().map_err(|e| format!("MIN: {e}"))?, max.trim().parse().map_err(|e| format!("MAX: {e}"))?);
+    if min >= max {
+        return Err("MIN must be below MAX".into());
+    }
+    Ok((min, max))
 }
 
 impl Args {
@@ -67,8 +132,10 @@ impl Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     peer::init_logging();
-    if args.scenario == Scenario::StartupChild {
-        return startup::child(&args);
+    match args.scenario {
+        Scenario::StartupChild => return startup::child(&args),
+        Scenario::PeerChild => return cluster::child(&args),
+        _ => {}
     }
     match args.scenario {
         Scenario::Ingest => ingest::run(&args)?,
@@ -86,7 +153,27 @@ fn main() -> anyhow::Result<()> {
             startup::run(&args, &fixture)?;
             stream::run(&args, &fixture)?;
         }
-        Scenario::StartupChild => unreachable!("handled above"),
+        Scenario::ClusterIngest => cluster_ingest::run(&args)?,
+        Scenario::Failover => failover::run(&args)?,
+        Scenario::CatchUp => catch_up::run(&args)?,
+        Scenario::Cluster => {
+            // Each one, even when an earlier one failed; the failures at the end.
+            let failures: Vec<String> = [cluster_ingest::run, failover::run, catch_up::run]
+                .iter()
+                .filter_map(|scenario| scenario(&args).err())
+                .map(|e| {
+                    println!("   FAILED: {e:#}");
+                    format!("{e:#}")
+                })
+                .collect();
+            anyhow::ensure!(
+                failures.is_empty(),
+                "{} of the 3 cluster scenarios failed:\n{}",
+                failures.len(),
+                failures.join("\n")
+            );
+        }
+        Scenario::StartupChild | Scenario::PeerChild => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -13,8 +13,18 @@ pub struct Rss {
 }
 
 impl Rss {
+    /// This process.
     pub fn read() -> Rss {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Rss::from_status("/proc/self/status")
+    }
+
+    /// Another process (a peer child); NaN when it is gone.
+    pub fn of_pid(pid: u32) -> Rss {
+        Rss::from_status(&format!("/proc/{pid}/status"))
+    }
+
+    fn from_status(path: &str) -> Rss {
+        let status = std::fs::read_to_string(path).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -79,6 +89,21 @@ pub fn thread_cpu() -> Duration {
     thread_usage().cpu
 }
 
+/// CPU time (user + system) another process used so far, from `/proc/<pid>/stat` (clock ticks);
+/// zero when it is gone.
+pub fn pid_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// CPU time all processes of the machine used since boot (`/proc/stat`: all but idle and iowait).
 /// Minus this process's own time over an interval, it shows what other work took from the cores.
 pub fn machine_busy() -> Duration {
@@ -93,9 +118,75 @@ pub fn machine_busy() -> Duration {
         .filter_map(|v| v.parse().ok())
         .collect();
     let busy: u64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(busy as f64 / hz)
+    Duration::from_secs_f64(busy as f64 / clock_ticks_per_second())
+}
+
+/// CPU over an interval: this process, some other processes (the peer children) and the rest of
+/// the machine ("other processes": builds and tests running beside the bench).
+pub struct CpuWindow {
+    at: std::time::Instant,
+    machine: Duration,
+    process: Duration,
+    pids: Vec<(u32, Duration)>,
+}
+
+/// Cores used over a [`CpuWindow`].
+#[derive(Clone, Debug, Default)]
+pub struct CpuCores {
+    /// Each pid given to [`CpuWindow::end`], in order.
+    pub pids: Vec<f64>,
+    /// This process.
+    pub own: f64,
+    /// Everything else on the machine.
+    pub others: f64,
+}
+
+impl CpuCores {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "peers": self.pids.iter().map(|c| round2(*c)).collect::<Vec<_>>(),
+            "bench": round2(self.own), "others": round2(self.others),
+        })
+    }
+}
+
+impl std::fmt::Display for CpuCores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers: Vec<String> = self.pids.iter().map(|c| format!("{c:.2}")).collect();
+        write!(f, "peers [{}] cores, bench {:.2}, other processes {:.2}", peers.join(", "), self.own, self.others)
+    }
+}
+
+impl CpuWindow {
+    pub fn start(pids: &[u32]) -> CpuWindow {
+        CpuWindow {
+            at: std::time::Instant::now(),
+            machine: machine_busy(),
+            process: process_cpu(),
+            pids: pids.iter().map(|&pid| (pid, pid_cpu(pid))).collect(),
+        }
+    }
+
+    /// Cores each of `pids` used since [`CpuWindow::start`] (a pid born since counts from zero; one
+    /// that died since, from its last reading: only live pids are exact), this process, and others.
+    pub fn end(&self, pids: &[u32]) -> CpuCores {
+        let seconds = self.at.elapsed().as_secs_f64().max(1e-9);
+        let used: Vec<Duration> = pids
+            .iter()
+            .map(|&pid| {
+                let before = self.pids.iter().find(|(p, _)| *p == pid).map_or(Duration::ZERO, |(_, cpu)| *cpu);
+                pid_cpu(pid).saturating_sub(before)
+            })
+            .collect();
+        let own = process_cpu().saturating_sub(self.process);
+        let machine = machine_busy().saturating_sub(self.machine);
+        let others = machine.saturating_sub(own + used.iter().sum::<Duration>());
+        CpuCores {
+            pids: used.iter().map(|d| d.as_secs_f64() / seconds).collect(),
+            own: own.as_secs_f64() / seconds,
+            others: others.as_secs_f64() / seconds,
+        }
+    }
 }
 
 /// The 1, 5 and 15 minute load averages and the core count.
@@ -145,6 +236,20 @@ impl std::fmt::Display for Percentiles {
     }
 }
 
+/// The median of `values` (sorted in place); NaN when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 pub fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -164,6 +269,14 @@ pub fn verdict(ok: bool) -> &'static str {
     } else {
         "MISSED"
     }
+}
+
+/// `base` with the fields of the object `extra` added (or replaced).
+pub fn merge(mut base: serde_json::Map<String, serde_json::Value>, extra: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(extra) = extra {
+        base.extend(extra);
+    }
+    serde_json::Value::Object(base)
 }
 
 /// Prints the figures as one JSON line (after the human summary, so docs can quote it).

@@ -24,11 +24,13 @@ use tracing_subscriber::Layer as _;
 
 use crate::measure::{self, secs};
 
-/// Warnings and errors of the peer go to stderr; [`RebuildWatch`] sees every event.
+/// Warnings and errors of the peer go to stderr (or what `CLUSTER_BENCH_LOG` says, an `EnvFilter`
+/// such as `info,sidecar::consensus=debug`); [`RebuildWatch`] sees every event.
 pub fn init_logging() {
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLUSTER_BENCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours).with_filter(filter);
     tracing_subscriber::registry().with(fmt).with(RebuildWatch).init();
 }
 
@@ -98,7 +100,17 @@ pub struct Peer {
 impl Peer {
     /// Starts the cluster on `data_dir` and serves the REST API on 127.0.0.1, port 0.
     pub async fn start(data_dir: &Path, ipfs: Arc<FakeIpfs>) -> anyhow::Result<Peer> {
-        let cluster = Cluster::start(config("bench"), Identity::generate(), ipfs, data_dir).await?;
+        Peer::start_with(config("bench"), Identity::generate(), data_dir, ipfs).await
+    }
+
+    /// [`Peer::start`] with these settings and identity.
+    pub async fn start_with(
+        config: ClusterConfig,
+        identity: Identity,
+        data_dir: &Path,
+        ipfs: Arc<FakeIpfs>,
+    ) -> anyhow::Result<Peer> {
+        let cluster = Cluster::start(config, identity, ipfs, data_dir).await?;
         let shutdown = CancellationToken::new();
         let config =
             RestApiConfig { http_listen_multiaddress: "/ip4/127.0.0.1/tcp/0".parse()?, ..RestApiConfig::default() };
@@ -116,7 +128,12 @@ impl Peer {
 
 /// A gauge or counter of the peer's Prometheus text (`cluster_<name>`).
 pub fn metric(cluster: &Cluster, name: &str) -> Option<u64> {
-    let text = cluster.prometheus();
+    parse_metric(&cluster.prometheus(), name)
+}
+
+/// A gauge or counter (`cluster_<name>`, or `cluster_<name>_total`) of a Prometheus text
+/// exposition (`Cluster::prometheus()`, `GET /metrics`).
+pub fn parse_metric(text: &str, name: &str) -> Option<u64> {
     let full = format!("cluster_{name}");
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(' ')?;
@@ -186,7 +203,19 @@ pub fn fake_with_pins(seed: u64, pins: u64) -> FakeIpfs {
     ipfs
 }
 
-/// A data directory whose state holds `pins` pins, built once and shared by `startup` and `stream`.
+/// [`realistic_pin`] allocated to `holder` only (replication 1), as the allocator makes it when
+/// that peer is the pin's one holder.
+pub fn pin_allocated_to(holder: &Identity, cid: Cid, i: u64) -> Pin {
+    Pin {
+        replication_factor_min: 1,
+        replication_factor_max: 1,
+        allocations: vec![holder.peer_id],
+        ..realistic_pin(cid, i)
+    }
+}
+
+/// A data directory whose state holds `pins` pins, built once and shared by `startup` and `stream`
+/// (and, allocated to one peer, the first peer's directory in `catch-up`).
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub seed: u64,
@@ -194,19 +223,27 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// `--pins` pins of the default replication (everywhere, no allocations) in a new temp dir.
     pub fn build(args: &crate::Args) -> anyhow::Result<Fixture> {
+        Fixture::build_in(args.temp_dir("cluster-bench-state-")?, args.pins, None)
+    }
+
+    /// `pins` pins into the state of `dir`; allocated to `holder` only when given.
+    pub fn build_in(dir: tempfile::TempDir, pins: u64, holder: Option<&Identity>) -> anyhow::Result<Fixture> {
         const BATCH: u64 = 10_000;
-        let dir = args.temp_dir("cluster-bench-state-")?;
         let seed = rand::random::<u64>();
-        let pins = args.pins;
-        println!("== fixture: {pins} pins into {} ({})", dir.path().display(), measure::load_line());
+        let whose = holder.map(|h| format!(", allocated to {} only", h.peer_id)).unwrap_or_default();
+        println!("== fixture: {pins} pins into {}{whose} ({})", dir.path().display(), measure::load_line());
+        let make = |n: u64| match holder {
+            Some(peer) => pin_allocated_to(peer, fixture_cid(seed, n), n),
+            None => realistic_pin(fixture_cid(seed, n), n),
+        };
         let started = Instant::now();
         let path = dir.path().join(STATE_FILE);
         let state = PinState::open(&path)?;
         let mut i = 0;
         while i < pins {
-            let ops: Vec<StateOp> =
-                (i..(i + BATCH).min(pins)).map(|n| StateOp::Pin(realistic_pin(fixture_cid(seed, n), n))).collect();
+            let ops: Vec<StateOp> = (i..(i + BATCH).min(pins)).map(|n| StateOp::Pin(make(n))).collect();
             state.apply(&ops).context("bulk loading the state")?;
             i += ops.len() as u64;
         }

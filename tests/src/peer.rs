@@ -203,8 +203,9 @@ impl Drop for PeerProcess {
     }
 }
 
-/// Makes the child receive SIGKILL when the test process dies, so no peer outlives its test.
-fn die_with_parent(command: &mut Command) {
+/// Makes the child receive SIGKILL when the thread that spawned it ends, so no peer outlives its
+/// test (or benchmark).
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
