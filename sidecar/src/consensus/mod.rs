@@ -165,12 +165,16 @@ impl Consensus {
 
     /// Commits `op`: returns once the cluster committed it and this peer applied it.
     pub async fn commit(&self, op: StateOp) -> Result<()> {
-        self.writer.commit(op).await
+        self.writer.commit(op).await.map(drop)
     }
 
-    /// Commits a batch that another peer forwarded to this one, as the leader; returns its log index.
+    /// Commits a batch another peer forwarded to this one (the leader, as that peer believes):
+    /// its ops join this peer's own queue, so they share entries with every other write. Returns
+    /// the log index by which all of them are committed.
     pub async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
-        writer::commit_as_leader(&self.raft, batch).await
+        let commits = batch.0.into_iter().map(|op| self.writer.commit(op));
+        let indexes = futures::future::try_join_all(commits).await?;
+        Ok(indexes.into_iter().max().unwrap_or(0))
     }
 
     /// The Raft node, for the RPC handler to feed messages into.

@@ -92,7 +92,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied = Applied { last_log_id: Some(last_log_id), membership: self.membership.clone() };
         let blob = serde_json::to_vec(&applied).expect("the Raft position always encodes");
         let state = self.state.clone();
-        let outcomes = tokio::task::spawn_blocking(move || state.apply_each(&ops, Some(&blob)))
+        // Not fsynced: the log is, and a crash replays from the position lost with the ops.
+        let outcomes = tokio::task::spawn_blocking(move || state.apply_each_deferred(&ops, &blob))
             .await
             .map_err(|e| StorageIOError::apply(last_log_id, io_error(e)))?
             .map_err(|e| StorageIOError::apply(last_log_id, io_error(e)))?;

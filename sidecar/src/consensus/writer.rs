@@ -1,6 +1,8 @@
 //! Group commit: client writes that queue together become one Raft entry, proposed on the leader
-//! (forwarded there from any other peer). One entry costs one fsync of the log and one of the
-//! pinset however many ops it carries, and several entries are in flight at once.
+//! (forwarded there from any other peer, where they join the leader's own queue). Per-entry costs
+//! (an fsync of the log on a quorum, a replication message, a pinset transaction, Raft's own
+//! bookkeeping) are paid once however many ops the entry carries; a few entries are in flight at
+//! once, and what queues meanwhile makes the next entry bigger.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,12 @@ use crate::{Error, Result};
 
 /// Most ops in one entry: bounds the latency a batch adds to its last op and the entry's size.
 pub const MAX_BATCH: usize = 1024;
-/// Entries proposed and not yet answered, at most.
-const IN_FLIGHT: usize = 8;
+/// Entries proposed and not yet answered, at most: enough to keep the disk and the network busy,
+/// few enough that entries fill up under load.
+const IN_FLIGHT: usize = 3;
 
-type Reply = oneshot::Sender<Result<()>>;
+/// Answered with the log index of the entry that carried the op.
+type Reply = oneshot::Sender<Result<u64>>;
 
 pub struct Writer {
     requests: mpsc::Sender<(StateOp, Reply)>,
@@ -35,7 +39,7 @@ impl Writer {
         Writer { requests, task: tokio::sync::Mutex::new(Some(tokio::spawn(batcher.run()))) }
     }
 
-    pub async fn commit(&self, op: StateOp) -> Result<()> {
+    pub async fn commit(&self, op: StateOp) -> Result<u64> {
         let (reply, outcome) = oneshot::channel();
         self.requests.send((op, reply)).await.map_err(|_| Error::ShuttingDown)?;
         outcome.await.map_err(|_| Error::ShuttingDown)?
@@ -86,7 +90,7 @@ impl Batcher {
                 let outcome = proposer.propose(OpBatch(ops)).await;
                 for reply in replies {
                     // The caller may have given up waiting; the write stands regardless.
-                    let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(Error::duplicate));
+                    let _ = reply.send(outcome.as_ref().copied().map_err(Error::duplicate));
                 }
                 drop(permit);
             });
@@ -110,15 +114,15 @@ impl Proposer {
     /// Proposes `batch` until a leader commits it or `commit_timeout` passes. Retrying is safe:
     /// pinset ops are idempotent, so a batch committed twice (its first answer lost) changes
     /// nothing more.
-    async fn propose(&self, batch: OpBatch) -> Result<()> {
+    async fn propose(&self, batch: OpBatch) -> Result<u64> {
         let deadline = Instant::now() + self.commit_timeout;
         let mut pause = Duration::from_millis(20);
         loop {
             let last_error = match self.raft.client_write(batch.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(response) => return Ok(response.log_id.index),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => match forward.leader_node {
                     Some(leader) => match self.forward(&leader, batch.clone()).await {
-                        Ok(()) => return Ok(()),
+                        Ok(index) => return Ok(index),
                         Err(e) => e.to_string(),
                     },
                     None => "no leader is known (an election may be running, or quorum is lost)".to_string(),
@@ -139,7 +143,7 @@ impl Proposer {
     }
 
     /// Sends the batch to the leader, then waits until this peer applied it too.
-    async fn forward(&self, leader: &ClusterNode, batch: OpBatch) -> Result<()> {
+    async fn forward(&self, leader: &ClusterNode, batch: OpBatch) -> Result<u64> {
         let peer = leader.peer().ok_or_else(|| Error::PeerUnreachable(format!("leader {leader} has a bad peer ID")))?;
         let index = match self.p2p.request_via(peer, leader.multiaddrs(), RpcRequest::Write(batch)).await? {
             RpcResponse::Written { index } => index,
@@ -153,16 +157,7 @@ impl Proposer {
             // Committed all the same: only this peer's copy lags.
             tracing::warn!(index, error = %e, "a forwarded write is committed but not yet applied here");
         }
-        Ok(())
-    }
-}
-
-/// Commits `batch` on this peer as the leader; an error when it is not the leader.
-pub async fn commit_as_leader(raft: &Raft, batch: OpBatch) -> Result<u64> {
-    match raft.client_write(batch).await {
-        Ok(response) => Ok(response.log_id.index),
-        Err(RaftError::APIError(e)) => Err(Error::Unavailable(e.to_string())),
-        Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        Ok(index)
     }
 }
 

@@ -152,10 +152,28 @@ impl PinState {
     /// in the same transaction, so the consensus layer's position and the pinset never disagree
     /// after a crash. All or nothing: on error nothing of the batch is stored.
     pub fn apply_each(&self, ops: &[StateOp], applied: Option<&[u8]>) -> Result<Vec<Option<StateChange>>> {
+        self.apply_with(ops, applied, Durability::Immediate)
+    }
+
+    /// [`PinState::apply_each`] without waiting for the disk: for a consensus layer whose log is
+    /// durable and replays what a crash loses (the ops and their `last_applied` are lost together,
+    /// never one without the other). [`PinState::snapshot`] makes everything before it durable.
+    pub fn apply_each_deferred(&self, ops: &[StateOp], applied: &[u8]) -> Result<Vec<Option<StateChange>>> {
+        self.apply_with(ops, Some(applied), Durability::None)
+    }
+
+    fn apply_with(
+        &self,
+        ops: &[StateOp],
+        applied: Option<&[u8]>,
+        durability: Durability,
+    ) -> Result<Vec<Option<StateChange>>> {
         if ops.is_empty() && applied.is_none() {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_write().map_err(|e| store::db_error(&self.path, "starting a write", e))?;
+        let mut txn = self.db.begin_write().map_err(|e| store::db_error(&self.path, "starting a write", e))?;
+        txn.set_durability(durability)
+            .map_err(|e| store::db_error(&self.path, "starting a write", redb::Error::from(e)))?;
         let (outcomes, unpin_seq) = {
             let mut tables = store::Tables::open(&txn, &self.path)?;
             let outcomes = ops.iter().map(|op| tables.apply(op)).collect::<Result<Vec<_>>>()?;
@@ -270,7 +288,8 @@ impl PinState {
         Ok(out)
     }
 
-    /// Writes every pin, from one consistent read, as a self-describing checksummed stream that
+    /// Writes every pin, from one consistent read made durable first (see
+    /// [`PinState::apply_each_deferred`]), as a self-describing checksummed stream that
     /// [`PinState::restore`] reads back. Returns how many pins it wrote and the `last_applied`
     /// blob they go with.
     pub fn snapshot(&self, writer: impl Write) -> Result<SnapshotSummary> {
@@ -290,6 +309,16 @@ impl PinState {
         let meta = txn.open_table(store::META).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
         let value = meta.get(name).map_err(|e| store::db_error(&self.path, "reading meta", e))?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// A read of everything committed so far, all of it made durable first: the empty durable
+    /// commit is taken while the read starts, so no write slips in between (redb persists the
+    /// deferred commits before a durable one).
+    fn durable_read(&self) -> Result<redb::ReadTransaction> {
+        let flush = self.db.begin_write().map_err(|e| store::db_error(&self.path, "flushing", e))?;
+        let read = self.begin_read()?;
+        flush.commit().map_err(|e| store::db_error(&self.path, "flushing", e))?;
+        Ok(read)
     }
 
     fn begin_read(&self) -> Result<redb::ReadTransaction> {

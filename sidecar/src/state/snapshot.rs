@@ -34,7 +34,7 @@ pub struct SnapshotSummary {
 
 pub(super) fn write(state: &PinState, writer: impl Write) -> Result<SnapshotSummary> {
     let path = state.path();
-    let txn = state.begin_read()?;
+    let txn = state.durable_read()?;
     let pins = store::open_read(&txn, store::PINS, path)?;
     let meta = store::open_read(&txn, store::META, path)?;
     let count = pins.len().map_err(|e| store::db_error(path, "counting pins for a snapshot", e))?;
