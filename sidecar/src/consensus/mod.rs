@@ -83,7 +83,7 @@ impl Default for ConsensusConfig {
             max_voters: 5,
             commit_timeout: Duration::from_secs(30),
             catch_up_timeout: Duration::from_secs(300),
-            snapshot_every: 1000,
+            snapshot_every: 4096,
             bootstrap: Vec::new(),
             auto_init: true,
             leave_on_shutdown: false,

@@ -20,9 +20,11 @@ use crate::{Error, Result};
 
 /// Most ops in one entry: bounds the latency a batch adds to its last op and the entry's size.
 pub const MAX_BATCH: usize = 1024;
-/// Entries proposed and not yet answered, at most: enough to keep the disk and the network busy,
-/// few enough that entries fill up under load.
-const IN_FLIGHT: usize = 3;
+/// Entries proposed and not yet answered, at most. One: whatever queues while an entry commits
+/// goes into the next, which keeps entries full under load (measured on 3 peers, 64 clients: 12
+/// ops per entry and p50 10 ms with one in flight, against 7 ops and p50 14 ms with three, at the
+/// same throughput).
+const IN_FLIGHT: usize = 1;
 
 /// Answered with the log index of the entry that carried the op.
 type Reply = oneshot::Sender<Result<u64>>;
