@@ -16,23 +16,22 @@ impl Cluster {
     pub(super) async fn spawn_background_tasks(&self) {
         // The first probe runs before `start` returns, so allocation has this peer's metrics at once.
         self.probe_and_publish().await;
-        let mut tasks = self.inner.tasks.lock().await;
-        let cluster = self.clone();
-        tasks.push(tokio::spawn(
-            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.probe_and_publish().await }),
-        ));
-        let cluster = self.clone();
-        tasks.push(tokio::spawn(
-            cluster.every(self.inner.config.expiry_check_interval, |c| async move { c.unpin_expired().await }),
-        ));
-        let cluster = self.clone();
-        tasks.push(tokio::spawn(
-            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.link_ipfs_daemons().await }),
-        ));
-        let cluster = self.clone();
-        tasks.push(tokio::spawn(
-            cluster.every(self.inner.config.monitor_ping_interval, |c| async move { c.leader_housekeeping().await }),
-        ));
+        let (monitor, expiry) = (self.inner.config.monitor_ping_interval, self.inner.config.expiry_check_interval);
+        // Separate tasks: a slow call to another peer must not delay this peer's own probe.
+        self.spawn_every(monitor, |c| async move { c.probe_and_publish().await }).await;
+        self.spawn_every(expiry, |c| async move { c.unpin_expired().await }).await;
+        self.spawn_every(monitor, |c| async move { c.link_ipfs_daemons().await }).await;
+        self.spawn_every(monitor, |c| async move { c.leader_housekeeping().await }).await;
+    }
+
+    /// Runs `work` every `period` on a task of its own until shutdown.
+    async fn spawn_every<F, Fut>(&self, period: Duration, work: F)
+    where
+        F: Fn(Cluster) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = tokio::spawn(self.clone().every(period, work));
+        self.inner.tasks.lock().await.push(task);
     }
 
     /// On the leader only: finish or rebalance the voter set, then move pins off gone peers.
