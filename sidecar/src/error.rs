@@ -40,6 +40,9 @@ pub enum Error {
     /// The cluster cannot take the request now: no leader, no quorum (503).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// This peer does not lead, so it cannot propose (a forwarded write goes to `leader` instead).
+    #[error("cluster unavailable: this peer is not the leader")]
+    NotLeader { leader: Option<u64> },
     /// The request conflicts with the cluster's state, e.g. removing its last member (409).
     #[error("{0}")]
     Conflict(String),
@@ -59,7 +62,7 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::NotFound(_) => 404,
             Error::Conflict(_) => 409,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::NotLeader { .. } => 503,
             Error::Remote { code, .. } => *code,
             _ => 500,
         }
@@ -84,6 +87,7 @@ impl Error {
             Error::ShuttingDown => Error::ShuttingDown,
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             Error::Conflict(m) => Error::Conflict(m.clone()),
+            Error::NotLeader { leader } => Error::NotLeader { leader: *leader },
             Error::Remote { code, message } => Error::Remote { code: *code, message: message.clone() },
         }
     }

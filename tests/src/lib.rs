@@ -1,6 +1,8 @@
-//! Harness of the cross-process end-to-end tests: real IPFS daemons, real peer processes.
+//! Harness of the end-to-end tests: real IPFS daemons, real peer processes, and clusters of real
+//! peers in one process whose network can fail.
 
 pub mod cluster;
 pub mod common;
+pub mod inprocess;
 pub mod ipfs_daemon;
 pub mod peer;

@@ -28,19 +28,12 @@ impl RpcHandler for ClusterRpc {
 impl Cluster {
     async fn answer(&self, from: PeerId, request: RpcRequest) -> Result<RpcResponse> {
         let consensus = &self.inner.consensus;
-        let raft = consensus.raft();
+        let request = match consensus.serve(from, request).await {
+            Ok(answered) => return answered,
+            Err(request) => request,
+        };
         Ok(match request {
             RpcRequest::Id => RpcResponse::Id(Box::new(self.id().await)),
-            RpcRequest::RaftAppend(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
-            // Refused without telling it it was removed: this peer's own view may be the stale one.
-            RpcRequest::RaftVote(rpc) if !consensus.may_campaign(rpc.vote.leader_id.node_id) => {
-                tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
-                RpcResponse::Error("not a member of this cluster".into())
-            }
-            RpcRequest::RaftVote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
-            RpcRequest::RaftSnapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
-            RpcRequest::Write(batch) => RpcResponse::Written { index: consensus.commit_forwarded(batch).await? },
-            RpcRequest::NodeInfo => consensus.node_info().await,
             change @ (RpcRequest::AddMember { .. } | RpcRequest::RemoveMember { .. }) => {
                 tracing::debug!(%from, ?change, "membership change asked by another peer");
                 consensus.change_as_leader(change).await?;
@@ -69,6 +62,13 @@ impl Cluster {
             RpcRequest::Recover(key) => {
                 self.recover_locally(key.as_ref())?;
                 RpcResponse::Ok
+            }
+            consensus_request @ (RpcRequest::RaftAppend(_)
+            | RpcRequest::RaftVote(_)
+            | RpcRequest::RaftSnapshot(_)
+            | RpcRequest::Write(_)
+            | RpcRequest::NodeInfo) => {
+                unreachable!("consensus answers {consensus_request:?}")
             }
         })
     }

@@ -6,17 +6,22 @@
 //! - `log_store` and `state_machine`: durable storage (the log in `raft.redb`, the pinset as the
 //!   state machine, snapshots as files);
 //! - `network`: Raft's messages over libp2p;
-//! - `writer`: group commit of client writes, forwarded to the leader from any peer;
+//! - `writer`: group commit of client writes, forwarded to the leader from any peer, every write
+//!   answered in bounded time;
+//! - `liveness`: faster heartbeats, and elections only by a peer that hears a majority;
+//! - `rpc`: this peer's answers to Raft's messages and forwarded writes;
 //! - `membership`: adding and removing peers, and keeping the voter set right; `plan`: the pure
 //!   decisions those make.
 //!
 //! A write is acknowledged once committed by a quorum, applied on the leader (the pin tracker was
 //! told) and applied on the peer that took it, so a client reads its own writes there.
 
+mod liveness;
 mod log_store;
 mod membership;
 mod network;
 mod plan;
+mod rpc;
 mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -74,14 +79,18 @@ pub struct ConsensusConfig {
 impl Default for ConsensusConfig {
     fn default() -> Self {
         ConsensusConfig {
-            // openraft waits a leader lease (= election_timeout_max) plus a random election timeout
-            // after the last heartbeat before campaigning: 1.5-2 s of silence here, long enough for
-            // a loaded machine, short enough to replace a dead leader within ~3 s.
-            heartbeat_interval: Duration::from_millis(150),
+            // openraft 0.9 gives every replication call `heartbeat_interval` to answer: 400 ms
+            // keeps replicating over a link 200 ms slower each way than loopback. The leader beats
+            // every 150 ms regardless (see `liveness`).
+            heartbeat_interval: Duration::from_millis(400),
+            // A follower campaigns after a leader lease (= election_timeout_max) plus a random
+            // election timeout without hearing from the leader, checked every 1.5 heartbeat
+            // intervals: 1.3-2.2 s, long enough for a loaded machine, short enough to replace a
+            // dead leader within ~2.5 s.
             election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(800),
             max_voters: 5,
-            commit_timeout: Duration::from_secs(30),
+            commit_timeout: Duration::from_secs(10),
             catch_up_timeout: Duration::from_secs(300),
             snapshot_every: 4096,
             bootstrap: Vec::new(),
@@ -100,6 +109,7 @@ pub struct Consensus {
     config: ConsensusConfig,
     dir: PathBuf,
     writer: writer::Writer,
+    liveness: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Fires once this peer learns it was removed from the cluster.
     removed: CancellationToken,
     shutdown: CancellationToken,
@@ -145,9 +155,28 @@ impl Consensus {
             .await
             .map_err(|e| Error::Storage(format!("cannot start Raft: {e}")))?;
         let shutdown = CancellationToken::new();
-        let writer = writer::Writer::start(raft.clone(), p2p.clone(), config.commit_timeout, shutdown.child_token());
+        let timing = writer::WriterTiming {
+            commit_timeout: config.commit_timeout,
+            quorum_lost_after: config.election_timeout_min + config.election_timeout_max,
+        };
+        let writer = writer::Writer::start(raft.clone(), node_id, p2p.clone(), timing, shutdown.child_token());
+        // Hearing a peer means a ping answered within about three ping intervals.
+        let heard_within = 3 * p2p.ping_interval();
+        let liveness =
+            tokio::spawn(liveness::run(raft.clone(), node_id, p2p.clone(), heard_within, shutdown.child_token()));
         tracing::info!(node_id, "Raft node started");
-        Ok(Consensus { raft, node_id, state, p2p, config, dir, writer, removed: CancellationToken::new(), shutdown })
+        Ok(Consensus {
+            raft,
+            node_id,
+            state,
+            p2p,
+            config,
+            dir,
+            writer,
+            liveness: tokio::sync::Mutex::new(Some(liveness)),
+            removed: CancellationToken::new(),
+            shutdown,
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -170,34 +199,27 @@ impl Consensus {
 
     /// Commits a batch another peer forwarded to this one (the leader, as that peer believes):
     /// its ops join this peer's own queue, so they share entries with every other write. Returns
-    /// the log index by which all of them are committed.
-    pub async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
-        let commits = batch.0.into_iter().map(|op| self.writer.commit(op));
+    /// the log index by which all of them are committed; [`Error::NotLeader`] when this peer
+    /// does not lead (it never forwards a forwarded write).
+    async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
+        let commits = batch.0.into_iter().map(|op| self.writer.commit_forwarded(op));
         let indexes = futures::future::try_join_all(commits).await?;
         Ok(indexes.into_iter().max().unwrap_or(0))
     }
 
-    /// The Raft node, for the RPC handler to feed messages into.
-    pub(crate) fn raft(&self) -> &types::Raft {
-        &self.raft
-    }
-
-    /// Ready to take writes: a member that knows a leader.
+    /// Ready to take writes: a member that knows a leader (which, if it is this peer, hears from
+    /// a majority).
     pub fn is_ready(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
+        let quorum_lost = metrics.current_leader == Some(self.node_id)
+            && metrics.millis_since_quorum_ack.is_some_and(|ms| {
+                Duration::from_millis(ms) > self.config.election_timeout_min + self.config.election_timeout_max
+            });
         metrics.running_state.is_ok()
             && metrics.current_leader.is_some()
+            && !quorum_lost
             && metrics.membership_config.membership().get_node(&self.node_id).is_some()
             && !self.removed.is_cancelled()
-    }
-
-    /// Whether `node` may ask this peer for its vote: a member, or anyone while this peer has no
-    /// membership yet. A removed peer that missed the news (it was down when removed) campaigns
-    /// with ever higher terms; answering it would unseat working leaders.
-    pub fn may_campaign(&self, node: NodeId) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        membership.nodes().next().is_none() || membership.get_node(&node).is_some()
     }
 
     /// The members, for `/peers`, `/id` and allocation.
@@ -284,6 +306,9 @@ impl Consensus {
         }
         self.shutdown.cancel();
         self.writer.stopped().await;
+        if let Some(liveness) = self.liveness.lock().await.take() {
+            let _ = liveness.await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "the Raft node did not stop cleanly");
         }

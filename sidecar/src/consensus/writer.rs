@@ -1,53 +1,102 @@
 //! Group commit: client writes that queue together become one Raft entry, proposed on the leader
 //! (forwarded there from any other peer, where they join the leader's own queue). Per-entry costs
 //! (an fsync of the log on a quorum, a replication message, a pinset transaction, Raft's own
-//! bookkeeping) are paid once however many ops the entry carries; a few entries are in flight at
-//! once, and what queues meanwhile makes the next entry bigger.
+//! bookkeeping) are paid once however many ops the entry carries; one entry is in flight at a
+//! time, and what queues meanwhile makes the next entry bigger.
+//!
+//! Every write is answered within `commit_timeout`, with success or an error that says whether
+//! the write may still have been committed:
+//! - a proposal whose leader stops leading, or loses its majority, is answered at once rather than
+//!   waiting on openraft (which never answers an entry that a snapshot replaced);
+//! - a write is forwarded again only when it cannot have been proposed (the peer answered that it
+//!   does not lead, or could not be reached): re-proposing a write that may be committed could
+//!   apply it a second time around another client's write;
+//! - a peer never forwards a write it was forwarded: it answers [`RpcResponse::NotLeader`], so
+//!   two peers that each believe the other leads cannot wait on each other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::types::{ClusterNode, OpBatch, Raft};
+use super::types::{ClusterNode, NodeId, OpBatch, Raft};
 use crate::p2p::{P2p, RpcRequest, RpcResponse};
 use crate::state::StateOp;
 use crate::{Error, Result};
 
 /// Most ops in one entry: bounds the latency a batch adds to its last op and the entry's size.
 pub const MAX_BATCH: usize = 1024;
-/// Entries proposed and not yet answered, at most. One: whatever queues while an entry commits
-/// goes into the next, which keeps entries full under load (measured on 3 peers, 64 clients: 12
-/// ops per entry and p50 10 ms with one in flight, against 7 ops and p50 14 ms with three, at the
-/// same throughput).
-const IN_FLIGHT: usize = 1;
+/// How long a proposal waits for openraft's answer once its leader stopped leading: the entry
+/// may still commit under the next leader (then openraft answers), or be replaced.
+const LOST_LEADERSHIP_GRACE: Duration = Duration::from_secs(1);
+/// How long in-flight proposals may finish once the peer is shutting down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Answered with the log index of the entry that carried the op.
 type Reply = oneshot::Sender<Result<u64>>;
 
+/// Who asked for a write: a client of this peer, or another peer that forwarded it here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Origin {
+    Local,
+    Forwarded,
+}
+
+struct Request {
+    op: StateOp,
+    origin: Origin,
+    reply: Reply,
+}
+
+/// The timing the writer works with.
+#[derive(Clone, Debug)]
+pub struct WriterTiming {
+    /// Every write is answered within this.
+    pub commit_timeout: Duration,
+    /// A leader that has not heard from a majority for this long refuses writes: the rest of the
+    /// cluster has likely elected another leader.
+    pub quorum_lost_after: Duration,
+}
+
 pub struct Writer {
-    requests: mpsc::Sender<(StateOp, Reply)>,
+    requests: mpsc::Sender<Request>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    proposer: Arc<Proposer>,
 }
 
 impl Writer {
-    pub fn start(raft: Raft, p2p: P2p, commit_timeout: Duration, shutdown: CancellationToken) -> Writer {
+    pub fn start(raft: Raft, node_id: NodeId, p2p: P2p, timing: WriterTiming, shutdown: CancellationToken) -> Writer {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
-        let batcher = Batcher { proposer: Arc::new(Proposer { raft, p2p, commit_timeout }), inbox, shutdown };
-        Writer { requests, task: tokio::sync::Mutex::new(Some(tokio::spawn(batcher.run()))) }
+        let proposer = Arc::new(Proposer { raft, node_id, p2p, timing });
+        let batcher = Batcher { proposer: proposer.clone(), inbox, shutdown };
+        Writer { requests, task: tokio::sync::Mutex::new(Some(tokio::spawn(batcher.run()))), proposer }
     }
 
+    /// Commits a client's write: returns once a leader committed it and this peer applied it.
     pub async fn commit(&self, op: StateOp) -> Result<u64> {
+        self.enqueue(op, Origin::Local).await
+    }
+
+    /// Commits a write another peer forwarded here, only as the leader: elsewhere it fails with
+    /// [`Error::NotLeader`] and the forwarding peer tries the leader itself.
+    pub async fn commit_forwarded(&self, op: StateOp) -> Result<u64> {
+        self.proposer.check_leading()?;
+        self.enqueue(op, Origin::Forwarded).await
+    }
+
+    async fn enqueue(&self, op: StateOp, origin: Origin) -> Result<u64> {
         let (reply, outcome) = oneshot::channel();
-        self.requests.send((op, reply)).await.map_err(|_| Error::ShuttingDown)?;
+        self.requests.send(Request { op, origin, reply }).await.map_err(|_| Error::ShuttingDown)?;
         outcome.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Waits for the batcher to end (after its shutdown token fired); entries in flight complete.
+    /// Waits for the batcher to end (after its shutdown token fired): proposals in flight get
+    /// [`SHUTDOWN_GRACE`] to finish, then their writes fail with [`Error::ShuttingDown`].
     pub async fn stopped(&self) {
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;
@@ -57,14 +106,13 @@ impl Writer {
 
 struct Batcher {
     proposer: Arc<Proposer>,
-    inbox: mpsc::Receiver<(StateOp, Reply)>,
+    inbox: mpsc::Receiver<Request>,
     shutdown: CancellationToken,
 }
 
 impl Batcher {
     async fn run(mut self) {
-        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-        let mut proposals = tokio::task::JoinSet::new();
+        let mut in_flight: Option<JoinHandle<()>> = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -74,93 +122,282 @@ impl Batcher {
                     None => break,
                 },
             };
-            // Whatever queued while the previous entries were in flight joins this one.
-            let mut ops = vec![first.0];
-            let mut replies = vec![first.1];
-            while ops.len() < MAX_BATCH {
+            // The previous entry first: whatever queued meanwhile joins this one.
+            if let Some(previous) = in_flight.take() {
+                let _ = previous.await;
+            }
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
                 match self.inbox.try_recv() {
-                    Ok((op, reply)) => {
-                        ops.push(op);
-                        replies.push(reply);
-                    }
+                    Ok(request) => batch.push(request),
                     Err(_) => break,
                 }
             }
-            let permit = in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
             let proposer = self.proposer.clone();
-            proposals.spawn(async move {
-                let outcome = proposer.propose(OpBatch(ops)).await;
-                for reply in replies {
-                    // The caller may have given up waiting; the write stands regardless.
-                    let _ = reply.send(outcome.as_ref().copied().map_err(Error::duplicate));
-                }
-                drop(permit);
-            });
-            while proposals.try_join_next().is_some() {}
+            in_flight = Some(tokio::spawn(async move { proposer.write(batch).await }));
         }
         self.inbox.close();
-        while let Ok((_, reply)) = self.inbox.try_recv() {
-            let _ = reply.send(Err(Error::ShuttingDown));
+        while let Ok(request) = self.inbox.try_recv() {
+            let _ = request.reply.send(Err(Error::ShuttingDown));
         }
-        while proposals.join_next().await.is_some() {}
+        if let Some(mut last) = in_flight {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut last).await.is_err() {
+                // Its callers see their reply channels close: ShuttingDown.
+                last.abort();
+            }
+        }
     }
 }
 
 struct Proposer {
     raft: Raft,
+    node_id: NodeId,
     p2p: P2p,
-    commit_timeout: Duration,
+    timing: WriterTiming,
+}
+
+/// How an attempt to propose on this peer ended.
+enum Proposed {
+    Committed(u64),
+    /// This peer does not lead: nothing was proposed.
+    NotLeader(Option<(NodeId, ClusterNode)>),
 }
 
 impl Proposer {
-    /// Proposes `batch` until a leader commits it or `commit_timeout` passes. Retrying is safe:
-    /// pinset ops are idempotent, so a batch committed twice (its first answer lost) changes
-    /// nothing more.
-    async fn propose(&self, batch: OpBatch) -> Result<u64> {
-        let deadline = Instant::now() + self.commit_timeout;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let last_error = match self.raft.client_write(batch.clone()).await {
-                Ok(response) => return Ok(response.log_id.index),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => match forward.leader_node {
-                    Some(leader) => match self.forward(&leader, batch.clone()).await {
-                        Ok(index) => return Ok(index),
-                        Err(e) => e.to_string(),
-                    },
-                    None => "no leader is known (an election may be running, or quorum is lost)".to_string(),
-                },
-                Err(RaftError::APIError(e)) => return Err(Error::Storage(format!("Raft refused the write: {e}"))),
-                Err(RaftError::Fatal(e)) => return Err(fatal(e)),
-            };
-            if Instant::now() + pause >= deadline {
-                return Err(Error::Unavailable(format!(
-                    "no leader committed the write within {:?}: {last_error}",
-                    self.commit_timeout
-                )));
-            }
-            tracing::debug!(error = %last_error, "write not committed yet; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+    /// Commits one batch and answers each of its requests.
+    async fn write(&self, batch: Vec<Request>) {
+        let deadline = Instant::now() + self.timing.commit_timeout;
+        let ops: Vec<StateOp> = batch.iter().map(|r| r.op.clone()).collect();
+        let outcome = self.propose(OpBatch(ops), deadline).await;
+        let leader = match outcome {
+            Ok(Proposed::Committed(index)) => return answer(batch, &Ok(index)),
+            Err(e) => return answer(batch, &Err(e)),
+            Ok(Proposed::NotLeader(leader)) => leader,
+        };
+        // Forwarded writes go back to their peer; this peer's own go on to the leader.
+        let (forwarded, local): (Vec<Request>, Vec<Request>) =
+            batch.into_iter().partition(|r| r.origin == Origin::Forwarded);
+        answer(forwarded, &Err(Error::NotLeader { leader: leader.as_ref().map(|(id, _)| *id) }));
+        if !local.is_empty() {
+            let ops = OpBatch(local.iter().map(|r| r.op.clone()).collect());
+            let outcome = self.forward(ops, leader, deadline).await;
+            answer(local, &outcome);
         }
     }
 
-    /// Sends the batch to the leader, then waits until this peer applied it too.
-    async fn forward(&self, leader: &ClusterNode, batch: OpBatch) -> Result<u64> {
-        let peer = leader.peer().ok_or_else(|| Error::PeerUnreachable(format!("leader {leader} has a bad peer ID")))?;
-        let index = match self.p2p.request_via(peer, leader.multiaddrs(), RpcRequest::Write(batch)).await? {
-            RpcResponse::Written { index } => index,
-            other => {
-                return Err(Error::Remote { code: 500, message: format!("unexpected answer to a write: {other:?}") })
+    /// Fails at once unless this peer leads a majority it hears from.
+    fn check_leading(&self) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) {
+            return Err(Error::NotLeader { leader: metrics.current_leader });
+        }
+        if let Some(age) = self.quorum_silence(&metrics) {
+            return Err(Error::Unavailable(format!(
+                "this peer leads but has not heard from a majority for {age:?}: the other peers may have elected another leader"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How long this leader has not heard from a majority, once that is longer than allowed.
+    fn quorum_silence(&self, metrics: &openraft::RaftMetrics<NodeId, ClusterNode>) -> Option<Duration> {
+        let age = Duration::from_millis(metrics.millis_since_quorum_ack?);
+        (age > self.timing.quorum_lost_after).then_some(age)
+    }
+
+    /// Proposes `batch` through this peer's Raft node, waiting at most until `deadline`.
+    async fn propose(&self, batch: OpBatch, deadline: Instant) -> Result<Proposed> {
+        if let Err(e) = self.check_leading() {
+            return match e {
+                Error::NotLeader { .. } => Ok(Proposed::NotLeader(self.known_leader())),
+                e => Err(e),
+            };
+        }
+        let written = self.raft.client_write(batch);
+        let lost = async {
+            let why = self.leadership_lost().await;
+            tokio::time::sleep(LOST_LEADERSHIP_GRACE).await;
+            why
+        };
+        tokio::select! {
+            written = written => match written {
+                Ok(response) => Ok(Proposed::Committed(response.log_id.index)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    Ok(Proposed::NotLeader(forward.leader_id.zip(forward.leader_node)))
+                }
+                Err(RaftError::APIError(e)) => Err(Error::Storage(format!("Raft refused the write: {e}"))),
+                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            },
+            why = lost => Err(in_doubt(&why)),
+            _ = tokio::time::sleep_until(deadline) => Err(in_doubt(&format!(
+                "it was not committed within {:?}", self.timing.commit_timeout
+            ))),
+        }
+    }
+
+    /// Resolves once this peer no longer leads, or no longer hears from a majority; says which.
+    async fn leadership_lost(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.state != ServerState::Leader || m.current_leader != Some(self.node_id) {
+                    return "this peer stopped leading while the write was in flight".to_string();
+                }
+                if let Some(age) = self.quorum_silence(&m) {
+                    return format!("this peer lost contact with a majority for {age:?} while the write was in flight");
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft node stopped".to_string();
+            }
+        }
+    }
+
+    fn known_leader(&self) -> Option<(NodeId, ClusterNode)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        Some((leader, metrics.membership_config.membership().get_node(&leader)?.clone()))
+    }
+
+    /// Sends `batch` to the leader (`leader`, or the next one known), then waits until this peer
+    /// applied it too. Tries another leader only when the batch cannot have been proposed.
+    async fn forward(
+        &self,
+        batch: OpBatch,
+        mut leader: Option<(NodeId, ClusterNode)>,
+        deadline: Instant,
+    ) -> Result<u64> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let (leader_id, node) = match leader.take() {
+                Some(known) => known,
+                None => self.wait_for_leader(deadline).await?,
+            };
+            let retry_reason = if leader_id == self.node_id {
+                // Elected meanwhile.
+                match self.propose(batch.clone(), deadline).await? {
+                    Proposed::Committed(index) => return Ok(index),
+                    Proposed::NotLeader(next) => leader = next,
+                }
+                "this peer stopped leading before it proposed the write".to_string()
+            } else {
+                match self.forward_once(&batch, leader_id, &node, deadline).await? {
+                    Forwarded::Committed(index) => return self.applied_here(index, deadline).await,
+                    Forwarded::NotLeader(next) => {
+                        leader = next.and_then(|id| Some((id, self.node(id)?)));
+                        format!("peer {node} does not lead")
+                    }
+                    Forwarded::Unreachable(why) => why,
+                }
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "no leader took the write within {:?}: {retry_reason}",
+                    self.timing.commit_timeout
+                )));
+            }
+            tracing::debug!(reason = %retry_reason, "forwarding the write again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// One forward to `leader`, given up when the deadline passes or this peer learns of a
+    /// newer leader (the old one may be cut off and never answer).
+    async fn forward_once(
+        &self,
+        batch: &OpBatch,
+        leader_id: NodeId,
+        node: &ClusterNode,
+        deadline: Instant,
+    ) -> Result<Forwarded> {
+        let peer = node.peer().ok_or_else(|| Error::PeerUnreachable(format!("leader {node} has a bad peer ID")))?;
+        let sent = self.p2p.request_via(peer, node.multiaddrs(), RpcRequest::Write(batch.clone()));
+        let answer = tokio::select! {
+            answer = sent => answer,
+            _ = self.leader_changed_from(leader_id) => {
+                return Err(in_doubt(&format!("leadership moved away from {node} while the write was in flight")))
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(in_doubt(&format!("the leader {node} did not answer within {:?}", self.timing.commit_timeout)))
             }
         };
-        if let Err(e) =
-            self.raft.wait(Some(self.commit_timeout)).applied_index_at_least(Some(index), "forwarded write").await
-        {
-            // Committed all the same: only this peer's copy lags.
-            tracing::warn!(index, error = %e, "a forwarded write is committed but not yet applied here");
+        match answer {
+            Ok(RpcResponse::Written { index }) => Ok(Forwarded::Committed(index)),
+            Ok(RpcResponse::NotLeader { leader }) => Ok(Forwarded::NotLeader(leader)),
+            Ok(other) => Err(Error::Remote { code: 500, message: format!("unexpected answer to a write: {other:?}") }),
+            // The request never left: safe to send again.
+            Err(Error::PeerUnreachable(why)) => Ok(Forwarded::Unreachable(why)),
+            Err(e @ Error::Remote { .. }) => Err(e),
+            Err(e) => Err(in_doubt(&format!("the call to the leader {node} failed: {e}"))),
         }
-        Ok(index)
     }
+
+    /// Resolves once this peer knows a leader other than `leader`.
+    async fn leader_changed_from(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        let _ = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader)).await;
+    }
+
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(NodeId, ClusterNode)> {
+        let mut metrics = self.raft.metrics();
+        let known = async {
+            metrics
+                .wait_for(|m| m.current_leader.is_some_and(|l| m.membership_config.membership().get_node(&l).is_some()))
+                .await
+                .is_ok()
+        };
+        match tokio::time::timeout_at(deadline, known).await {
+            Ok(true) => self.known_leader().ok_or_else(|| no_leader(self.timing.commit_timeout)),
+            Ok(false) => Err(Error::ShuttingDown),
+            Err(_) => Err(no_leader(self.timing.commit_timeout)),
+        }
+    }
+
+    fn node(&self, id: NodeId) -> Option<ClusterNode> {
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Read-your-writes: the write is answered once this peer applied it too.
+    async fn applied_here(&self, index: u64, deadline: Instant) -> Result<u64> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(wait)).applied_index_at_least(Some(index), "forwarded write").await {
+            Ok(_) => Ok(index),
+            Err(_) => Err(Error::Unavailable(format!(
+                "the write was committed (log index {index}) but this peer has not applied it within {:?}; \
+                 it will: read it from the leader meanwhile",
+                self.timing.commit_timeout
+            ))),
+        }
+    }
+}
+
+/// How a forward ended, short of an error for the client.
+enum Forwarded {
+    Committed(u64),
+    /// The peer does not lead (and names the leader it knows): nothing was proposed.
+    NotLeader(Option<NodeId>),
+    /// The peer could not be reached: nothing was sent.
+    Unreachable(String),
+}
+
+fn answer(requests: Vec<Request>, outcome: &Result<u64>) {
+    for request in requests {
+        // The caller may have given up waiting; the write stands regardless.
+        let _ = request.reply.send(outcome.as_ref().copied().map_err(Error::duplicate));
+    }
+}
+
+/// A write whose fate is unknown: it may still be committed.
+fn in_doubt(why: &str) -> Error {
+    Error::Unavailable(format!(
+        "the write's outcome is unknown ({why}); it may or may not be committed: retry it or read it back"
+    ))
+}
+
+fn no_leader(waited: Duration) -> Error {
+    Error::Unavailable(format!("no leader is known after {waited:?} (an election may be running, or quorum is lost)"))
 }
 
 fn fatal(e: openraft::error::Fatal<u64>) -> Error {

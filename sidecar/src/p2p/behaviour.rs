@@ -32,6 +32,7 @@ impl Behaviour {
             [(rpc::PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );
-        Behaviour { identify: identify::Behaviour::new(identify), ping: ping::Behaviour::default(), rpc }
+        let ping = ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_timeout);
+        Behaviour { identify: identify::Behaviour::new(identify), ping: ping::Behaviour::new(ping), rpc }
     }
 }

@@ -5,18 +5,19 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{identify, multiaddr::Protocol, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, multiaddr::Protocol, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::rpc::{RpcRequest, RpcResponse};
-use super::RpcHandler;
+use super::{Heard, RpcHandler};
 use crate::{Error, Result};
 
 pub(crate) enum Command {
@@ -26,6 +27,10 @@ pub(crate) enum Command {
     Dial {
         address: Multiaddr,
         reply: oneshot::Sender<Result<PeerId>>,
+    },
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
     },
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -60,10 +65,11 @@ pub(crate) struct EventLoop {
     requests: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<RpcResponse>>)>,
     /// The listen addresses each peer announced through identify.
     identified: HashMap<PeerId, Vec<Multiaddr>>,
+    heard: Heard,
 }
 
 impl EventLoop {
-    pub fn new(swarm: Swarm<Behaviour>, commands: mpsc::Receiver<Command>) -> Self {
+    pub fn new(swarm: Swarm<Behaviour>, commands: mpsc::Receiver<Command>, heard: Heard) -> Self {
         EventLoop {
             swarm,
             commands,
@@ -72,6 +78,7 @@ impl EventLoop {
             dials: HashMap::new(),
             requests: HashMap::new(),
             identified: HashMap::new(),
+            heard,
         }
     }
 
@@ -110,6 +117,12 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
             Command::Dial { address, reply } => self.dial(address, reply),
+            Command::Connect { peer, addrs } => {
+                let opts = DialOpts::peer_id(peer).addresses(addrs).condition(PeerCondition::DisconnectedAndNotDialing);
+                if let Err(e) = self.swarm.dial(opts.build()) {
+                    tracing::trace!(%peer, error = %e, "not connecting");
+                }
+            }
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -181,6 +194,17 @@ impl EventLoop {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
                 self.identified.insert(peer_id, info.listen_addrs);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result })) => match result {
+                Ok(_) => {
+                    self.heard.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(peer, Instant::now());
+                }
+                Err(e) => {
+                    // A stalled connection would keep swallowing requests: a new one is dialed
+                    // for the next request.
+                    tracing::debug!(%peer, error = %e, "ping failed; closing the connection");
+                    self.swarm.close_connection(connection);
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc_event(event),
             _ => {}
         }
@@ -230,8 +254,13 @@ fn outbound_error(peer: PeerId, failure: OutboundFailure) -> Error {
     match failure {
         OutboundFailure::Timeout => Error::Timeout(format!("no answer from peer {peer}")),
         OutboundFailure::Io(e) => Error::Io(std::io::Error::new(e.kind(), format!("RPC with peer {peer}: {e}"))),
-        failure @ (OutboundFailure::DialFailure
-        | OutboundFailure::ConnectionClosed
-        | OutboundFailure::UnsupportedProtocols) => Error::PeerUnreachable(format!("{peer}: {failure}")),
+        // Never sent.
+        failure @ (OutboundFailure::DialFailure | OutboundFailure::UnsupportedProtocols) => {
+            Error::PeerUnreachable(format!("{peer}: {failure}"))
+        }
+        // Sent, maybe handled: the caller cannot tell.
+        OutboundFailure::ConnectionClosed => {
+            Error::Timeout(format!("no answer from peer {peer}: the connection closed before it answered"))
+        }
     }
 }

@@ -5,11 +5,13 @@
 
 mod behaviour;
 mod event_loop;
+mod faults;
 mod rpc;
 mod transport;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
@@ -17,6 +19,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use event_loop::Command;
+pub use faults::NetFaults;
 pub use rpc::{PeerLinks, RpcRequest, RpcResponse};
 
 use crate::{Error, Result};
@@ -33,9 +36,18 @@ pub struct P2pConfig {
     /// How long a call may wait for its answer (Raft snapshot transfers take a while).
     pub request_timeout: Duration,
     /// How long connecting (TCP and handshakes) may take before the peer counts as unreachable.
+    /// Short: a peer cut off keeps being dialed, and after the cut heals the next dial must start
+    /// soon (a TCP connect across a cut waits ever longer between its attempts).
     pub dial_timeout: Duration,
+    /// How often each connection is pinged; a connection whose ping gets no answer within
+    /// `ping_timeout` is closed, so that requests use a new one rather than a connection that
+    /// stalled (a cut without a reset, a peer that was frozen).
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     pub max_request_size: u64,
     pub max_response_size: u64,
+    /// Emulated network faults (tests and benchmarks); `None` in production.
+    pub faults: Option<NetFaults>,
 }
 
 impl P2pConfig {
@@ -44,9 +56,12 @@ impl P2pConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             secret,
             request_timeout: Duration::from_secs(60),
-            dial_timeout: Duration::from_secs(20),
+            dial_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_millis(250),
+            ping_timeout: Duration::from_secs(2),
             max_request_size: 16 * 1024 * 1024,
             max_response_size: 64 * 1024 * 1024,
+            faults: None,
         }
     }
 }
@@ -77,7 +92,13 @@ pub trait RpcHandler: Send + Sync + 'static {
 pub struct P2p {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    /// When each peer last answered a ping.
+    heard: Heard,
+    ping_interval: Duration,
 }
+
+/// When each peer last answered a ping, shared by the event loop (which writes it) and the handles.
+pub(crate) type Heard = Arc<Mutex<HashMap<PeerId, Instant>>>;
 
 impl P2p {
     /// Starts listening on `config.listen` and returns once the first address is bound. Until
@@ -105,8 +126,9 @@ impl P2p {
             }
         }
         let (commands, receiver) = mpsc::channel(256);
-        tokio::spawn(event_loop::EventLoop::new(swarm, receiver).run());
-        Ok(P2p { peer_id, commands })
+        let heard = Heard::default();
+        tokio::spawn(event_loop::EventLoop::new(swarm, receiver, heard.clone()).run());
+        Ok(P2p { peer_id, commands, heard, ping_interval: config.ping_interval })
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -127,6 +149,22 @@ impl P2p {
     /// reached in time, or that does not share the cluster secret, is [`Error::PeerUnreachable`].
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId> {
         self.call(|reply| Command::Dial { address, reply }).await?
+    }
+
+    /// Connects to `peer` through `addrs` in the background, unless connected or connecting.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.commands.send(Command::Connect { peer, addrs }).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// How often every connection is pinged.
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    /// The peers that answered a ping within the last `within`: those this host can reach now.
+    pub fn heard_within(&self, within: Duration) -> HashSet<PeerId> {
+        let heard = self.heard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        heard.iter().filter(|(_, at)| at.elapsed() <= within).map(|(peer, _)| *peer).collect()
     }
 
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>> {

@@ -104,6 +104,11 @@ pub enum RpcResponse {
         status: u16,
         message: String,
     },
+    /// To [`RpcRequest::Write`]: this peer does not lead (nothing was proposed); the leader it
+    /// knows, if any.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
 }
 
 pub(crate) type Behaviour = libp2p::request_response::cbor::Behaviour<RpcRequest, RpcResponse>;

@@ -1,0 +1,124 @@
+//! What keeps consensus live through slow links and peers that come and go, beyond openraft 0.9's
+//! own timers. One task, every [`PACE`]:
+//! - on the leader: a heartbeat. openraft sends its own only every 1.5 heartbeat intervals, and the
+//!   interval is also its time limit on a replication call, which must stay long enough for a slow
+//!   link; beating faster keeps followers from campaigning on a link that is slow but alive.
+//! - on a voter that does not lead: elections only while it hears from enough voters to win one.
+//!   openraft 0.9 has no pre-vote: a peer cut off from the others would campaign again and again,
+//!   raising its term, and on its return that term would depose a healthy leader. Hearing is
+//!   libp2p's ping; the task also connects to voters it does not hear from, so that followers
+//!   hear each other and can replace a leader that died.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ServerState;
+
+use super::types::{ClusterNode, NodeId, Raft};
+use crate::p2p::P2p;
+
+/// How often the task runs (and the leader beats).
+pub const PACE: Duration = Duration::from_millis(150);
+
+/// Whether a voter that does not lead may start an election: every voter set of the (possibly
+/// joint) membership must have a majority among the voters it hears from, itself included.
+pub fn may_elect(me: NodeId, configs: &[BTreeSet<NodeId>], heard: &BTreeSet<NodeId>) -> bool {
+    configs.iter().all(|voters| {
+        let reachable = voters.iter().filter(|v| **v == me || heard.contains(v)).count();
+        reachable > voters.len() / 2
+    })
+}
+
+/// Runs the task until `stop` fires. `heard_within`: how recently a peer must have answered a
+/// ping to count as heard.
+pub async fn run(
+    raft: Raft,
+    node_id: NodeId,
+    p2p: P2p,
+    heard_within: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(PACE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut electing = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        if metrics.state == ServerState::Leader {
+            if raft.trigger().heartbeat().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let membership = metrics.membership_config.membership();
+        let heard_peers = p2p.heard_within(heard_within);
+        let mut heard = BTreeSet::new();
+        for (id, node) in membership.nodes() {
+            let Some(peer) = node.peer() else { continue };
+            if heard_peers.contains(&peer) {
+                heard.insert(*id);
+            } else if *id != node_id && membership.voter_ids().any(|v| v == *id) {
+                connect(&p2p, node).await;
+            }
+        }
+        let allowed = may_elect(node_id, membership.get_joint_config(), &heard);
+        if allowed != electing {
+            tracing::info!(
+                allowed,
+                heard = heard.len(),
+                "elections {} (this peer {} a majority of the voters)",
+                if allowed { "allowed again" } else { "paused" },
+                if allowed { "hears" } else { "does not hear" }
+            );
+            raft.runtime_config().elect(allowed);
+            electing = allowed;
+        }
+    }
+}
+
+async fn connect(p2p: &P2p, node: &ClusterNode) {
+    if let Some(peer) = node.peer() {
+        let _ = p2p.connect(peer, node.multiaddrs()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn elections_need_a_majority_within_reach() {
+        // (me, voter sets, heard, may elect)
+        type Case = (NodeId, &'static [&'static [NodeId]], &'static [NodeId], bool);
+        let cases: &[Case] = &[
+            (1, &[&[1]], &[], true),
+            (1, &[&[1, 2, 3]], &[], false),
+            (1, &[&[1, 2, 3]], &[2], true),
+            (1, &[&[1, 2, 3]], &[2, 3], true),
+            (1, &[&[1, 2, 3, 4, 5]], &[2], false),
+            (1, &[&[1, 2, 3, 4, 5]], &[2, 5], true),
+            // Learners heard do not count.
+            (1, &[&[1, 2, 3]], &[4, 5], false),
+            // Joint: a majority in each set.
+            (1, &[&[1, 2, 3], &[1, 4, 5]], &[2], false),
+            (1, &[&[1, 2, 3], &[1, 4, 5]], &[2, 4], true),
+            // Two voters: both are needed.
+            (1, &[&[1, 2]], &[], false),
+            (1, &[&[1, 2]], &[2], true),
+        ];
+        for (me, configs, heard, want) in cases {
+            let configs: Vec<BTreeSet<NodeId>> = configs.iter().map(|c| set(c)).collect();
+            assert_eq!(may_elect(*me, &configs, &set(heard)), *want, "{me} {configs:?} heard {heard:?}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! This peer's answers to the consensus part of the peer protocol: Raft's own messages and writes
+//! forwarded by other peers.
+
+use libp2p::PeerId;
+
+use super::Consensus;
+use crate::p2p::{RpcRequest, RpcResponse};
+use crate::{Error, Result};
+
+impl Consensus {
+    /// Answers `request` when it is consensus's to answer; gives it back otherwise.
+    pub async fn serve(&self, from: PeerId, request: RpcRequest) -> Result<Result<RpcResponse>, RpcRequest> {
+        let raft = &self.raft;
+        Ok(Ok(match request {
+            RpcRequest::RaftAppend(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
+            // Refused without telling it it was removed: this peer's own view may be the stale one.
+            RpcRequest::RaftVote(rpc) if !self.may_campaign(rpc.vote.leader_id.node_id) => {
+                tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
+                RpcResponse::Error("not a member of this cluster".into())
+            }
+            RpcRequest::RaftVote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
+            RpcRequest::RaftSnapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
+            RpcRequest::Write(batch) => match self.commit_forwarded(batch).await {
+                Ok(index) => RpcResponse::Written { index },
+                Err(Error::NotLeader { leader }) => RpcResponse::NotLeader { leader },
+                Err(e) => return Ok(Err(e)),
+            },
+            RpcRequest::NodeInfo => self.node_info().await,
+            other => return Err(other),
+        }))
+    }
+
+    /// Whether `node` may ask this peer for its vote: a member, or anyone while this peer has no
+    /// membership yet. A removed peer that missed the news (it was down when removed) campaigns
+    /// with ever higher terms; answering it would unseat working leaders.
+    fn may_campaign(&self, node: super::NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&node).is_some()
+    }
+}
