@@ -100,7 +100,7 @@ impl Cluster {
 
     /// On the leader only: unpins every pin whose `expire_at` has passed, through consensus. The
     /// condition is checked again when applied, so a pin renewed since the read stays.
-    async fn unpin_expired(&self) {
+    pub(super) async fn unpin_expired(&self) {
         if self.consensus_status().role != ConsensusRole::Leader {
             return;
         }
