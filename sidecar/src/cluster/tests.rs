@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use super::{Cluster, ClusterConfig};
 use crate::identity::Identity;
 use crate::ipfs::fake::FakeIpfs;
+use crate::monitor::PING;
 use crate::p2p::P2pConfig;
 use crate::state::StateOp;
 use crate::types::{Cid, CidKey, ConsensusRole, Pin, PinOptions};
@@ -117,6 +118,40 @@ async fn an_unpin_through_a_member_that_has_not_applied_the_pin_yet_finds_it() {
     }
     let absent = crate::state::tests::pin_n(99).cid;
     assert!(matches!(member.unpin(&absent).await, Err(crate::Error::NotFound(_))));
+    member.shutdown().await;
+    leader.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_leader_moves_the_pins_of_a_peer_that_left_as_reallocations() {
+    let dir = TempDir::new().unwrap();
+    let (leader, member) = two_peers(&dir).await;
+    let members = [leader.inner.identity.peer_id, member.inner.identity.peer_id];
+    // A peer the monitor heard from that is not a member any more: its pins must move.
+    let left = libp2p::PeerId::random();
+    let now = Utc::now();
+    leader
+        .inner
+        .monitor
+        .publish(crate::monitor::metric(PING, &left.to_string(), 1, Duration::from_secs(3600), now), now);
+    let on_left = |n| Pin {
+        allocations: vec![left],
+        replication_factor_min: 1,
+        replication_factor_max: 1,
+        ..crate::state::tests::pin_n(n)
+    };
+    for n in 0..3 {
+        leader.inner.consensus.commit(StateOp::Pin(on_left(n))).await.unwrap();
+    }
+
+    leader.repin_pass(Duration::ZERO).await;
+    for n in 0..3 {
+        let moved = stored(&leader, &on_left(n).cid).unwrap();
+        assert!(matches!(moved.allocations[..], [peer] if members.contains(&peer)), "{:?}", moved.allocations);
+        // Nothing but the allocations (and the time) changed.
+        assert_eq!(Pin { allocations: vec![left], timestamp: on_left(n).timestamp, ..moved }, on_left(n));
+    }
+    assert!(leader.inner.last_repin.lock().unwrap().is_some(), "every move settled: the next pass is skipped");
     member.shutdown().await;
     leader.shutdown().await;
 }
