@@ -1,6 +1,6 @@
-//! The peer's periodic work: probe the daemon and share metrics with the other members; unpin
-//! expired pins; link the IPFS daemons; and, on the leader, keep the voters right and
-//! re-allocate the pins of gone peers.
+//! The peer's periodic work: probe the daemon and share metrics with the other members; link the
+//! IPFS daemons; and, on the leader, unpin expired pins, keep the voters right and re-allocate the
+//! pins of gone peers.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::Cluster;
 use crate::monitor::{self, FREESPACE, PING};
 use crate::state::StateOp;
-use crate::types::IpfsId;
+use crate::types::{ConsensusRole, IpfsId};
 
 impl Cluster {
     pub(super) async fn spawn_background_tasks(&self) {
@@ -98,8 +98,12 @@ impl Cluster {
         inner.monitor.check_expired(Utc::now());
     }
 
-    /// Unpins every pin whose `expire_at` has passed, through consensus like any unpin.
-    async fn unpin_expired(&self) {
+    /// On the leader only: unpins every pin whose `expire_at` has passed, through consensus. The
+    /// condition is checked again when applied, so a pin renewed since the read stays.
+    pub(super) async fn unpin_expired(&self) {
+        if self.consensus_status().role != ConsensusRole::Leader {
+            return;
+        }
         let now = Utc::now();
         let expired = match self.read_state(move |state| state.expired(now)).await {
             Ok(expired) => expired,
@@ -107,7 +111,7 @@ impl Cluster {
         };
         for pin in expired {
             tracing::info!(cid = %pin.cid, expire_at = ?pin.expire_at, "pin expired: unpinning");
-            if let Err(e) = self.inner.consensus.commit(StateOp::Unpin(pin.key())).await {
+            if let Err(e) = self.inner.consensus.commit(StateOp::UnpinIfExpired { key: pin.key(), now }).await {
                 tracing::warn!(cid = %pin.cid, error = %e, "could not unpin an expired pin; will retry");
             }
         }

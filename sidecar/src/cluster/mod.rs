@@ -11,6 +11,8 @@ mod peers;
 mod pins;
 mod repin;
 mod rpc;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

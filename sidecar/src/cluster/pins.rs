@@ -50,9 +50,8 @@ impl Cluster {
             reference: None,
             timestamp: Utc::now(),
         };
-        if let Some(existing) = existing.filter(|e| same_pin(e, &pin)) {
-            return Ok(existing);
-        }
+        // Committed even when this peer's copy already holds it, which may be stale: a pin that
+        // changes nothing is a no-op when applied.
         self.inner.consensus.commit(StateOp::Pin(pin.clone())).await?;
         Ok(pin)
     }
@@ -65,7 +64,14 @@ impl Cluster {
 
     /// `DELETE /pins/{cid}`: the pin as it was; `Error::NotFound` when absent.
     pub async fn unpin(&self, cid: &Cid) -> Result<Pin> {
-        let pin = self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))?;
+        let pin = match self.get_pin(cid)? {
+            Some(pin) => pin,
+            None => {
+                // This peer may lag behind a pin already acknowledged elsewhere: catch up first.
+                self.inner.consensus.commit(StateOp::Barrier).await?;
+                self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))?
+            }
+        };
         self.inner.consensus.commit(StateOp::Unpin(pin.key())).await?;
         Ok(pin)
     }
@@ -353,16 +359,4 @@ impl Cluster {
         .flatten()
         .boxed()
     }
-}
-
-/// Whether pinning again would change nothing (same options and allocations; the time differs).
-fn same_pin(existing: &Pin, new: &Pin) -> bool {
-    let mut normalized = new.clone();
-    normalized.timestamp = existing.timestamp;
-    let mut a = existing.allocations.clone();
-    let mut b = normalized.allocations.clone();
-    a.sort();
-    b.sort();
-    normalized.allocations = existing.allocations.clone();
-    a == b && &normalized == existing
 }

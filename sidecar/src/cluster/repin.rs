@@ -2,7 +2,8 @@
 //! left the cluster, the leader moves its pins so every pin keeps at least `min` live holders.
 //!
 //! The decision for one pin is [`plan_repin`], pure; the leader's periodic pass reads the pinset
-//! page by page and commits the moved pins through consensus like any pin. The peer that lost a
+//! page by page and commits each move through consensus as a [`StateOp::Reallocate`], applied
+//! only if the pin is still the one read (a concurrent unpin or change wins over the move). The peer that lost a
 //! pin unpins it when it comes back (an unpin record names it).
 
 use std::collections::{BTreeSet, HashSet};
@@ -86,7 +87,7 @@ impl Cluster {
         let candidates = self.allocation_candidates();
         let mut after: Option<CidKey> = None;
         let mut moved = 0usize;
-        let mut failed = 0usize;
+        let mut unsettled = 0usize;
         loop {
             let cursor = after.clone();
             let page = match self.read_state(move |state| state.scan(cursor.as_ref(), PAGE)).await {
@@ -95,32 +96,54 @@ impl Cluster {
             };
             after = page.last().map(Pin::key);
             let done = page.len() < PAGE;
-            let moves: Vec<Pin> = page
+            let moves: Vec<(Pin, Vec<PeerId>)> = page
                 .into_iter()
                 .filter_map(|pin| {
                     let allocations = plan_repin(&pin, &gone, &candidates)?;
-                    Some(Pin { allocations, timestamp: Utc::now(), ..pin })
+                    Some((pin, allocations))
                 })
                 .collect();
+            let (gone, candidates) = (&gone, &candidates);
             let outcomes: Vec<bool> = futures::stream::iter(moves)
-                .map(|pin| async move {
-                    tracing::info!(cid = %pin.cid, allocations = ?pin.allocations, "re-allocating a pin");
-                    self.inner.consensus.commit(StateOp::Pin(pin)).await.is_ok()
+                .map(|(pin, allocations)| async move {
+                    tracing::info!(cid = %pin.cid, ?allocations, "re-allocating a pin");
+                    let key = pin.key();
+                    // Applied only to the pin as read: one unpinned or changed since stays as it is.
+                    let op = StateOp::Reallocate {
+                        key: key.clone(),
+                        expected: pin.timestamp,
+                        allocations,
+                        timestamp: Utc::now(),
+                    };
+                    self.inner.consensus.commit(op).await.is_ok() && self.settled(&key, gone, candidates)
                 })
                 .buffer_unordered(CONCURRENT_COMMITS)
                 .collect()
                 .await;
             moved += outcomes.iter().filter(|ok| **ok).count();
-            failed += outcomes.iter().filter(|ok| !**ok).count();
+            unsettled += outcomes.iter().filter(|ok| !**ok).count();
             if done {
                 break;
             }
         }
-        if moved > 0 || failed > 0 {
-            tracing::info!(moved, failed, gone = gone.len(), "re-allocation pass done");
+        if moved > 0 || unsettled > 0 {
+            tracing::info!(moved, unsettled, gone = gone.len(), "re-allocation pass done");
         }
-        if failed == 0 {
+        if unsettled == 0 {
             *self.inner.last_repin.lock().expect("repin lock") = Some(fingerprint);
+        }
+    }
+
+    /// Whether the pin of `key` needs no move any more, as this peer's state has it once the
+    /// re-allocation is applied here: a pin changed meanwhile kept its allocations and may still
+    /// need one, so the next pass must not be skipped.
+    fn settled(&self, key: &CidKey, gone: &HashSet<PeerId>, candidates: &[Candidate]) -> bool {
+        match self.inner.state.get(key) {
+            Ok(pin) => pin.is_none_or(|pin| plan_repin(&pin, gone, candidates).is_none()),
+            Err(e) => {
+                tracing::error!(error = %e, "re-allocation cannot read the pinset");
+                false
+            }
         }
     }
 }

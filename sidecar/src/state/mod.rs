@@ -46,13 +46,38 @@ pub use snapshot::SnapshotSummary;
 /// An operation on the pinset.
 // The pin travels by value: each op moves once through a channel, and boxing it would cost an
 // allocation per write on the hottest path.
+//
+// Ops that a caller decides on a read of its own carry their condition, checked when applied: under
+// Raft every replica applies the op to the same state, while the caller's read may be stale (a
+// lagging follower, a write committed meanwhile) and must never undo a newer acknowledged write.
+// New variants go at the end: the log and the wire encode variants by index.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StateOp {
-    /// Adds or replaces the pin of `pin.cid`.
+    /// Adds or replaces the pin of `pin.cid`; a no-op when the stored pin differs only in its
+    /// `timestamp` (and the order of its allocations).
     Pin(Pin),
     /// Removes the pin; a no-op when absent.
     Unpin(CidKey),
+    /// Removes the pin if it has an `expire_at` at or before `now`, which travels in the op so
+    /// every replica decides alike; a no-op otherwise (re-pinned with a later expiry, or none).
+    UnpinIfExpired {
+        key: CidKey,
+        #[serde(with = "crate::types::time::required")]
+        now: DateTime<Utc>,
+    },
+    /// Moves the pin to `allocations`, stamped `timestamp`, if it is still the pin that was read:
+    /// its `timestamp` is `expected`. A no-op when it was unpinned or changed since.
+    Reallocate {
+        key: CidKey,
+        #[serde(with = "crate::types::time::required")]
+        expected: DateTime<Utc>,
+        allocations: Vec<PeerId>,
+        #[serde(with = "crate::types::time::required")]
+        timestamp: DateTime<Utc>,
+    },
+    /// Changes nothing: once it is applied here, so is everything committed before it.
+    Barrier,
 }
 
 /// What applying an operation changed.
@@ -148,7 +173,8 @@ impl PinState {
     }
 
     /// Applies `ops` in order in one durable transaction and returns what each op changed (`None`
-    /// for an unpin of an absent pin). When `applied` is given it replaces the `last_applied` blob
+    /// for an op that changed nothing: an unpin of an absent pin, a pin equal to the stored one, a
+    /// condition that did not hold). When `applied` is given it replaces the `last_applied` blob
     /// in the same transaction, so the consensus layer's position and the pinset never disagree
     /// after a crash. All or nothing: on error nothing of the batch is stored.
     pub fn apply_each(&self, ops: &[StateOp], applied: Option<&[u8]>) -> Result<Vec<Option<StateChange>>> {

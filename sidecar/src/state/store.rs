@@ -177,24 +177,50 @@ impl<'t> Tables<'t> {
         self.unpin_seq
     }
 
+    /// Applies `op`; conditional ops decide on the state as it is now (see [`StateOp`]).
     pub(super) fn apply(&mut self, op: &StateOp) -> Result<Option<StateChange>> {
         match op {
-            StateOp::Pin(pin) => {
-                let previous = self.put(pin)?;
-                self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
-                Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
-            }
-            StateOp::Unpin(key) => {
-                let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
-                let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
-                let Some(pin) = removed else { return Ok(None) };
-                if let Some(at) = pin.expire_at {
-                    self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
+            StateOp::Pin(pin) => match self.get(&pin.key())? {
+                Some(stored) if same_pin(&stored, pin) => Ok(None),
+                _ => self.pin(pin).map(Some),
+            },
+            StateOp::Unpin(key) => self.unpin(key),
+            StateOp::UnpinIfExpired { key, now } => match self.get(key)? {
+                Some(stored) if stored.is_expired(*now) => self.unpin(key),
+                _ => Ok(None),
+            },
+            StateOp::Reallocate { key, expected, allocations, timestamp } => match self.get(key)? {
+                Some(stored) if stored.timestamp == *expected => {
+                    self.pin(&Pin { allocations: allocations.clone(), timestamp: *timestamp, ..stored }).map(Some)
                 }
-                self.track_removal(key, Some(&pin), None)?;
-                Ok(Some(StateChange::Unpinned { pin }))
-            }
+                _ => Ok(None),
+            },
+            StateOp::Barrier => Ok(None),
         }
+    }
+
+    fn get(&self, key: &CidKey) -> Result<Option<Pin>> {
+        let stored = self.pins.get(key.as_bytes()).map_err(write_error(self.path))?;
+        stored.map(|v| decode_pin(self.path, key.as_bytes(), v.value())).transpose()
+    }
+
+    /// Stores `pin`, keeping its unpin record in step.
+    fn pin(&mut self, pin: &Pin) -> Result<StateChange> {
+        let previous = self.put(pin)?;
+        self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
+        Ok(StateChange::Pinned { pin: pin.clone(), previous })
+    }
+
+    /// Removes the pin of `key`, if any, writing its unpin record.
+    fn unpin(&mut self, key: &CidKey) -> Result<Option<StateChange>> {
+        let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
+        let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
+        let Some(pin) = removed else { return Ok(None) };
+        if let Some(at) = pin.expire_at {
+            self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
+        }
+        self.track_removal(key, Some(&pin), None)?;
+        Ok(Some(StateChange::Unpinned { pin }))
     }
 
     /// Stores `pin` and returns the pin it replaced.
@@ -300,6 +326,18 @@ pub(super) fn owed_peers(
             (!still.is_empty()).then_some(still)
         }
     }
+}
+
+/// Whether pinning `new` over `stored` would change nothing: the same options and allocations
+/// (in any order); only the time of the request differs.
+fn same_pin(stored: &Pin, new: &Pin) -> bool {
+    let sorted = |pin: &Pin| {
+        let mut peers = pin.allocations.clone();
+        peers.sort();
+        peers
+    };
+    sorted(stored) == sorted(new)
+        && *stored == Pin { timestamp: stored.timestamp, allocations: stored.allocations.clone(), ..new.clone() }
 }
 
 fn write_error(path: &Path) -> impl Fn(redb::StorageError) -> Error + '_ {
