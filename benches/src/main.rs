@@ -1,6 +1,7 @@
 //! `cluster-bench`: figures for sidecar peers on durable storage with the in-process fake IPFS:
 //! one peer in this process (`ingest`, `startup`, `stream`, `all`), or a 3-peer loopback cluster
-//! with each peer in its own process (`cluster-ingest`, `failover`, `catch-up`, `cluster`).
+//! with each peer in its own process (`cluster-ingest`, `failover`, `catch-up`, `cluster`), or a
+//! 3-peer cluster in this process whose network fails (`outage`).
 //!
 //! `cargo run --release -p bench -- <scenario> [flags]`; see `benches/README.md`.
 //! Each scenario prints a human summary and then one line of JSON with its figures.
@@ -12,6 +13,7 @@ mod cluster_ingest;
 mod failover;
 mod ingest;
 mod measure;
+mod outage;
 mod peer;
 mod startup;
 mod stream;
@@ -41,6 +43,10 @@ enum Scenario {
     CatchUp,
     /// cluster-ingest, failover and catch-up, one after the other.
     Cluster,
+    /// 3 peers in this process whose network fails: how long writes stop when the leader is cut
+    /// off (5 s, 15 s), a follower is cut off, or the leader's link is slowed; acknowledged
+    /// writes lost (none may be).
+    Outage,
     /// Internal: the measured child process of `startup`.
     #[value(hide = true)]
     StartupChild,
@@ -71,6 +77,9 @@ pub struct Args {
     /// failover: how many times the leader is killed (and restarted).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// outage: how many times each fault is tried.
+    #[arg(long, default_value_t = 2)]
+    pub fault_rounds: usize,
     /// Where the temporary data directories go (default: the system temp dir). Use a real disk:
     /// the state is fsynced.
     #[arg(long)]
@@ -156,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::ClusterIngest => cluster_ingest::run(&args)?,
         Scenario::Failover => failover::run(&args)?,
         Scenario::CatchUp => catch_up::run(&args)?,
+        Scenario::Outage => outage::run(&args)?,
         Scenario::Cluster => {
             // Each one, even when an earlier one failed; the failures at the end.
             let failures: Vec<String> = [cluster_ingest::run, failover::run, catch_up::run]

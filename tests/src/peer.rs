@@ -128,6 +128,16 @@ impl PeerProcess {
         Ok(())
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a frozen peer answers nothing and its connections stall, as a
+    /// peer cut off from the network; on waking it carries on with its stale view of the cluster.
+    pub fn freeze(&mut self, frozen: bool) {
+        if let Some(child) = self.child.as_ref() {
+            let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: plain kill(2) of our own child, not reaped yet (so the pid is still ours).
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
     /// SIGTERM, as Kubernetes stops a pod, then waits for the exit (SIGKILL after `timeout`).
     /// Returns the exit code; `None` when it was not running or had to be killed.
     pub async fn stop(&mut self, timeout: Duration) -> Result<Option<i32>> {
