@@ -180,25 +180,34 @@ impl<'t> Tables<'t> {
     pub(super) fn apply(&mut self, op: &StateOp) -> Result<Option<StateChange>> {
         match op {
             StateOp::Pin(pin) => {
-                let previous = self.put(pin)?;
-                self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
+                let previous = self.pin(pin)?;
                 Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
             }
-            StateOp::Unpin(key) => {
-                let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
-                let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
-                let Some(pin) = removed else { return Ok(None) };
-                if let Some(at) = pin.expire_at {
-                    self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
-                }
-                self.track_removal(key, Some(&pin), None)?;
-                Ok(Some(StateChange::Unpinned { pin }))
-            }
+            StateOp::Unpin(key) => Ok(self.unpin(key)?.map(|pin| StateChange::Unpinned { pin })),
         }
     }
 
+    /// Stores `pin` as [`StateOp::Pin`] does, unpin record included, and returns the pin it replaced.
+    pub(super) fn pin(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+        let previous = self.put(pin)?;
+        self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
+        Ok(previous)
+    }
+
+    /// Removes the pin of `key` as [`StateOp::Unpin`] does, unpin record included, and returns it.
+    pub(super) fn unpin(&mut self, key: &CidKey) -> Result<Option<Pin>> {
+        let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
+        let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
+        let Some(pin) = removed else { return Ok(None) };
+        if let Some(at) = pin.expire_at {
+            self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
+        }
+        self.track_removal(key, Some(&pin), None)?;
+        Ok(Some(pin))
+    }
+
     /// Stores `pin` and returns the pin it replaced.
-    pub(super) fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+    fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
         let key = pin.key();
         let record = encode_pin(self.path, pin)?;
         let previous = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
@@ -390,7 +399,7 @@ pub(super) fn decode_seq(path: &Path, value: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(value).map(u64::from_le_bytes).map_err(|_| damaged(path, "its unpin sequence is unreadable"))
 }
 
-fn describe_key(key: &[u8]) -> String {
+pub(super) fn describe_key(key: &[u8]) -> String {
     match CidKey::from_bytes(key) {
         Some(key) => key.to_cid().to_string(),
         None => format!("key 0x{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>()),
