@@ -305,7 +305,8 @@ impl PinState {
     /// Replaces the whole pinset (and `last_applied`) with the stream of [`PinState::snapshot`], in
     /// one durable transaction. Each pin it removes, or whose allocations lose peers, gets its
     /// unpin record as if an op had done it: the ops a snapshot compacts away still reach every
-    /// peer's IPFS daemon. A damaged or truncated stream is an error and leaves the state as it was. Observers are not told here: whoever drives the state calls
+    /// peer's IPFS daemon. A damaged or truncated stream is an error and leaves the state as it
+    /// was. Observers are not told here: whoever drives the state calls
     /// [`StateObserver::on_restored`] with the summary once this returns.
     pub fn restore(&self, reader: impl Read) -> Result<SnapshotSummary> {
         snapshot::restore(self, reader)
