@@ -294,7 +294,13 @@ impl Crc32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Crc32;
+    use std::path::Path;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::state::tests::pin_n;
+    use crate::types::Pin;
 
     #[test]
     fn crc32_matches_the_standard_check_value() {
@@ -302,5 +308,33 @@ mod tests {
         crc.update(b"1234");
         crc.update(b"56789");
         assert_eq!(crc.finish(), 0xCBF4_3926);
+    }
+
+    /// A well-formed stream of `pins` in the order given, without a `last_applied` blob.
+    fn stream_of(pins: &[Pin]) -> Vec<u8> {
+        let mut out = Checksummed::new(Vec::new());
+        out.write(HEADER_MAGIC).unwrap();
+        out.write(&SNAPSHOT_VERSION.to_le_bytes()).unwrap();
+        out.write(&(pins.len() as u64).to_le_bytes()).unwrap();
+        out.write(&[0]).unwrap();
+        for pin in pins {
+            out.write_item(&store::encode_pin(Path::new("test"), pin).unwrap()).unwrap();
+        }
+        let crc = out.crc.finish();
+        out.write(TRAILER_MAGIC).unwrap();
+        out.write(&crc.to_le_bytes()).unwrap();
+        out.inner
+    }
+
+    #[test]
+    fn a_stream_out_of_key_order_is_rejected() {
+        let dir = TempDir::new().unwrap();
+        let state = PinState::open(&dir.path().join("state.redb")).unwrap();
+        state.restore(stream_of(&[pin_n(1), pin_n(2)]).as_slice()).unwrap();
+        for pins in [[pin_n(2), pin_n(1)], [pin_n(3), pin_n(3)]] {
+            let Err(Error::Storage(msg)) = state.restore(stream_of(&pins).as_slice()) else { panic!("{pins:?}") };
+            assert!(msg.contains("twice or out of key order"), "{msg}");
+            assert_eq!(state.scan(None, 10).unwrap(), vec![pin_n(1), pin_n(2)], "unchanged");
+        }
     }
 }
