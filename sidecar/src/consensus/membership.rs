@@ -250,9 +250,11 @@ impl Consensus {
         } else if let Some(peer) = removed.peer() {
             // The removed peer no longer hears from the leader: tell it, so it stops campaigning.
             let term = self.raft.metrics().borrow().current_term;
-            let notice = RemovalNotice::of(self.node_id, term, &without)
-                .ok_or_else(|| Error::Storage("the removal committed a membership without a log id".into()))?;
-            match self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed(notice)).await {
+            let told = match RemovalNotice::of(self.node_id, term, &without) {
+                Some(notice) => self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed(notice)).await,
+                None => Err(Error::Storage("the membership without it has no log id".into())),
+            };
+            match told {
                 Ok(RpcResponse::Ok) => {}
                 Ok(other) => tracing::warn!(peer = %peer_id, error = %unexpected(other), "the removed peer refused"),
                 Err(e) => tracing::warn!(peer = %peer_id, error = %e, "removed a peer that could not be told"),
