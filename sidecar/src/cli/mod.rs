@@ -83,7 +83,7 @@ pub enum PeersCommand {
         #[arg(long = "address")]
         addresses: Vec<String>,
     },
-    /// Remove a peer from the cluster; it stops and deletes its consensus data.
+    /// Remove a peer from the cluster; it stops and moves its consensus data aside.
     Rm { peer_id: String },
     /// Show consensus as this peer sees it: role, leader, term, members and voters (ours).
     Consensus,

@@ -233,11 +233,12 @@ impl Cluster {
         self.inner.consensus.is_removed()
     }
 
-    /// Deletes the consensus data of a removed, stopped peer: the Raft log, snapshots and pinset.
+    /// Moves the consensus data of a removed, stopped peer aside: the Raft log, snapshots and
+    /// pinset (see [`Consensus::clean_after_removal`]).
     pub fn clean_after_removal(&self) -> Result<()> {
-        self.inner.consensus.clean_after_removal(&self.inner.data_dir)?;
-        std::fs::remove_file(self.inner.data_dir.join(STATE_FILE))?;
-        tracing::warn!(data_dir = %self.inner.data_dir.display(), "removed from the cluster: consensus data deleted");
+        let data_dir = &self.inner.data_dir;
+        let aside = self.inner.consensus.clean_after_removal(data_dir, &data_dir.join(STATE_FILE))?;
+        tracing::warn!(moved_to = %aside.display(), "removed from the cluster: consensus data and pinset moved aside");
         Ok(())
     }
 

@@ -48,10 +48,7 @@ impl Cluster {
                 tracing::info!(%from, members = members.len(), reached_at = %observed_addr, "added to the cluster");
                 RpcResponse::Ok
             }
-            RpcRequest::Removed => {
-                consensus.on_removed();
-                RpcResponse::Ok
-            }
+            RpcRequest::Removed(notice) => consensus.on_removed(from, &notice),
             RpcRequest::Metrics(metrics) => {
                 self.receive_metrics(from, metrics);
                 RpcResponse::Ok

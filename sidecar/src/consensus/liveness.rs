@@ -7,10 +7,14 @@
 //!   openraft 0.9 has no pre-vote: a peer cut off from the others would campaign again and again,
 //!   raising its term, and on its return that term would depose a healthy leader. Hearing is
 //!   libp2p's ping; the task also connects to voters it does not hear from, so that followers
-//!   hear each other and can replace a leader that died.
+//!   hear each other and can replace a leader that died. A peer that regains a majority waits
+//!   [`REGAINED_GRACE`] before it may campaign: its leader, if alive, reaches it meanwhile (the
+//!   leader retries a peer it could not reach every 0.5 s) and its heartbeats keep it a follower.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use openraft::ServerState;
 
@@ -19,6 +23,8 @@ use crate::p2p::P2p;
 
 /// How often the task runs (and the leader beats).
 pub const PACE: Duration = Duration::from_millis(150);
+/// How long a peer must hear a majority again before it may campaign.
+pub const REGAINED_GRACE: Duration = Duration::from_secs(2);
 
 /// Whether a voter that does not lead may start an election: every voter set of the (possibly
 /// joint) membership must have a majority among the voters it hears from, itself included.
@@ -27,6 +33,21 @@ pub fn may_elect(me: NodeId, configs: &[BTreeSet<NodeId>], heard: &BTreeSet<Node
         let reachable = voters.iter().filter(|v| **v == me || heard.contains(v)).count();
         reachable > voters.len() / 2
     })
+}
+
+/// Whether elections are allowed, from what the peer heard over time.
+#[derive(Debug, Default)]
+pub struct ElectionGate {
+    /// Since when the peer has heard a majority without a break.
+    hearing_since: Option<Instant>,
+}
+
+impl ElectionGate {
+    /// `hears_majority`: [`may_elect`] now; `alone`: this peer is the only voter (nobody to hear).
+    pub fn allows(&mut self, hears_majority: bool, alone: bool, now: Instant) -> bool {
+        self.hearing_since = if hears_majority { self.hearing_since.or(Some(now)) } else { None };
+        alone || self.hearing_since.is_some_and(|since| now.duration_since(since) >= REGAINED_GRACE)
+    }
 }
 
 /// Runs the task until `stop` fires. `heard_within`: how recently a peer must have answered a
@@ -41,6 +62,7 @@ pub async fn run(
     let mut ticks = tokio::time::interval(PACE);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut electing = true;
+    let mut gate = ElectionGate::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -67,7 +89,9 @@ pub async fn run(
                 connect(&p2p, node).await;
             }
         }
-        let allowed = may_elect(node_id, membership.get_joint_config(), &heard);
+        let configs = membership.get_joint_config();
+        let alone = configs.iter().all(|voters| voters.iter().all(|v| *v == node_id));
+        let allowed = gate.allows(may_elect(node_id, configs, &heard), alone, Instant::now());
         if allowed != electing {
             tracing::info!(
                 allowed,
@@ -94,6 +118,29 @@ mod tests {
 
     fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
         ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn elections_wait_for_a_majority_heard_without_a_break() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let grace = REGAINED_GRACE.as_millis() as u64;
+        // (ms since start, hears a majority, alone) => allowed
+        let steps = [
+            (0, true, false, false),
+            (grace - 1, true, false, false),
+            (grace, true, false, true),
+            (grace + 100, false, false, false),
+            (grace + 200, true, false, false),
+            (2 * grace + 199, true, false, false),
+            (2 * grace + 200, true, false, true),
+            // The only voter never waits.
+            (2 * grace + 300, false, true, true),
+        ];
+        let mut gate = ElectionGate::default();
+        for (ms, hears, alone, want) in steps {
+            assert_eq!(gate.allows(hears, alone, at(ms)), want, "at {ms} ms, hears {hears}, alone {alone}");
+        }
     }
 
     #[test]

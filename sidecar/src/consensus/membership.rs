@@ -6,7 +6,8 @@
 //!   [`plan_voters`]), then send it the member list and the address it was reached at. A failed
 //!   step undoes the ones before it.
 //! - remove: refuse the last member; check quorum; commit the removal (promoting a learner when a
-//!   voter leaves); tell the removed peer, which stops, cleans its consensus data and says so.
+//!   voter leaves); tell the removed peer (see [`super::removal`]), which checks the notice, stops
+//!   and sets its data aside. A peer removing itself returns once it has stopped taking part.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
 use super::plan::{plan_voters, VoterFacts};
-use super::types::{ClusterNode, NodeId};
+use super::removal::RemovalNotice;
+use super::types::{ClusterNode, NodeId, StoredMembership};
 use super::Consensus;
 use crate::p2p::{RpcRequest, RpcResponse};
 use crate::{Error, Result};
@@ -28,6 +30,9 @@ const QUORUM_CHECK: Duration = Duration::from_secs(5);
 const CHANGE_IN_PROGRESS_WAIT: Duration = Duration::from_secs(30);
 /// How long a leader that removed itself keeps running (about ten heartbeats).
 const REMOVED_LEADER_GRACE: Duration = Duration::from_secs(2);
+/// How long a peer that asked for its own removal waits to learn it is out (from the leader's
+/// notice, or its own grace when it leads).
+const LEAVING_WAIT: Duration = Duration::from_secs(10);
 /// A member within this many log entries of the leader counts as healthy (each entry is a batch).
 const HEALTHY_LAG: u64 = 100;
 
@@ -141,12 +146,19 @@ impl Consensus {
         Ok(node)
     }
 
-    /// Removes the member with libp2p identity `peer` (this peer included).
+    /// Removes the member with libp2p identity `peer`. This peer included: then it returns once
+    /// this peer has stopped taking part, so a shutdown that leaves also cleans up.
     pub async fn remove_peer(&self, peer: PeerId) -> Result<()> {
         if !self.members().iter().any(|m| m.peer_id == peer.to_string()) {
             return Err(Error::NotFound(format!("{peer} is not a cluster member")));
         }
-        self.on_leader(RpcRequest::RemoveMember { peer_id: peer.to_string() }).await
+        self.on_leader(RpcRequest::RemoveMember { peer_id: peer.to_string() }).await?;
+        if peer == self.p2p.peer_id() && tokio::time::timeout(LEAVING_WAIT, self.removed.cancelled()).await.is_err() {
+            return Err(Error::Timeout(format!(
+                "this peer was removed, but did not hear of it within {LEAVING_WAIT:?}; it keeps running"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a membership change on the leader: here when this peer leads, else over RPC.
@@ -224,7 +236,7 @@ impl Consensus {
             return Err(Error::Conflict("cannot remove the last member of the cluster".into()));
         }
         self.check_quorum().await?;
-        self.remove_nodes(&ids).await?;
+        let without = self.remove_nodes(&ids).await?;
         tracing::info!(peer = %peer_id, "removed a peer from the cluster");
         if ids.contains(&self.node_id) {
             // Not at once: the answer must reach the caller, and followers must hear that the
@@ -237,8 +249,15 @@ impl Consensus {
             tracing::warn!("this peer removed itself from the cluster; it stops taking part");
         } else if let Some(peer) = removed.peer() {
             // The removed peer no longer hears from the leader: tell it, so it stops campaigning.
-            if let Err(e) = self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed).await {
-                tracing::warn!(peer = %peer_id, error = %e, "removed a peer that could not be told");
+            let term = self.raft.metrics().borrow().current_term;
+            let told = match RemovalNotice::of(self.node_id, term, &without) {
+                Some(notice) => self.p2p.request_via(peer, removed.multiaddrs(), RpcRequest::Removed(notice)).await,
+                None => Err(Error::Storage("the membership without it has no log id".into())),
+            };
+            match told {
+                Ok(RpcResponse::Ok) => {}
+                Ok(other) => tracing::warn!(peer = %peer_id, error = %unexpected(other), "the removed peer refused"),
+                Err(e) => tracing::warn!(peer = %peer_id, error = %e, "removed a peer that could not be told"),
             }
         }
         Ok(())
@@ -251,12 +270,14 @@ impl Consensus {
     /// 1. demote the remaining voters the plan no longer wants (removed voters still vote);
     /// 2. replace the voters with the plan, dropping the removed voters as members at once;
     /// 3. drop the removed learners.
-    async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<()> {
+    ///
+    /// Returns the committed membership without them.
+    async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<StoredMembership> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let removed_voters: BTreeSet<NodeId> = voters.intersection(ids).copied().collect();
-        let mut current = membership.clone();
+        let mut current = StoredMembership::clone(&metrics.membership_config);
         if !removed_voters.is_empty() {
             let facts = VoterFacts {
                 members: membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect(),
@@ -273,11 +294,12 @@ impl Consensus {
             // Read from the change's answer from here on: the metrics may not show it yet.
             current = self.change(ChangeMembers::ReplaceAllVoters(planned), false).await?;
         }
-        let learners: BTreeSet<NodeId> = ids.iter().copied().filter(|id| current.get_node(id).is_some()).collect();
+        let learners: BTreeSet<NodeId> =
+            ids.iter().copied().filter(|id| current.membership().get_node(id).is_some()).collect();
         if !learners.is_empty() {
-            self.change(ChangeMembers::RemoveNodes(learners), false).await?;
+            current = self.change(ChangeMembers::RemoveNodes(learners), false).await?;
         }
-        Ok(())
+        Ok(current)
     }
 
     /// Promotes or demotes so the voters are what [`plan_voters`] says, and finishes a change
@@ -307,14 +329,13 @@ impl Consensus {
         Ok(())
     }
 
-    /// Commits a membership change; returns the membership it led to.
-    async fn change(
-        &self,
-        change: ChangeMembers<NodeId, ClusterNode>,
-        retain: bool,
-    ) -> Result<openraft::Membership<NodeId, ClusterNode>> {
+    /// Commits a membership change; returns the membership it led to, with its log id.
+    async fn change(&self, change: ChangeMembers<NodeId, ClusterNode>, retain: bool) -> Result<StoredMembership> {
         let response = when_no_change_in_progress(|| self.raft.change_membership(change.clone(), retain)).await?;
-        response.membership.ok_or_else(|| Error::Storage("a membership change answered without a membership".into()))
+        let membership = response
+            .membership
+            .ok_or_else(|| Error::Storage("a membership change answered without a membership".into()))?;
+        Ok(StoredMembership::new(Some(response.log_id), membership))
     }
 
     /// The leader confirms it still leads a quorum.
@@ -323,14 +344,6 @@ impl Consensus {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(no_quorum(&e.to_string())),
             Err(_) => Err(no_quorum(&format!("a quorum did not answer within {QUORUM_CHECK:?}"))),
-        }
-    }
-
-    /// This peer was removed: it stops taking part (the daemon shuts down and cleans up).
-    pub(crate) fn on_removed(&self) {
-        if !self.removed.is_cancelled() {
-            tracing::warn!("this peer was removed from the cluster; it stops taking part");
-            self.removed.cancel();
         }
     }
 

@@ -21,6 +21,7 @@ mod log_store;
 mod membership;
 mod network;
 mod plan;
+mod removal;
 mod rpc;
 mod state_machine;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use crate::{Error, Result};
 
 pub use log_store::LogStore;
 pub use plan::{plan_start, voter_count, StartFacts, StartPlan};
+pub use removal::RemovalNotice;
 pub use types::{ClusterNode, NodeId, OpBatch, TypeConfig};
 
 /// The consensus files inside the data directory: `raft.redb` and `snapshots/`.
@@ -314,14 +316,15 @@ impl Consensus {
         }
     }
 
-    /// After removal and shutdown: deletes the consensus data (log, snapshots) and leaves a
-    /// marker so that a restart does not start a new cluster on its own.
-    pub fn clean_after_removal(&self, data_dir: &Path) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir)?;
+    /// After removal and shutdown: moves the consensus data (log, snapshots) and the pinset at
+    /// `pinset` into `<data_dir>/removed-<UTC time>/`, and leaves a marker so that a restart does
+    /// not start a new cluster on its own. Returns where the data went.
+    pub fn clean_after_removal(&self, data_dir: &Path, pinset: &Path) -> Result<PathBuf> {
+        let aside = removal::set_aside(data_dir, &[&self.dir, pinset])?;
         std::fs::write(
             data_dir.join(REMOVED_MARKER),
-            "this peer was removed from its cluster; its consensus data was deleted\n",
+            format!("this peer was removed from its cluster; its consensus data was moved to {}\n", aside.display()),
         )?;
-        Ok(())
+        Ok(aside)
     }
 }

@@ -4,11 +4,13 @@
 //! state is ([`Applied`]: the last log id and the membership), so the pinset and its log position
 //! never disagree after a crash. The pin tracker hears of the changes before Raft answers the
 //! write. A snapshot is the pinset's own snapshot stream, written to a file and fsynced; only the
-//! newest is kept, with its metadata in `current.meta`.
+//! newest is kept, with its metadata in `current.meta`, and never replaced by an older one. A
+//! received snapshot is kept before it is restored, so the pinset is never ahead of the current
+//! snapshot: a crash in between is finished when the state machine opens again.
 
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
@@ -51,8 +53,9 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn open(state: Arc<PinState>, observer: Arc<dyn StateObserver>, snapshot_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
+        let snapshots = Arc::new(SnapshotDir { dir: snapshot_dir.to_path_buf(), files: Mutex::new(()) });
+        snapshots.finish_interrupted_install(&state, observer.as_ref())?;
         let membership = Applied::read(&state)?.membership;
-        let snapshots = Arc::new(SnapshotDir { dir: snapshot_dir.to_path_buf() });
         Ok(StateMachine { state, observer, snapshots, membership })
     }
 }
@@ -135,10 +138,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let summary = tokio::task::spawn_blocking(move || -> Result<_> {
             use std::io::Seek;
             file.sync_all()?;
-            file.rewind()?;
-            let summary = state.restore(BufReader::new(&file))?;
+            // Kept first: a pinset restored past the current snapshot could leave that older one
+            // to be sent to followers behind the purge point. The open handle reads on, even if
+            // a newer snapshot made this one go.
             snapshots.keep(snapshots.incoming(), &meta_owned)?;
-            Ok(summary)
+            file.rewind()?;
+            state.restore(BufReader::new(&file))
         })
         .await
         .map_err(|e| failed(Error::Storage(e.to_string())))?
@@ -161,17 +166,18 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Returns the current snapshot: the one just built, or a newer one installed while it was
+    /// being built (openraft keeps the newest meta it is given, so the older is simply dropped).
     async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StorageError> {
         let state = self.state.clone();
         let snapshots = self.snapshots.clone();
-        let built = tokio::task::spawn_blocking(move || snapshots.build(&state))
+        tokio::task::spawn_blocking(move || snapshots.build(&state))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?
             .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
-        let meta = built.clone();
         let current = self.snapshots.current().await.map_err(|e| StorageIOError::read_snapshot(None, io_error(e)))?;
-        current.filter(|s| s.meta == meta).ok_or_else(|| {
-            StorageIOError::read_snapshot(None, io_error("the snapshot just built is not the current one")).into()
+        current.ok_or_else(|| {
+            StorageIOError::read_snapshot(None, io_error("no snapshot is current after building one")).into()
         })
     }
 }
@@ -179,6 +185,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// The snapshot files: `<id>.snap` for the newest snapshot, named by `current.meta`.
 struct SnapshotDir {
     dir: PathBuf,
+    /// Held while `current.meta` changes or the file it names is opened: a build (openraft runs it
+    /// in its own task) and an install may keep snapshots at the same time.
+    files: Mutex<()>,
 }
 
 impl SnapshotDir {
@@ -186,7 +195,8 @@ impl SnapshotDir {
         self.dir.join("incoming.snap")
     }
 
-    /// Writes a snapshot of the pinset from one consistent read, fsyncs it and makes it current.
+    /// Writes a snapshot of the pinset from one consistent read, fsyncs it and makes it current
+    /// (see [`SnapshotDir::keep`]).
     fn build(&self, state: &PinState) -> Result<SnapshotMeta> {
         let building = self.dir.join("building.snap");
         let mut file = std::fs::File::create(&building)?;
@@ -208,9 +218,17 @@ impl SnapshotDir {
     }
 
     /// Makes the fsynced snapshot file `file` the current snapshot, described by `meta`, and
-    /// deletes the one it replaces.
+    /// deletes the one it replaces; unless the current one is newer (a build that started before
+    /// an install and finished after it), then `file` is deleted instead.
     fn keep(&self, file: PathBuf, meta: &SnapshotMeta) -> Result<()> {
+        let _files = self.lock();
         let previous = self.read_meta()?;
+        if let Some(newer) = previous.as_ref().filter(|current| current.last_log_id > meta.last_log_id) {
+            let (current, older) = (&newer.snapshot_id, &meta.snapshot_id);
+            tracing::info!(%current, %older, "dropped a snapshot older than the current one");
+            std::fs::remove_file(&file)?;
+            return Ok(());
+        }
         std::fs::rename(&file, self.file_of(meta))?;
         let staged = self.dir.join("current.meta.tmp");
         let mut out = std::fs::File::create(&staged)?;
@@ -239,8 +257,134 @@ impl SnapshotDir {
     }
 
     async fn current(&self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let Some(meta) = self.read_meta()? else { return Ok(None) };
-        let file = tokio::fs::File::open(self.file_of(&meta)).await?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
+        let (meta, file) = {
+            let _files = self.lock();
+            let Some(meta) = self.read_meta()? else { return Ok(None) };
+            let file = std::fs::File::open(self.file_of(&meta))?;
+            (meta, file)
+        };
+        Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
+    }
+
+    /// Restores the current snapshot if the pinset is behind it: an install was stopped between
+    /// keeping the snapshot and committing its restore. openraft takes the current snapshot as
+    /// installed, and would not install it again.
+    fn finish_interrupted_install(&self, state: &PinState, observer: &dyn StateObserver) -> Result<()> {
+        let applied = Applied::read(state)?;
+        let Some(meta) = self.read_meta()?.filter(|meta| meta.last_log_id > applied.last_log_id) else {
+            return Ok(());
+        };
+        tracing::warn!(snapshot = %meta.snapshot_id, "finishing the install of a snapshot that a stop interrupted");
+        let summary = state.restore(BufReader::new(std::fs::File::open(self.file_of(&meta))?))?;
+        observer.on_restored(&summary);
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // It guards files, changed by atomic renames only: a panic while it was held leaves no
+        // half-done change behind it.
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::CommittedLeaderId;
+    use tempfile::TempDir;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::consensus::types::OpBatch;
+    use crate::state::tests::pin_n;
+    use crate::state::{SnapshotSummary, StateChange, StateOp};
+
+    #[derive(Default)]
+    struct CountRestores(AtomicUsize);
+
+    impl StateObserver for CountRestores {
+        fn on_changes(&self, _changes: &[StateChange]) {}
+
+        fn on_restored(&self, _summary: &SnapshotSummary) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    /// A state machine in `dir/name` that applied entries 1..=`last`, entry n pinning `pin_n(n)`.
+    async fn machine_at(dir: &TempDir, name: &str, last: u64) -> (Arc<PinState>, StateMachine) {
+        let state = Arc::new(PinState::open(&dir.path().join(format!("{name}.redb"))).unwrap());
+        let mut machine =
+            StateMachine::open(state.clone(), Arc::new(CountRestores::default()), &dir.path().join(name)).unwrap();
+        let entries = (1..=last)
+            .map(|n| Entry { log_id: log_id(n), payload: EntryPayload::Normal(OpBatch(vec![StateOp::Pin(pin_n(n))])) });
+        machine.apply(entries).await.unwrap();
+        (state, machine)
+    }
+
+    /// The leader's snapshot at entry 5: its meta and its bytes.
+    async fn leader_snapshot(dir: &TempDir) -> (SnapshotMeta, Vec<u8>) {
+        let (_, mut leader) = machine_at(dir, "leader", 5).await;
+        let mut snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        snapshot.snapshot.read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(5)));
+        (snapshot.meta, bytes)
+    }
+
+    /// Receives `bytes` as openraft does before it installs them.
+    async fn received(machine: &mut StateMachine, bytes: &[u8]) -> Box<tokio::fs::File> {
+        let mut file = machine.begin_receiving_snapshot().await.unwrap();
+        file.write_all(bytes).await.unwrap();
+        file.flush().await.unwrap();
+        file
+    }
+
+    #[tokio::test]
+    async fn a_build_that_loses_the_race_to_an_install_leaves_the_newer_snapshot_current() {
+        let dir = TempDir::new().unwrap();
+        let (meta, bytes) = leader_snapshot(&dir).await;
+        let (_, mut follower) = machine_at(&dir, "follower", 2).await;
+        // What a build that read the pinset before the install sees.
+        let (before_install, _) = machine_at(&dir, "before-install", 2).await;
+
+        let file = received(&mut follower, &bytes).await;
+        follower.install_snapshot(&meta, file).await.unwrap();
+        let mut late_build = SnapshotBuilder { state: before_install, snapshots: follower.snapshots.clone() };
+        let returned = late_build.build_snapshot().await.unwrap();
+
+        assert_eq!(returned.meta, meta, "the build answers with the newer, current snapshot");
+        assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, meta);
+        let snap_files = std::fs::read_dir(dir.path().join("follower"))
+            .unwrap()
+            .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|e| e == "snap"))
+            .count();
+        assert_eq!(snap_files, 1, "the older build is gone");
+    }
+
+    #[tokio::test]
+    async fn an_install_stopped_before_its_restore_is_finished_at_open() {
+        let dir = TempDir::new().unwrap();
+        let (meta, bytes) = leader_snapshot(&dir).await;
+        let (state, follower) = machine_at(&dir, "follower", 2).await;
+        // The install kept the snapshot, then the process stopped before the restore committed.
+        let incoming = follower.snapshots.incoming();
+        std::fs::write(&incoming, &bytes).unwrap();
+        follower.snapshots.keep(incoming, &meta).unwrap();
+        drop(follower);
+
+        let restores = Arc::new(CountRestores::default());
+        let mut reopened = StateMachine::open(state.clone(), restores.clone(), &dir.path().join("follower")).unwrap();
+        assert_eq!(reopened.applied_state().await.unwrap().0, Some(log_id(5)));
+        assert_eq!(state.scan(None, usize::MAX).unwrap(), (1..=5).map(pin_n).collect::<Vec<_>>());
+        assert_eq!(restores.0.load(Ordering::Relaxed), 1);
+
+        // A pinset at or past its current snapshot is left as it is.
+        StateMachine::open(state, restores.clone(), &dir.path().join("follower")).unwrap();
+        assert_eq!(restores.0.load(Ordering::Relaxed), 1);
     }
 }

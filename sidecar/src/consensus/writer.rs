@@ -51,6 +51,9 @@ struct Request {
     op: StateOp,
     origin: Origin,
     reply: Reply,
+    /// When the write must be answered by: `commit_timeout` after it was asked for, time in the
+    /// queue included.
+    deadline: Instant,
 }
 
 /// The timing the writer works with.
@@ -91,7 +94,8 @@ impl Writer {
 
     async fn enqueue(&self, op: StateOp, origin: Origin) -> Result<u64> {
         let (reply, outcome) = oneshot::channel();
-        self.requests.send(Request { op, origin, reply }).await.map_err(|_| Error::ShuttingDown)?;
+        let deadline = Instant::now() + self.proposer.timing.commit_timeout;
+        self.requests.send(Request { op, origin, reply, deadline }).await.map_err(|_| Error::ShuttingDown)?;
         outcome.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -166,7 +170,7 @@ enum Proposed {
 impl Proposer {
     /// Commits one batch and answers each of its requests.
     async fn write(&self, batch: Vec<Request>) {
-        let deadline = Instant::now() + self.timing.commit_timeout;
+        let Some(deadline) = batch.iter().map(|r| r.deadline).min() else { return };
         let ops: Vec<StateOp> = batch.iter().map(|r| r.op.clone()).collect();
         let outcome = self.propose(OpBatch(ops), deadline).await;
         let leader = match outcome {

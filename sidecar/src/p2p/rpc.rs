@@ -10,7 +10,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{ClusterNode, NodeId, OpBatch, TypeConfig};
+use crate::consensus::{ClusterNode, NodeId, OpBatch, RemovalNotice, TypeConfig};
 use crate::types::{CidKey, Id, Metric, PinInfoShort, RepoGc};
 
 /// The request-response protocol of the cluster peers.
@@ -49,8 +49,9 @@ pub enum RpcRequest {
         members: Vec<ClusterNode>,
         observed_addr: String,
     },
-    /// From the leader: this peer was removed from the cluster and must stop taking part.
-    Removed,
+    /// From the leader: this peer was removed from the cluster and must stop taking part, once
+    /// it has checked the notice.
+    Removed(RemovalNotice),
     /// A peer's latest metrics, pushed to every other member.
     Metrics(Vec<Metric>),
     /// This peer's tracker statuses of these CIDs, in the same order.

@@ -14,7 +14,8 @@
 //! whose allocations lose peers) writes one in its own transaction, naming the peers that lost the
 //! pin. The state does not know which peer it runs on, and under Raft every peer applies the same
 //! ops: each peer's tracker reads the records, acts on those that name it, and forgets them
-//! locally. The table is not replicated (snapshots leave it out, restores leave it as it is).
+//! locally. The table is not replicated: snapshots leave it out, and a restore keeps it and adds
+//! the records of the pins it removes or moves away, as the ops it stands for would have.
 //!
 //! Measured in release mode on the shared 2-core build machine (`cargo test --release -p sidecar
 //! --lib state::tests::million -- --ignored --nocapture`), 1M pins with two allocations each:
@@ -209,11 +210,16 @@ impl PinState {
             (outcomes, tables.written_unpin_seq())
         };
         txn.commit().map_err(|e| store::db_error(&self.path, "committing a write", e))?;
-        // Only once committed: a reader of the seq relies on every record up to it being there.
-        if let Some(seq) = unpin_seq {
+        self.committed_unpin_seq(unpin_seq);
+        Ok(outcomes)
+    }
+
+    /// Publishes the last unpin record `seq` of a transaction just committed, if it wrote one.
+    /// Only once committed: a reader of the seq relies on every record up to it being there.
+    fn committed_unpin_seq(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
             self.unpin_seq.store(seq, Ordering::Release);
         }
-        Ok(outcomes)
     }
 
     /// The blob last stored by [`PinState::apply_each`] or [`PinState::restore`], if any.
@@ -323,8 +329,10 @@ impl PinState {
     }
 
     /// Replaces the whole pinset (and `last_applied`) with the stream of [`PinState::snapshot`], in
-    /// one durable transaction. A damaged or truncated stream is an error and leaves the state as
-    /// it was. Observers are not told here: whoever drives the state calls
+    /// one durable transaction. Each pin it removes, or whose allocations lose peers, gets its
+    /// unpin record as if an op had done it: the ops a snapshot compacts away still reach every
+    /// peer's IPFS daemon. A damaged or truncated stream is an error and leaves the state as it
+    /// was. Observers are not told here: whoever drives the state calls
     /// [`StateObserver::on_restored`] with the summary once this returns.
     pub fn restore(&self, reader: impl Read) -> Result<SnapshotSummary> {
         snapshot::restore(self, reader)

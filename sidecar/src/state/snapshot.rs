@@ -8,12 +8,14 @@
 //! - trailer: `PINSEND\0`, u32 CRC-32 (IEEE) of every byte before it; then the end of the stream.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::iter::Peekable;
 use std::path::Path;
 
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::{Range, ReadableTable, ReadableTableMetadata};
 
 use super::store::{self, Tables};
 use super::PinState;
+use crate::types::CidKey;
 use crate::{Error, Result};
 
 const HEADER_MAGIC: &[u8; 8] = b"PINSNAP\0";
@@ -76,28 +78,66 @@ pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<SnapshotSum
     let (count, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
 
     let txn = state.db.begin_write().map_err(|e| store::db_error(path, "starting a restore", e))?;
+    // The pinset as the restore found it: with the write started, a read sees exactly what it
+    // replaces. Walked beside the stream, both in key order, so neither side is held in memory.
+    let read = state.begin_read()?;
+    let before = store::open_read(&read, store::PINS, path)?;
+    let mut replaced =
+        before.iter().map_err(|e| store::db_error(path, "reading the pinset for a restore", e))?.peekable();
     // Nothing below is visible, or durable, until the commit: any error drops `txn`, which rolls
     // the whole restore back and leaves the state as it was.
-    let clear = |e| store::db_error(path, "clearing the pinset for a restore", e);
-    txn.delete_table(store::PINS).map_err(clear)?;
-    txn.delete_table(store::EXPIRY).map_err(clear)?;
-    {
+    let unpin_seq = {
         let mut tables = Tables::open(&txn, path)?;
         let mut record = Vec::new();
+        let mut last: Option<CidKey> = None;
         for index in 0..count {
             input.read_item(&mut record).map_err(|e| rejected(path, e))?;
             let pin = store::decode_record(&record)
                 .map_err(|why| rejected(path, StreamError::Invalid(format!("record {index}: {why}"))))?;
-            if tables.put(&pin)?.is_some() {
-                return Err(rejected(path, StreamError::Invalid(format!("record {index}: {} appears twice", pin.cid))));
+            let key = pin.key();
+            if last.as_ref().is_some_and(|last| *last >= key) {
+                let why = format!("record {index}: {} appears twice or out of key order", pin.cid);
+                return Err(rejected(path, StreamError::Invalid(why)));
             }
+            unpin_departed(&mut tables, &mut replaced, Some(&key), path)?;
+            // As the op would: a pin whose allocations lost peers gets its unpin record here.
+            tables.pin(&pin)?;
+            last = Some(key);
         }
         read_trailer(&mut input).map_err(|e| rejected(path, e))?;
+        unpin_departed(&mut tables, &mut replaced, None, path)?;
         tables.set_last_applied(applied.as_deref())?;
-    }
+        tables.written_unpin_seq()
+    };
     txn.commit().map_err(|e| store::db_error(path, "committing a restore", e))?;
+    state.committed_unpin_seq(unpin_seq);
     tracing::info!(file = %path.display(), pins = count, "restored the pinset from a snapshot");
     Ok(SnapshotSummary { pins: count, last_applied: applied })
+}
+
+/// Unpins, as [`crate::state::StateOp::Unpin`] does (unpin record included), every pin of the
+/// replaced pinset with a key below `until` (every one left when `None`): the snapshot, read in
+/// key order up to `until`, does not have them. A pin at `until` itself is passed over, the
+/// snapshot's own pin replaces it.
+fn unpin_departed(
+    tables: &mut Tables,
+    replaced: &mut Peekable<Range<'_, &'static [u8], &'static [u8]>>,
+    until: Option<&CidKey>,
+    path: &Path,
+) -> Result<()> {
+    // An unreadable entry is taken too, to report its error.
+    let up_to_until = |key: &[u8]| until.is_none_or(|until| key <= until.as_bytes());
+    while let Some(entry) = replaced.next_if(|entry| entry.as_ref().map_or(true, |(key, _)| up_to_until(key.value()))) {
+        let (key, _) = entry.map_err(|e| store::db_error(path, "reading the pinset for a restore", e))?;
+        if until.is_some_and(|until| key.value() == until.as_bytes()) {
+            continue;
+        }
+        let key = CidKey::from_bytes(key.value()).ok_or_else(|| {
+            store::damaged(path, format!("a pin is stored under {}, not a CID key", store::describe_key(key.value())))
+        })?;
+        tables.unpin(&key)?;
+    }
+    Ok(())
 }
 
 fn read_header<R: Read>(input: &mut Checksummed<R>) -> Result<(u64, Option<Vec<u8>>), StreamError> {
@@ -254,7 +294,13 @@ impl Crc32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Crc32;
+    use std::path::Path;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::state::tests::pin_n;
+    use crate::types::Pin;
 
     #[test]
     fn crc32_matches_the_standard_check_value() {
@@ -262,5 +308,33 @@ mod tests {
         crc.update(b"1234");
         crc.update(b"56789");
         assert_eq!(crc.finish(), 0xCBF4_3926);
+    }
+
+    /// A well-formed stream of `pins` in the order given, without a `last_applied` blob.
+    fn stream_of(pins: &[Pin]) -> Vec<u8> {
+        let mut out = Checksummed::new(Vec::new());
+        out.write(HEADER_MAGIC).unwrap();
+        out.write(&SNAPSHOT_VERSION.to_le_bytes()).unwrap();
+        out.write(&(pins.len() as u64).to_le_bytes()).unwrap();
+        out.write(&[0]).unwrap();
+        for pin in pins {
+            out.write_item(&store::encode_pin(Path::new("test"), pin).unwrap()).unwrap();
+        }
+        let crc = out.crc.finish();
+        out.write(TRAILER_MAGIC).unwrap();
+        out.write(&crc.to_le_bytes()).unwrap();
+        out.inner
+    }
+
+    #[test]
+    fn a_stream_out_of_key_order_is_rejected() {
+        let dir = TempDir::new().unwrap();
+        let state = PinState::open(&dir.path().join("state.redb")).unwrap();
+        state.restore(stream_of(&[pin_n(1), pin_n(2)]).as_slice()).unwrap();
+        for pins in [[pin_n(2), pin_n(1)], [pin_n(3), pin_n(3)]] {
+            let Err(Error::Storage(msg)) = state.restore(stream_of(&pins).as_slice()) else { panic!("{pins:?}") };
+            assert!(msg.contains("twice or out of key order"), "{msg}");
+            assert_eq!(state.scan(None, 10).unwrap(), vec![pin_n(1), pin_n(2)], "unchanged");
+        }
     }
 }

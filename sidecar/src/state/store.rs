@@ -182,16 +182,16 @@ impl<'t> Tables<'t> {
         match op {
             StateOp::Pin(pin) => match self.get(&pin.key())? {
                 Some(stored) if same_pin(&stored, pin) => Ok(None),
-                _ => self.pin(pin).map(Some),
+                _ => self.pinned(pin).map(Some),
             },
-            StateOp::Unpin(key) => self.unpin(key),
+            StateOp::Unpin(key) => self.unpinned(key),
             StateOp::UnpinIfExpired { key, now } => match self.get(key)? {
-                Some(stored) if stored.is_expired(*now) => self.unpin(key),
+                Some(stored) if stored.is_expired(*now) => self.unpinned(key),
                 _ => Ok(None),
             },
             StateOp::Reallocate { key, expected, allocations, timestamp } => match self.get(key)? {
                 Some(stored) if stored.timestamp == *expected => {
-                    self.pin(&Pin { allocations: allocations.clone(), timestamp: *timestamp, ..stored }).map(Some)
+                    self.pinned(&Pin { allocations: allocations.clone(), timestamp: *timestamp, ..stored }).map(Some)
                 }
                 _ => Ok(None),
             },
@@ -204,15 +204,24 @@ impl<'t> Tables<'t> {
         stored.map(|v| decode_pin(self.path, key.as_bytes(), v.value())).transpose()
     }
 
-    /// Stores `pin`, keeping its unpin record in step.
-    fn pin(&mut self, pin: &Pin) -> Result<StateChange> {
-        let previous = self.put(pin)?;
-        self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
+    fn pinned(&mut self, pin: &Pin) -> Result<StateChange> {
+        let previous = self.pin(pin)?;
         Ok(StateChange::Pinned { pin: pin.clone(), previous })
     }
 
-    /// Removes the pin of `key`, if any, writing its unpin record.
-    fn unpin(&mut self, key: &CidKey) -> Result<Option<StateChange>> {
+    fn unpinned(&mut self, key: &CidKey) -> Result<Option<StateChange>> {
+        Ok(self.unpin(key)?.map(|pin| StateChange::Unpinned { pin }))
+    }
+
+    /// Stores `pin`, unpin record included, and returns the pin it replaced.
+    pub(super) fn pin(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+        let previous = self.put(pin)?;
+        self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
+        Ok(previous)
+    }
+
+    /// Removes the pin of `key`, unpin record included, and returns it.
+    pub(super) fn unpin(&mut self, key: &CidKey) -> Result<Option<Pin>> {
         let removed = self.pins.remove(key.as_bytes()).map_err(write_error(self.path))?;
         let removed = removed.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
         let Some(pin) = removed else { return Ok(None) };
@@ -220,11 +229,11 @@ impl<'t> Tables<'t> {
             self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
         }
         self.track_removal(key, Some(&pin), None)?;
-        Ok(Some(StateChange::Unpinned { pin }))
+        Ok(Some(pin))
     }
 
     /// Stores `pin` and returns the pin it replaced.
-    pub(super) fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+    fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
         let key = pin.key();
         let record = encode_pin(self.path, pin)?;
         let previous = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
@@ -428,7 +437,7 @@ pub(super) fn decode_seq(path: &Path, value: &[u8]) -> Result<u64> {
     <[u8; 8]>::try_from(value).map(u64::from_le_bytes).map_err(|_| damaged(path, "its unpin sequence is unreadable"))
 }
 
-fn describe_key(key: &[u8]) -> String {
+pub(super) fn describe_key(key: &[u8]) -> String {
     match CidKey::from_bytes(key) {
         Some(key) => key.to_cid().to_string(),
         None => format!("key 0x{}", key.iter().map(|b| format!("{b:02x}")).collect::<String>()),

@@ -413,6 +413,30 @@ async fn a_restored_pinset_triggers_a_full_sync() {
     h.wait_for("another pin/ls", || h.ipfs.pin_ls_calls() > before).await;
 }
 
+#[tokio::test]
+async fn a_restored_pinset_unpins_what_the_snapshot_removed_or_moved_away() {
+    let h = Harness::started(config()).await;
+    let (kept, moved, removed) = (cid(1), cid(2), cid(3));
+    h.pin([kept, moved, removed].map(|c| h.here(c)));
+    h.wait_for("pinned", || [kept, moved, removed].iter().all(|c| h.is(*c, TrackerStatus::Pinned))).await;
+
+    // The leader's pinset after ops this peer missed and that a snapshot compacted away.
+    let dir = TempDir::new().unwrap();
+    let leader = PinState::open(&dir.path().join("leader.redb")).unwrap();
+    leader.apply(&[StateOp::Pin(h.here(kept)), StateOp::Pin(h.elsewhere(moved))]).unwrap();
+    let mut snapshot = Vec::new();
+    leader.snapshot(&mut snapshot).unwrap();
+    let summary = h.state.restore(snapshot.as_slice()).unwrap();
+    h.tracker.on_restored(&summary);
+
+    h.wait_for("the unpins done and their records dropped", || {
+        h.ipfs.pinned(&moved).is_none() && h.ipfs.pinned(&removed).is_none() && h.unpin_records().is_empty()
+    })
+    .await;
+    assert_eq!(h.ipfs.pinned(&kept), Some(PinMode::Recursive));
+    assert_eq!(h.ipfs.unpin_calls(), 2);
+}
+
 /// Throughput of the tracker alone (the pinset write is not measured): `cargo test --release -p
 /// sidecar --lib tracker::tests::throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

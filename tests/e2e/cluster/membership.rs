@@ -2,7 +2,7 @@
 //!
 //! `POST /peers` adds a peer waiting with `--no-init` (reached first, then added as a learner and
 //! promoted per the voter plan); `DELETE /peers/{id}` removes a member, which then stops by itself,
-//! deletes its consensus data and leaves a marker. Every cluster here pins nothing of its own, so
+//! moves its consensus data and pinset aside (into `removed-<time>/`) and leaves a marker. Every cluster here pins nothing of its own, so
 //! all peers run beside the shared IPFS daemon.
 
 use std::time::{Duration, Instant};
@@ -73,10 +73,15 @@ async fn memberships(cluster: &TestCluster, indexes: &[usize]) -> Vec<Vec<String
     seen
 }
 
-/// A removed peer stops by itself with code 0, its consensus data deleted and the marker written.
+/// A removed peer stops by itself with code 0, its data moved aside and the marker written.
 async fn assert_removed(member: &mut Member) {
     let code = member.peer.process.wait_exit(EXIT_WAIT).await.expect("the removed peer stops by itself");
     assert_eq!(code, Some(0), "the removed peer exited with {code:?}; log:\n{}", member.peer.log_tail());
+    assert_cleaned_up(member);
+}
+
+/// A removed peer that stopped: the marker written, its consensus data and pinset moved aside.
+fn assert_cleaned_up(member: &Member) {
     let data = member.peer.data_dir();
     assert!(
         data.join("removed-from-cluster").is_file(),
@@ -86,6 +91,13 @@ async fn assert_removed(member: &mut Member) {
     );
     assert!(!data.join("raft").exists(), "the raft directory is still in {}", data.display());
     assert!(!data.join("pinset.redb").exists(), "the pinset is still in {}", data.display());
+    let aside: Vec<_> = std::fs::read_dir(data)
+        .expect("the data directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("removed-20")))
+        .collect();
+    assert_eq!(aside.len(), 1, "one removed-<time> directory in {}", data.display());
+    assert!(aside[0].join("raft").is_dir() && aside[0].join("pinset.redb").is_file(), "{}", aside[0].display());
 }
 
 /// The cluster still commits: a pin through `member` is acknowledged. The content is put into the
@@ -286,8 +298,24 @@ async fn leave_on_shutdown_removes_the_peer() {
 
     let code = cluster.members[3].peer.process.stop(EXIT_WAIT).await.expect("SIGTERM");
     assert_eq!(code, Some(0), "log:\n{}", cluster.members[3].peer.log_tail());
-    let data = cluster.members[3].peer.data_dir();
-    assert!(data.join("removed-from-cluster").is_file(), "log:\n{}", cluster.members[3].peer.log_tail());
+    assert_cleaned_up(&cluster.members[3]);
     cluster.wait_converged(&[0, 1, 2]).await;
     cluster.wait_voters(&[0, 1, 2], 3, 0).await;
+}
+
+/// The leader started with `--leave-on-shutdown` also leaves, and cleans up before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_on_shutdown_removes_the_leader() {
+    let args: Vec<&str> = FAST.iter().copied().chain(["--leave-on-shutdown"]).collect();
+    let mut cluster = TestCluster::start(3, Daemons::Shared, &args).await;
+    cluster.wait_voters(&[0, 1, 2], 3, 0).await;
+    let leader = cluster.leader_seen_by(0).await;
+
+    let code = cluster.members[leader].peer.process.stop(EXIT_WAIT).await.expect("SIGTERM");
+    assert_eq!(code, Some(0), "log:\n{}", cluster.members[leader].peer.log_tail());
+    assert_cleaned_up(&cluster.members[leader]);
+    let left: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    cluster.wait_converged(&left).await;
+    cluster.wait_voters(&left, 1, 1).await;
+    assert_takes_a_pin(&cluster.members[cluster.leader_seen_by(left[0]).await]).await;
 }
