@@ -219,3 +219,41 @@ async fn a_peer_stops_promptly_with_writes_in_flight() {
         cluster.nodes[i].cluster.shutdown().await;
     }
 }
+
+/// Scaling down while a peer is out of reach must not remove a working peer: what is left could
+/// not lose another one. Removing the unreachable peer instead is what replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_that_would_leave_no_spare_peer_is_refused_while_another_is_unreachable() {
+    let cluster = InProcessCluster::start(3, |_| {}).await;
+    let leader = cluster.agreed_leader(&[0, 1, 2]).await;
+    let [working, cut_off] = [others(leader)[0], others(leader)[1]];
+    cluster.nodes[cut_off].faults.isolate(true);
+    let through = &cluster.nodes[leader].cluster;
+    let cut_off_id = cluster.nodes[cut_off].peer_id.to_string();
+    wait_for("the leader to notice the cut", WAIT, || async {
+        let status = cluster.nodes[leader].status();
+        match status.members.iter().find(|m| m.peer_id == cut_off_id) {
+            Some(member) if !member.reachable => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let refused = through.remove_peer(cluster.nodes[working].peer_id, false).await.expect_err("a risky removal");
+    assert_eq!(refused.status(), 409, "{refused}");
+    assert!(refused.to_string().contains(&cut_off_id), "{refused}");
+    assert_eq!(cluster.nodes[leader].status().members.len(), 3, "nothing was removed");
+    through.remove_peer(cluster.nodes[cut_off].peer_id, false).await.expect("removing the unreachable peer");
+    let members: Vec<String> = cluster.nodes[leader].status().members.into_iter().map(|m| m.peer_id).collect();
+    assert!(!members.contains(&cut_off_id), "{members:?}");
+    assert_eq!(
+        members.len(),
+        2,
+        "{members:?}, leader {}, working {}",
+        cluster.nodes[leader].peer_id,
+        cluster.nodes[working].peer_id
+    );
+    for i in [leader, working] {
+        cluster.nodes[i].cluster.shutdown().await;
+    }
+    cluster.nodes[cut_off].cluster.shutdown().await;
+}

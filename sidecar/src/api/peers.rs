@@ -7,7 +7,7 @@ use libp2p::{Multiaddr, PeerId};
 use warp::reply::Response;
 
 use super::error::{json_response, no_content};
-use super::routes::Ctx;
+use super::routes::{Ctx, Query};
 use super::stream::ndjson;
 use crate::types::AddPeer;
 use crate::{Error, Result};
@@ -30,9 +30,11 @@ pub(crate) async fn add(body: Bytes, ctx: Ctx) -> Result<Response> {
     Ok(json_response(StatusCode::OK, &id))
 }
 
-/// `DELETE /peers/{peer}`: 204 once the removal is committed.
-pub(crate) async fn remove(peer: String, ctx: Ctx) -> Result<Response> {
-    ctx.cluster.remove_peer(parse_peer(&peer)?).await?;
+/// `DELETE /peers/{peer}[?force=true]`: 204 once the removal is committed; 409 when it would leave
+/// a cluster that cannot lose another peer while others are unreachable, unless forced.
+pub(crate) async fn remove(peer: String, query: Query, ctx: Ctx) -> Result<Response> {
+    let force = query.bool_param("force", false)?;
+    ctx.cluster.remove_peer(parse_peer(&peer)?, force).await?;
     Ok(no_content())
 }
 

@@ -117,6 +117,7 @@ pub(crate) fn routes(ctx: Ctx) -> BoxedFilter<(Response,)> {
         .unify()
         .or(warp::path!("peers" / String)
             .and(warp::delete())
+            .and(query())
             .and(ctx.clone())
             .then(peers::remove)
             .map(respond)

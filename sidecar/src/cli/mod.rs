@@ -84,7 +84,13 @@ pub enum PeersCommand {
         addresses: Vec<String>,
     },
     /// Remove a peer from the cluster; it stops and moves its consensus data aside.
-    Rm { peer_id: String },
+    Rm {
+        peer_id: String,
+        /// Remove it even when other members are unreachable and what is left could not lose
+        /// another peer.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show consensus as this peer sees it: role, leader, term, members and voters (ours).
     Consensus,
 }
@@ -245,8 +251,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             out.one(&client.add_peer(&parse_peer_id(&peer_id)?, &addresses).await?, format::id)
         }
-        Command::Peers(PeersCommand::Rm { peer_id }) => {
-            client.remove_peer(&parse_peer_id(&peer_id)?).await?;
+        Command::Peers(PeersCommand::Rm { peer_id, force }) => {
+            client.remove_peer(&parse_peer_id(&peer_id)?, force).await?;
             out.one(&format!("Peer {peer_id} removed\n"), |text| text.clone())
         }
         Command::Peers(PeersCommand::Consensus) => out.one(&client.consensus().await?, format::consensus),

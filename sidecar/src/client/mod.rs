@@ -131,9 +131,12 @@ impl Client {
         parse_body(expect_success(self.send(request).await?).await?).await
     }
 
-    /// `DELETE /peers/{peer}`: returns once the removal is committed.
-    pub async fn remove_peer(&self, peer: &PeerId) -> Result<()> {
-        let request = self.request(Method::DELETE, &format!("/peers/{peer}"), &[], empty(), None)?;
+    /// `DELETE /peers/{peer}`: returns once the removal is committed. `force`: even when it leaves
+    /// a cluster that cannot lose another peer while other members are unreachable.
+    pub async fn remove_peer(&self, peer: &PeerId, force: bool) -> Result<()> {
+        let query: Vec<(String, String)> =
+            force.then(|| ("force".to_string(), "true".to_string())).into_iter().collect();
+        let request = self.request(Method::DELETE, &format!("/peers/{peer}"), &query, empty(), None)?;
         expect_success(self.send(request).await?).await.map(drop)
     }
 

@@ -83,9 +83,9 @@ impl Cluster {
         }
     }
 
-    /// `DELETE /peers/{peer}`.
-    pub async fn remove_peer(&self, peer: PeerId) -> Result<()> {
-        self.inner.consensus.remove_peer(peer).await
+    /// `DELETE /peers/{peer}[?force=true]`.
+    pub async fn remove_peer(&self, peer: PeerId, force: bool) -> Result<()> {
+        self.inner.consensus.remove_peer(peer, force).await
     }
 
     /// `GET /consensus` (ours).

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use openraft::ServerState;
 
 use super::types::{ClusterNode, NodeId, Raft};
+
+type Membership = openraft::Membership<NodeId, ClusterNode>;
 use crate::p2p::P2p;
 
 /// How often the task runs (and the leader beats).
@@ -50,15 +52,19 @@ impl ElectionGate {
     }
 }
 
-/// Runs the task until `stop` fires. `heard_within`: how recently a peer must have answered a
-/// ping to count as heard.
-pub async fn run(
-    raft: Raft,
-    node_id: NodeId,
-    p2p: P2p,
-    heard_within: Duration,
-    stop: tokio_util::sync::CancellationToken,
-) {
+/// The members of `membership` this host heard from lately (a ping answered within about three
+/// ping intervals), and `me`.
+pub fn heard_members(p2p: &P2p, membership: &Membership, me: NodeId) -> BTreeSet<NodeId> {
+    let heard = p2p.heard_within(3 * p2p.ping_interval());
+    membership
+        .nodes()
+        .filter(|(id, node)| **id == me || node.peer().is_some_and(|peer| heard.contains(&peer)))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Runs the task until `stop` fires.
+pub async fn run(raft: Raft, node_id: NodeId, p2p: P2p, stop: tokio_util::sync::CancellationToken) {
     let mut ticks = tokio::time::interval(PACE);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut electing = true;
@@ -79,13 +85,9 @@ pub async fn run(
             continue;
         }
         let membership = metrics.membership_config.membership();
-        let heard_peers = p2p.heard_within(heard_within);
-        let mut heard = BTreeSet::new();
+        let heard = heard_members(&p2p, membership, node_id);
         for (id, node) in membership.nodes() {
-            let Some(peer) = node.peer() else { continue };
-            if heard_peers.contains(&peer) {
-                heard.insert(*id);
-            } else if *id != node_id && membership.voter_ids().any(|v| v == *id) {
+            if !heard.contains(id) && membership.voter_ids().any(|v| v == *id) {
                 connect(&p2p, node).await;
             }
         }

@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
-use super::plan::{plan_voters, VoterFacts};
+use super::plan::{plan_voters, removal_risk, RemovalFacts, RemovalRisk, VoterFacts};
 use super::removal::RemovalNotice;
 use super::types::{ClusterNode, NodeId, StoredMembership};
 use super::Consensus;
@@ -147,12 +147,14 @@ impl Consensus {
     }
 
     /// Removes the member with libp2p identity `peer`. This peer included: then it returns once
-    /// this peer has stopped taking part, so a shutdown that leaves also cleans up.
-    pub async fn remove_peer(&self, peer: PeerId) -> Result<()> {
+    /// this peer has stopped taking part, so a shutdown that leaves also cleans up. Refused (409)
+    /// when it would leave a cluster unable to lose another peer while other members are out of
+    /// reach, unless `force` (see [`removal_risk`]).
+    pub async fn remove_peer(&self, peer: PeerId, force: bool) -> Result<()> {
         if !self.members().iter().any(|m| m.peer_id == peer.to_string()) {
             return Err(Error::NotFound(format!("{peer} is not a cluster member")));
         }
-        self.on_leader(RpcRequest::RemoveMember { peer_id: peer.to_string() }).await?;
+        self.on_leader(RpcRequest::RemoveMember { peer_id: peer.to_string(), force }).await?;
         if peer == self.p2p.peer_id() && tokio::time::timeout(LEAVING_WAIT, self.removed.cancelled()).await.is_err() {
             return Err(Error::Timeout(format!(
                 "this peer was removed, but did not hear of it within {LEAVING_WAIT:?}; it keeps running"
@@ -187,7 +189,7 @@ impl Consensus {
     pub(crate) async fn change_as_leader(&self, request: RpcRequest) -> Result<()> {
         match request {
             RpcRequest::AddMember { node_id, node } => self.add_member(node_id, node).await,
-            RpcRequest::RemoveMember { peer_id } => self.remove_member(&peer_id).await,
+            RpcRequest::RemoveMember { peer_id, force } => self.remove_member(&peer_id, force).await,
             other => Err(Error::BadRequest(format!("not a membership change: {other:?}"))),
         }
     }
@@ -225,7 +227,7 @@ impl Consensus {
         Ok(())
     }
 
-    async fn remove_member(&self, peer_id: &str) -> Result<()> {
+    async fn remove_member(&self, peer_id: &str, force: bool) -> Result<()> {
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let ids: BTreeSet<NodeId> =
             membership.nodes().filter(|(_, n)| n.peer_id == peer_id).map(|(id, _)| *id).collect();
@@ -236,6 +238,7 @@ impl Consensus {
             return Err(Error::Conflict("cannot remove the last member of the cluster".into()));
         }
         self.check_quorum().await?;
+        self.check_removal_risk(&ids, force)?;
         let without = self.remove_nodes(&ids).await?;
         tracing::info!(peer = %peer_id, "removed a peer from the cluster");
         if ids.contains(&self.node_id) {
@@ -263,13 +266,51 @@ impl Consensus {
         Ok(())
     }
 
+    /// Refuses a removal that [`removal_risk`] finds risky; with `force`, only one that would
+    /// leave no reachable quorum.
+    fn check_removal_risk(&self, ids: &BTreeSet<NodeId>, force: bool) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let remaining: BTreeSet<NodeId> =
+            membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect();
+        let facts = RemovalFacts {
+            removed: ids.clone(),
+            voters_after: plan_voters(&VoterFacts {
+                members: remaining.clone(),
+                voters: membership.voter_ids().filter(|id| !ids.contains(id)).collect(),
+                healthy: healthy(&metrics),
+                leader: self.node_id,
+                max_voters: self.config.max_voters,
+            }),
+            remaining,
+            reachable: self.reachable_members(),
+        };
+        let peer_of = |id: &NodeId| membership.get_node(id).map_or_else(|| id.to_string(), |n| n.peer_id.clone());
+        match removal_risk(&facts) {
+            None => Ok(()),
+            Some(RemovalRisk::NoQuorum) => {
+                Err(no_quorum("the voters left would not have a majority this leader can reach"))
+            }
+            Some(RemovalRisk::Fragile { .. }) if force => Ok(()),
+            Some(RemovalRisk::Fragile { unreachable }) => Err(Error::Conflict(format!(
+                "removing a working peer while {} cannot be reached would leave a cluster that cannot lose another \
+                 peer; remove the unreachable member(s) first, bring them back, or force the removal (?force=true)",
+                unreachable.iter().map(peer_of).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
     /// Takes `ids` out of the membership, voters and learners alike, keeping the voter count right.
     ///
-    /// In up to three changes, ordered so that removing this very leader comes last: openraft
-    /// makes a leader step down as soon as a membership without it as a voter is committed.
-    /// 1. demote the remaining voters the plan no longer wants (removed voters still vote);
+    /// When this leader is removed, in up to three changes ordered so that its own removal comes
+    /// last (openraft makes a leader step down as soon as a membership without it as a voter is
+    /// committed):
+    /// 1. demote the remaining voters the plan no longer wants (the removed voters still vote);
     /// 2. replace the voters with the plan, dropping the removed voters as members at once;
     /// 3. drop the removed learners.
+    ///
+    /// Otherwise: replace the voters with the plan, keeping every former voter as a learner, then
+    /// drop the removed members.
     ///
     /// Returns the committed membership without them.
     async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<StoredMembership> {
@@ -287,12 +328,18 @@ impl Consensus {
                 max_voters: self.config.max_voters,
             };
             let planned = plan_voters(&facts);
-            if voters.difference(ids).any(|id| !planned.contains(id)) {
-                let demoted = planned.union(&removed_voters).copied().collect();
-                self.change(ChangeMembers::ReplaceAllVoters(demoted), true).await?;
-            }
-            // Read from the change's answer from here on: the metrics may not show it yet.
-            current = self.change(ChangeMembers::ReplaceAllVoters(planned), false).await?;
+            // Read from the changes' answers from here on: the metrics may not show them yet.
+            current = if removed_voters.contains(&self.node_id) {
+                if voters.difference(ids).any(|id| !planned.contains(id)) {
+                    let demoted = planned.union(&removed_voters).copied().collect();
+                    self.change(ChangeMembers::ReplaceAllVoters(demoted), true).await?;
+                }
+                self.change(ChangeMembers::ReplaceAllVoters(planned), false).await?
+            } else {
+                // In one change, every removed voter kept as a learner (dropped below): a removed
+                // voter may be down, and an intermediate voter set that counts it could never commit.
+                self.change(ChangeMembers::ReplaceAllVoters(planned), true).await?
+            };
         }
         let learners: BTreeSet<NodeId> =
             ids.iter().copied().filter(|id| current.membership().get_node(id).is_some()).collect();

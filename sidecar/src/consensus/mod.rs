@@ -162,10 +162,7 @@ impl Consensus {
             quorum_lost_after: config.election_timeout_min + config.election_timeout_max,
         };
         let writer = writer::Writer::start(raft.clone(), node_id, p2p.clone(), timing, shutdown.child_token());
-        // Hearing a peer means a ping answered within about three ping intervals.
-        let heard_within = 3 * p2p.ping_interval();
-        let liveness =
-            tokio::spawn(liveness::run(raft.clone(), node_id, p2p.clone(), heard_within, shutdown.child_token()));
+        let liveness = tokio::spawn(liveness::run(raft.clone(), node_id, p2p.clone(), shutdown.child_token()));
         tracing::info!(node_id, "Raft node started");
         Ok(Consensus {
             raft,
@@ -224,6 +221,12 @@ impl Consensus {
             && !self.removed.is_cancelled()
     }
 
+    /// The members this peer heard from lately, itself included.
+    fn reachable_members(&self) -> std::collections::BTreeSet<NodeId> {
+        let metrics = self.raft.metrics().borrow().clone();
+        liveness::heard_members(&self.p2p, metrics.membership_config.membership(), self.node_id)
+    }
+
     /// The members, for `/peers`, `/id` and allocation.
     pub fn members(&self) -> Vec<ClusterNode> {
         let metrics = self.raft.metrics().borrow().clone();
@@ -237,6 +240,7 @@ impl Consensus {
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let nodes: BTreeMap<NodeId, ClusterNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         let peer_of = |id: &NodeId| nodes.get(id).map(|n| n.peer_id.clone());
+        let reachable = liveness::heard_members(&self.p2p, membership, self.node_id);
         let role = if self.removed.is_cancelled() {
             ConsensusRole::Removed
         } else if nodes.is_empty() {
@@ -269,6 +273,7 @@ impl Consensus {
                     peer_id: node.peer_id.clone(),
                     addresses: node.addrs.clone(),
                     voter: voters.contains(id),
+                    reachable: reachable.contains(id),
                 })
                 .collect(),
         }
@@ -300,7 +305,7 @@ impl Consensus {
     /// Stops the Raft node. With `leave_on_shutdown`, leaves the cluster first.
     pub async fn shutdown(&self) {
         if self.config.leave_on_shutdown && !self.removed.is_cancelled() {
-            match tokio::time::timeout(Duration::from_secs(30), self.remove_peer(self.p2p.peer_id())).await {
+            match tokio::time::timeout(Duration::from_secs(30), self.remove_peer(self.p2p.peer_id(), true)).await {
                 Ok(Ok(())) => tracing::info!("left the cluster (leave_on_shutdown)"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster on shutdown"),
                 Err(_) => tracing::warn!("could not leave the cluster on shutdown: timed out"),

@@ -1,4 +1,5 @@
-//! The consensus decisions that need no IO: how a peer starts, and which members vote.
+//! The consensus decisions that need no IO: how a peer starts, which members vote, and whether a
+//! removal leaves a cluster that can lose a peer.
 
 use std::collections::BTreeSet;
 
@@ -87,6 +88,44 @@ pub fn plan_voters(facts: &VoterFacts) -> BTreeSet<NodeId> {
     ranked.into_iter().take(count).collect()
 }
 
+/// What the leader knows when asked to remove members.
+#[derive(Clone, Debug, Default)]
+pub struct RemovalFacts {
+    /// The members to remove.
+    pub removed: BTreeSet<NodeId>,
+    /// The members left after the removal.
+    pub remaining: BTreeSet<NodeId>,
+    /// The voters after it ([`plan_voters`] over the members left).
+    pub voters_after: BTreeSet<NodeId>,
+    /// The members the leader hears from now, itself included.
+    pub reachable: BTreeSet<NodeId>,
+}
+
+/// Why a removal would leave the cluster worse off than it must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemovalRisk {
+    /// The voters left would have no majority within reach: the cluster would stop taking writes
+    /// (and the change itself could not commit).
+    NoQuorum,
+    /// It removes reachable members while `unreachable` members stay: what is left cannot lose
+    /// one more peer, when removing the unreachable ones instead would have kept it able to.
+    Fragile { unreachable: BTreeSet<NodeId> },
+}
+
+/// Whether removing `facts.removed` is safe. Removing an unreachable member is always allowed
+/// (as long as a reachable majority remains): it is what an operator does to replace it.
+pub fn removal_risk(facts: &RemovalFacts) -> Option<RemovalRisk> {
+    let quorum = facts.voters_after.len() / 2 + 1;
+    let reachable_voters = facts.voters_after.intersection(&facts.reachable).count();
+    if reachable_voters < quorum {
+        return Some(RemovalRisk::NoQuorum);
+    }
+    let unreachable: BTreeSet<NodeId> = facts.remaining.difference(&facts.reachable).copied().collect();
+    let removes_working_peers = facts.removed.iter().all(|id| facts.reachable.contains(id));
+    let spare = reachable_voters - quorum;
+    (removes_working_peers && !unreachable.is_empty() && spare == 0).then_some(RemovalRisk::Fragile { unreachable })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +152,45 @@ mod tests {
         for (has_state, bootstrap, auto_init, was_removed, expected) in cases {
             let facts = StartFacts { has_state, bootstrap, auto_init, was_removed };
             assert_eq!(plan_start(&facts), expected, "{facts:?}");
+        }
+    }
+
+    /// removed, remaining, voters after, reachable => risk (None: safe; Some(empty): no quorum;
+    /// Some(ids): fragile while `ids` are unreachable)
+    type RemovalCase =
+        (&'static [NodeId], &'static [NodeId], &'static [NodeId], &'static [NodeId], Option<&'static [NodeId]>);
+
+    #[test]
+    fn removals_keep_a_cluster_that_can_lose_a_peer() {
+        #[rustfmt::skip]
+        let cases: &[RemovalCase] = &[
+            // 3 -> 2, every peer up: the usual scale-down.
+            (&[3],    &[1, 2],       &[1],          &[1, 2, 3],       None),
+            // 3 peers, 3 cut off: removing 2 (up) leaves 1 and an unreachable 3: refused.
+            (&[2],    &[1, 3],       &[1],          &[1, 2],          Some(&[3])),
+            // ... removing 3 (down) is what replaces it.
+            (&[3],    &[1, 2],       &[1],          &[1, 2],          None),
+            // 5 peers, 5 cut off: removing 4 leaves 3 voters, all up, one spare.
+            (&[4],    &[1, 2, 3, 5], &[1, 2, 3],    &[1, 2, 3, 4],    None),
+            // 5 peers, 4 and 5 cut off: removing 3 leaves 1, 2 and two unreachable: refused.
+            (&[3],    &[1, 2, 4, 5], &[1, 2, 4],    &[1, 2, 3],       Some(&[4, 5])),
+            // No reachable majority among the voters left.
+            (&[2],    &[1, 3, 4],    &[1, 3, 4],    &[1, 2],          Some(&[])),
+            // Removing a mix of up and down peers is not "removing working peers".
+            (&[2, 3], &[1, 4, 5],    &[1, 4, 5],    &[1, 2, 4, 5],    None),
+        ];
+        for (removed, remaining, voters_after, reachable, expected) in cases {
+            let facts = RemovalFacts {
+                removed: set(removed),
+                remaining: set(remaining),
+                voters_after: set(voters_after),
+                reachable: set(reachable),
+            };
+            let expected = expected.map(|ids| match ids {
+                [] => RemovalRisk::NoQuorum,
+                ids => RemovalRisk::Fragile { unreachable: set(ids) },
+            });
+            assert_eq!(removal_risk(&facts), expected, "{facts:?}");
         }
     }
 

@@ -35,9 +35,12 @@ pub enum RpcRequest {
         node_id: NodeId,
         node: ClusterNode,
     },
-    /// To the leader: remove the member with this peer ID.
+    /// To the leader: remove the member with this peer ID; `force`: even when it leaves a cluster
+    /// that cannot lose another peer (see `consensus::plan::removal_risk`).
     RemoveMember {
         peer_id: String,
+        #[serde(default)]
+        force: bool,
     },
     /// From a new peer to a member: add me, reachable at these addresses; answers
     /// [`RpcResponse::Joined`].

@@ -25,6 +25,9 @@ pub struct MemberStatus {
     pub node_id: u64,
     pub addresses: Vec<String>,
     pub voter: bool,
+    /// This peer hears from it now (it answered a ping lately); always true of itself.
+    #[serde(default)]
+    pub reachable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
