@@ -30,6 +30,8 @@ const DELAY_WINDOW: Duration = Duration::from_secs(8);
 /// Writes through every peer: two clients each.
 const CLIENTS: [usize; 6] = [0, 0, 1, 1, 2, 2];
 const TARGET_S: f64 = 3.0;
+/// How long the peers may take to apply everything once the clients stopped.
+const CATCH_UP: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -140,6 +142,15 @@ async fn one(fault: Fault) -> serde_json::Value {
         }
     };
     let records = writers.stop().await;
+    // Followers learn of the last commits with the next heartbeat: lost means still missing once
+    // every peer applied all the leader has.
+    let caught_up = tokio::time::timeout(CATCH_UP, async {
+        while !all_applied(&cluster) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok();
     let mut lost = 0;
     for node in &cluster.nodes {
         lost = lost.max(missing_on(node, &records).await.len());
@@ -151,8 +162,16 @@ async fn one(fault: Fault) -> serde_json::Value {
     extra.insert("errors".into(), json!(errors));
     extra.insert("slowest_answer_s".into(), json!(round2(secs(slowest))));
     extra.insert("lost".into(), json!(lost));
+    extra.insert("caught_up".into(), json!(caught_up));
     cluster.shutdown().await;
     figures
+}
+
+/// Whether every peer applied every entry of the longest log.
+fn all_applied(cluster: &InProcessCluster) -> bool {
+    let statuses: Vec<_> = cluster.nodes.iter().map(|n| n.status()).collect();
+    let last = statuses.iter().filter_map(|s| s.last_log_index).max();
+    statuses.iter().all(|s| s.last_applied_index == last)
 }
 
 fn acknowledged_per_second(records: &[WriteRecord], from: Instant, to: Instant) -> f64 {

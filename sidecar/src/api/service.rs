@@ -66,7 +66,10 @@ impl ApiService {
         let method = req.method().clone();
         let origin = req.headers().get(ORIGIN).cloned();
         let accepts_trailers = accepts_trailers(req.headers());
-        let (mut resp, route) = self.dispatch(req).await;
+        // Everything the request causes on this peer logs under it (a forwarded write's leader
+        // side logs under the leader's `rpc` span, with this peer as `from`).
+        let span = tracing::info_span!("rest", %method, path = %req.uri().path());
+        let (mut resp, route) = tracing::Instrument::instrument(self.dispatch(req), span).await;
 
         let headers = resp.headers_mut();
         if let Some(origin) = origin {

@@ -60,11 +60,7 @@ impl Cluster {
                 self.recover_locally(key.as_ref())?;
                 RpcResponse::Ok
             }
-            consensus_request @ (RpcRequest::RaftAppend(_)
-            | RpcRequest::RaftVote(_)
-            | RpcRequest::RaftSnapshot(_)
-            | RpcRequest::Write(_)
-            | RpcRequest::NodeInfo) => {
+            consensus_request @ (RpcRequest::Raft { .. } | RpcRequest::Write(_) | RpcRequest::NodeInfo) => {
                 unreachable!("consensus answers {consensus_request:?}")
             }
         })

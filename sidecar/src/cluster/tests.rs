@@ -155,3 +155,19 @@ async fn the_leader_moves_the_pins_of_a_peer_that_left_as_reallocations() {
     member.shutdown().await;
     leader.shutdown().await;
 }
+
+/// A Raft message carries the node it is for: a peer whose consensus data was replaced (a new
+/// node under the same identity) must not act on messages meant for its old node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_message_for_another_node_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let (leader, member) = two_peers(&dir).await;
+    let term = leader.consensus_status().term;
+    let sender = member.inner.consensus.node_id();
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(term + 5, sender), None);
+    let stale = crate::p2p::RpcRequest::Raft { to: sender, message: crate::p2p::RaftMessage::Vote(vote) };
+    let refused = member.inner.p2p.request(leader.inner.identity.peer_id, stale).await.unwrap_err();
+    assert!(refused.to_string().contains("not"), "{refused}");
+    assert_eq!(leader.consensus_status().term, term, "the message was acted on");
+    assert_eq!(leader.consensus_status().role, ConsensusRole::Leader);
+}

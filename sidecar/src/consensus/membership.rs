@@ -114,6 +114,7 @@ impl Consensus {
 
     /// Adds the peer `peer`, reachable at `addrs` (or at the addresses it announced to this peer).
     /// Returns it as a member.
+    #[tracing::instrument(skip(self, addrs), fields(%peer))]
     pub async fn add_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<ClusterNode> {
         let mut addrs: Vec<Multiaddr> = addrs.into_iter().map(|a| without_p2p(&a)).collect();
         if addrs.is_empty() {
@@ -150,6 +151,7 @@ impl Consensus {
     /// this peer has stopped taking part, so a shutdown that leaves also cleans up. Refused (409)
     /// when it would leave a cluster unable to lose another peer while other members are out of
     /// reach, unless `force` (see [`removal_risk`]).
+    #[tracing::instrument(skip(self), fields(%peer))]
     pub async fn remove_peer(&self, peer: PeerId, force: bool) -> Result<()> {
         if !self.members().iter().any(|m| m.peer_id == peer.to_string()) {
             return Err(Error::NotFound(format!("{peer} is not a cluster member")));
@@ -194,6 +196,7 @@ impl Consensus {
         }
     }
 
+    #[tracing::instrument(skip(self, node), fields(peer = %node))]
     async fn add_member(&self, node_id: NodeId, node: ClusterNode) -> Result<()> {
         self.check_quorum().await?;
         let before = self.raft.metrics().borrow().membership_config.membership().clone();
@@ -227,6 +230,7 @@ impl Consensus {
         Ok(())
     }
 
+    #[tracing::instrument(skip(self))]
     async fn remove_member(&self, peer_id: &str, force: bool) -> Result<()> {
         let membership = self.raft.metrics().borrow().membership_config.membership().clone();
         let ids: BTreeSet<NodeId> =

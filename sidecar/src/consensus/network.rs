@@ -11,7 +11,7 @@ use openraft::raft::{
 };
 
 use super::types::{ClusterNode, NodeId, TypeConfig};
-use crate::p2p::{P2p, RpcRequest, RpcResponse};
+use crate::p2p::{P2p, RaftMessage, RpcRequest, RpcResponse};
 use crate::Error;
 
 /// Makes one [`PeerLink`] per Raft peer.
@@ -39,6 +39,11 @@ pub struct PeerLink {
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, ClusterNode, RaftError<NodeId, E>>>;
 
 impl PeerLink {
+    /// `message`, addressed to the target's Raft node.
+    fn raft(&self, message: RaftMessage) -> RpcRequest {
+        RpcRequest::Raft { to: self.target, message }
+    }
+
     /// Sends `request` within the call's time limit; `answer` picks the reply out of the response.
     async fn call<T, E: std::error::Error>(
         &self,
@@ -83,7 +88,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(RpcRequest::RaftAppend(rpc), &option, |response| match response {
+        self.call(self.raft(RaftMessage::Append(rpc)), &option, |response| match response {
             RpcResponse::RaftAppend(result) => Some(result),
             _ => None,
         })
@@ -95,7 +100,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(RpcRequest::RaftSnapshot(rpc), &option, |response| match response {
+        self.call(self.raft(RaftMessage::Snapshot(rpc)), &option, |response| match response {
             RpcResponse::RaftSnapshot(result) => Some(result),
             _ => None,
         })
@@ -103,7 +108,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        self.call(RpcRequest::RaftVote(rpc), &option, |response| match response {
+        self.call(self.raft(RaftMessage::Vote(rpc)), &option, |response| match response {
             RpcResponse::RaftVote(result) => Some(result),
             _ => None,
         })

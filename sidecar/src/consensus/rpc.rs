@@ -4,22 +4,32 @@
 use libp2p::PeerId;
 
 use super::Consensus;
-use crate::p2p::{RpcRequest, RpcResponse};
+use crate::p2p::{RaftMessage, RpcRequest, RpcResponse};
 use crate::{Error, Result};
 
 impl Consensus {
     /// Answers `request` when it is consensus's to answer; gives it back otherwise.
+    #[tracing::instrument(level = "debug", name = "rpc", skip_all, fields(%from))]
     pub async fn serve(&self, from: PeerId, request: RpcRequest) -> Result<Result<RpcResponse>, RpcRequest> {
         let raft = &self.raft;
         Ok(Ok(match request {
-            RpcRequest::RaftAppend(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
-            // Refused without telling it it was removed: this peer's own view may be the stale one.
-            RpcRequest::RaftVote(rpc) if !self.may_campaign(rpc.vote.leader_id.node_id) => {
-                tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
-                RpcResponse::Error("not a member of this cluster".into())
+            RpcRequest::Raft { to, .. } if to != self.node_id => {
+                tracing::warn!(%from, to, node_id = self.node_id, "refused a Raft message meant for another node");
+                RpcResponse::Error(format!(
+                    "this peer is Raft node {}, not {to}: its consensus data was replaced",
+                    self.node_id
+                ))
             }
-            RpcRequest::RaftVote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
-            RpcRequest::RaftSnapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
+            RpcRequest::Raft { message, .. } => match message {
+                RaftMessage::Append(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
+                // Refused without telling it it was removed: this peer's own view may be the stale one.
+                RaftMessage::Vote(rpc) if !self.may_campaign(rpc.vote.leader_id.node_id) => {
+                    tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
+                    RpcResponse::Error("not a member of this cluster".into())
+                }
+                RaftMessage::Vote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
+                RaftMessage::Snapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
+            },
             RpcRequest::Write(batch) => match self.commit_forwarded(batch).await {
                 Ok(index) => RpcResponse::Written { index },
                 Err(Error::NotLeader { leader }) => RpcResponse::NotLeader { leader },

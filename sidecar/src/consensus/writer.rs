@@ -127,8 +127,14 @@ impl Batcher {
                 },
             };
             // The previous entry first: whatever queued meanwhile joins this one.
-            if let Some(previous) = in_flight.take() {
-                let _ = previous.await;
+            if let Some(previous) = in_flight.as_mut() {
+                tokio::select! {
+                    _ = previous => {}
+                    _ = self.shutdown.cancelled() => {
+                        let _ = first.reply.send(Err(Error::ShuttingDown));
+                        break;
+                    }
+                }
             }
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -169,6 +175,7 @@ enum Proposed {
 
 impl Proposer {
     /// Commits one batch and answers each of its requests.
+    #[tracing::instrument(level = "debug", name = "write", skip_all, fields(ops = batch.len()))]
     async fn write(&self, batch: Vec<Request>) {
         let Some(deadline) = batch.iter().map(|r| r.deadline).min() else { return };
         let ops: Vec<StateOp> = batch.iter().map(|r| r.op.clone()).collect();
@@ -309,6 +316,7 @@ impl Proposer {
 
     /// One forward to `leader`, given up when the deadline passes or this peer learns of a
     /// newer leader (the old one may be cut off and never answer).
+    #[tracing::instrument(level = "debug", name = "forward", skip_all, fields(leader = %node))]
     async fn forward_once(
         &self,
         batch: &OpBatch,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use event_loop::Command;
 pub use faults::NetFaults;
-pub use rpc::{PeerLinks, RpcRequest, RpcResponse};
+pub use rpc::{PeerLinks, RaftMessage, RpcRequest, RpcResponse};
 
 use crate::{Error, Result};
 

@@ -22,19 +22,15 @@ pub(crate) const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new(
 pub enum RpcRequest {
     /// The peer's `GET /id` object.
     Id,
-    /// Raft replication, election and snapshot transfer, for the peer's Raft node.
-    RaftAppend(AppendEntriesRequest<TypeConfig>),
-    RaftVote(VoteRequest<NodeId>),
-    RaftSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Raft replication, election and snapshot transfer, for the Raft node `to`: a peer whose
+    /// consensus data was replaced (a new node) refuses what was meant for its old node.
+    Raft { to: NodeId, message: RaftMessage },
     /// To the leader: commit a batch of pinset ops; answers [`RpcResponse::Written`].
     Write(OpBatch),
     /// Who the peer is in consensus; answers [`RpcResponse::NodeInfo`].
     NodeInfo,
     /// To the leader: add this node (learner, catch-up, then voter when there is room).
-    AddMember {
-        node_id: NodeId,
-        node: ClusterNode,
-    },
+    AddMember { node_id: NodeId, node: ClusterNode },
     /// To the leader: remove the member with this peer ID; `force`: even when it leaves a cluster
     /// that cannot lose another peer (see `consensus::plan::removal_risk`).
     RemoveMember {
@@ -44,14 +40,9 @@ pub enum RpcRequest {
     },
     /// From a new peer to a member: add me, reachable at these addresses; answers
     /// [`RpcResponse::Joined`].
-    Join {
-        addrs: Vec<String>,
-    },
+    Join { addrs: Vec<String> },
     /// From the peer that added this one: the members, and the address it reached this peer at.
-    Welcome {
-        members: Vec<ClusterNode>,
-        observed_addr: String,
-    },
+    Welcome { members: Vec<ClusterNode>, observed_addr: String },
     /// From the leader: this peer was removed from the cluster and must stop taking part, once
     /// it has checked the notice.
     Removed(RemovalNotice),
@@ -65,6 +56,15 @@ pub enum RpcRequest {
     RepoGc,
     /// Re-queue this peer's failed operation on one CID, or all of them.
     Recover(Option<CidKey>),
+}
+
+/// A message of Raft's own, to a peer's Raft node.
+#[allow(clippy::large_enum_variant)] // as for `RpcRequest`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RaftMessage {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
 /// A peer's connections, for the cluster's health graph.
