@@ -64,7 +64,8 @@ pub(super) enum Refusal {
     NotTheSender,
     /// The membership it carries still has this peer.
     StillAMember,
-    /// Its term is behind this peer's: an old leader, or a replay.
+    /// Its term is behind this peer's (which knows a leader, or holds a membership as new): an old
+    /// leader, or a replay.
     StaleTerm,
     /// The sender is neither the leader this peer knows nor a member of that membership.
     NotTheLeader,
@@ -92,7 +93,10 @@ pub(super) fn judge_removal(facts: &RemovalFacts, notice: &RemovalNotice) -> Res
     if notice.members.contains(&facts.me) {
         return Err(Refusal::StillAMember);
     }
-    if notice.term < facts.term {
+    // A peer removed while it was down comes back campaigning, its term above the cluster's: a
+    // notice carrying a newer membership than its own still counts while it knows no leader.
+    let newer_membership = facts.membership.is_none_or(|ours| notice.membership > ours);
+    if notice.term < facts.term && !(facts.leader.is_none() && newer_membership) {
         return Err(Refusal::StaleTerm);
     }
     if facts.leader != Some(notice.leader) && !notice.members.contains(&notice.leader) {
@@ -182,6 +186,9 @@ mod tests {
         let after_election = RemovalFacts { leader: Some(2), ..facts.clone() };
         let already_out = RemovalFacts { in_membership: false, ..facts.clone() };
         let other_sender = RemovalFacts { sender: Some(2), ..facts.clone() };
+        // Back after being removed while down: campaigning (term 9), no leader known.
+        let returned = RemovalFacts { term: 9, leader: None, ..facts.clone() };
+        let returned_newer = RemovalFacts { membership: Some(log_id(5, 22)), ..returned.clone() };
         let from = |term, membership, members: &[NodeId]| RemovalNotice {
             leader: 1,
             term,
@@ -200,6 +207,8 @@ mod tests {
             ("sent by node 2, naming node 1", &other_sender, notice.clone(), Err(Refusal::NotTheSender)),
             ("a membership with us in it", &facts, from(5, ours, &[1, 2, 3]), Err(Refusal::StillAMember)),
             ("an old term (a replay)", &facts, from(4, ours, &[1, 2]), Err(Refusal::StaleTerm)),
+            ("an old term, no leader known, a newer membership", &returned, notice.clone(), Ok(())),
+            ("an old term, no leader known, no newer membership", &returned_newer, notice.clone(), Err(Refusal::StaleTerm)),
             ("neither leader nor member", &after_election, from(5, ours, &[2]), Err(Refusal::NotTheLeader)),
             ("older than our membership with us", &facts, from(5, older, &[1, 2]), Err(Refusal::OlderMembership)),
         ];

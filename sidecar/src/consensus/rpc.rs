@@ -3,6 +3,7 @@
 
 use libp2p::PeerId;
 
+use super::removal::RemovalNotice;
 use super::Consensus;
 use crate::p2p::{RaftMessage, RpcRequest, RpcResponse};
 use crate::{Error, Result};
@@ -22,9 +23,9 @@ impl Consensus {
             }
             RpcRequest::Raft { message, .. } => match message {
                 RaftMessage::Append(rpc) => RpcResponse::RaftAppend(raft.append_entries(rpc).await),
-                // Refused without telling it it was removed: this peer's own view may be the stale one.
                 RaftMessage::Vote(rpc) if !self.may_campaign(rpc.vote.leader_id.node_id) => {
                     tracing::debug!(%from, node_id = rpc.vote.leader_id.node_id, "refused a vote to a non-member");
+                    self.tell_removed(from);
                     RpcResponse::Error("not a member of this cluster".into())
                 }
                 RaftMessage::Vote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
@@ -38,6 +39,25 @@ impl Consensus {
             RpcRequest::NodeInfo => self.node_info().await,
             other => return Err(other),
         }))
+    }
+
+    /// On the leader: tells a peer that campaigns without being a member (removed while it was
+    /// down, it missed the news) that it was removed, so that it stops. Elsewhere nothing: only the
+    /// leader's notice is believed, and a follower's own view may be the stale one.
+    fn tell_removed(&self, peer: PeerId) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = &metrics.membership_config;
+        if metrics.current_leader != Some(self.node_id) || membership.membership().get_joint_config().len() > 1 {
+            return;
+        }
+        let Some(notice) = RemovalNotice::of(self.node_id, metrics.current_term, membership) else { return };
+        let p2p = self.p2p.clone();
+        tokio::spawn(async move {
+            match p2p.request(peer, RpcRequest::Removed(notice)).await {
+                Ok(_) => tracing::info!(%peer, "told a removed peer that campaigned that it was removed"),
+                Err(e) => tracing::debug!(%peer, error = %e, "could not tell a removed peer it was removed"),
+            }
+        });
     }
 
     /// Whether `node` may ask this peer for its vote: a member, or anyone while this peer has no

@@ -226,6 +226,26 @@ async fn remove_a_peer() {
     remove_and_check(&mut cluster, follower, leader).await;
 }
 
+/// A peer removed while it was down is not told then; when it comes back it campaigns, and the
+/// leader, refusing its vote, tells it: it stops and sets its data aside instead of campaigning
+/// for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_removed_while_down_learns_it_when_it_returns() {
+    let mut cluster = start_settled(3).await;
+    let leader = cluster.leader_seen_by(0).await;
+    let down = other_than(&cluster, leader);
+    cluster.members[down].peer.process.kill9().unwrap();
+    let down_id = cluster.members[down].peer_id.clone();
+    let (status, body) = delete_peer(&cluster.members[leader], &down_id).await;
+    assert_eq!(status, 204, "DELETE /peers/{down_id}: {body}{}", logs(&cluster, &[leader]));
+
+    cluster.members[down].peer.process.restart().await.expect("the removed peer starts again");
+    assert_removed(&mut cluster.members[down]).await;
+    let left: Vec<usize> = (0..3).filter(|&i| i != down).collect();
+    cluster.wait_converged(&left).await;
+    assert_eq!(cluster.leader_seen_by(left[0]).await, leader, "the returning peer disturbed the leader");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_self() {
     let mut cluster = start_settled(3).await;
