@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
-use super::plan::{plan_voters, removal_risk, RemovalFacts, RemovalRisk, VoterFacts};
+use super::plan::{plan_removal, plan_voters, removal_risk, RemovalFacts, RemovalRisk, RemovalStep, VoterFacts};
 use super::removal::RemovalNotice;
 use super::types::{ClusterNode, NodeId, StoredMembership};
 use super::Consensus;
@@ -279,13 +279,7 @@ impl Consensus {
             membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect();
         let facts = RemovalFacts {
             removed: ids.clone(),
-            voters_after: plan_voters(&VoterFacts {
-                members: remaining.clone(),
-                voters: membership.voter_ids().filter(|id| !ids.contains(id)).collect(),
-                healthy: healthy(&metrics),
-                leader: self.node_id,
-                max_voters: self.config.max_voters,
-            }),
+            voters_after: self.voters_without(&metrics, ids),
             remaining,
             reachable: self.reachable_members(),
         };
@@ -304,51 +298,37 @@ impl Consensus {
         }
     }
 
-    /// Takes `ids` out of the membership, voters and learners alike, keeping the voter count right.
-    ///
-    /// When this leader is removed, in up to three changes ordered so that its own removal comes
-    /// last (openraft makes a leader step down as soon as a membership without it as a voter is
-    /// committed):
-    /// 1. demote the remaining voters the plan no longer wants (the removed voters still vote);
-    /// 2. replace the voters with the plan, dropping the removed voters as members at once;
-    /// 3. drop the removed learners.
-    ///
-    /// Otherwise: replace the voters with the plan, keeping every former voter as a learner, then
-    /// drop the removed members.
-    ///
-    /// Returns the committed membership without them.
+    /// The voters [`plan_voters`] wants once `ids` are gone.
+    fn voters_without(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, ClusterNode>,
+        ids: &BTreeSet<NodeId>,
+    ) -> BTreeSet<NodeId> {
+        let membership = metrics.membership_config.membership();
+        plan_voters(&VoterFacts {
+            members: membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect(),
+            voters: membership.voter_ids().filter(|id| !ids.contains(id)).collect(),
+            healthy: healthy(metrics),
+            leader: self.node_id,
+            max_voters: self.config.max_voters,
+        })
+    }
+
+    /// Takes `ids` out of the membership, voters and learners alike, keeping the voter count right,
+    /// in the order [`plan_removal`] gives. Returns the committed membership without them.
     async fn remove_nodes(&self, ids: &BTreeSet<NodeId>) -> Result<StoredMembership> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let removed_voters: BTreeSet<NodeId> = voters.intersection(ids).copied().collect();
+        let planned = self.voters_without(&metrics, ids);
         let mut current = StoredMembership::clone(&metrics.membership_config);
-        if !removed_voters.is_empty() {
-            let facts = VoterFacts {
-                members: membership.nodes().map(|(id, _)| *id).filter(|id| !ids.contains(id)).collect(),
-                voters: voters.difference(ids).copied().collect(),
-                healthy: healthy(&metrics),
-                leader: self.node_id,
-                max_voters: self.config.max_voters,
-            };
-            let planned = plan_voters(&facts);
-            // Read from the changes' answers from here on: the metrics may not show them yet.
-            current = if removed_voters.contains(&self.node_id) {
-                if voters.difference(ids).any(|id| !planned.contains(id)) {
-                    let demoted = planned.union(&removed_voters).copied().collect();
-                    self.change(ChangeMembers::ReplaceAllVoters(demoted), true).await?;
-                }
-                self.change(ChangeMembers::ReplaceAllVoters(planned), false).await?
-            } else {
-                // In one change, every removed voter kept as a learner (dropped below): a removed
-                // voter may be down, and an intermediate voter set that counts it could never commit.
-                self.change(ChangeMembers::ReplaceAllVoters(planned), true).await?
-            };
-        }
-        let learners: BTreeSet<NodeId> =
-            ids.iter().copied().filter(|id| current.membership().get_node(id).is_some()).collect();
-        if !learners.is_empty() {
-            current = self.change(ChangeMembers::RemoveNodes(learners), false).await?;
+        for step in plan_removal(&members, &voters, ids, &planned, self.node_id) {
+            current = match step {
+                RemovalStep::Voters { voters, keep } => self.change(ChangeMembers::ReplaceAllVoters(voters), keep),
+                RemovalStep::Learners(learners) => self.change(ChangeMembers::RemoveNodes(learners), false),
+            }
+            .await?;
         }
         Ok(current)
     }

@@ -88,6 +88,52 @@ pub fn plan_voters(facts: &VoterFacts) -> BTreeSet<NodeId> {
     ranked.into_iter().take(count).collect()
 }
 
+/// One membership change of a removal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemovalStep {
+    /// Make exactly `voters` vote; the other voters stay as learners (`keep`) or leave.
+    Voters { voters: BTreeSet<NodeId>, keep: bool },
+    /// Drop these learners.
+    Learners(BTreeSet<NodeId>),
+}
+
+/// The changes that take `removed` out of a membership of `members` (`voters` among them), leaving
+/// `planned` ([`plan_voters`] over the members left) as the voters, this `leader` running them.
+///
+/// When the leader itself leaves, its own removal comes last (openraft makes a leader step down as
+/// soon as a membership without it as a voter is committed): first the voters the plan no longer
+/// wants are demoted while the removed ones still vote, then the voters become the plan and the
+/// removed voters leave with it, then the removed learners go. Otherwise the voters become the plan
+/// in one change that keeps every former voter as a learner (a removed voter may be down, and an
+/// intermediate voter set that still counted it could never commit), then every removed member
+/// goes.
+pub fn plan_removal(
+    members: &BTreeSet<NodeId>,
+    voters: &BTreeSet<NodeId>,
+    removed: &BTreeSet<NodeId>,
+    planned: &BTreeSet<NodeId>,
+    leader: NodeId,
+) -> Vec<RemovalStep> {
+    let removed_voters: BTreeSet<NodeId> = voters.intersection(removed).copied().collect();
+    let mut steps = Vec::new();
+    let mut leaving_as_voters = BTreeSet::new();
+    if removed_voters.contains(&leader) {
+        if voters.difference(removed).any(|id| !planned.contains(id)) {
+            steps.push(RemovalStep::Voters { voters: planned.union(&removed_voters).copied().collect(), keep: true });
+        }
+        steps.push(RemovalStep::Voters { voters: planned.clone(), keep: false });
+        leaving_as_voters = removed_voters;
+    } else if !removed_voters.is_empty() {
+        steps.push(RemovalStep::Voters { voters: planned.clone(), keep: true });
+    }
+    let learners: BTreeSet<NodeId> =
+        removed.iter().copied().filter(|id| members.contains(id) && !leaving_as_voters.contains(id)).collect();
+    if !learners.is_empty() {
+        steps.push(RemovalStep::Learners(learners));
+    }
+    steps
+}
+
 /// What the leader knows when asked to remove members.
 #[derive(Clone, Debug, Default)]
 pub struct RemovalFacts {
@@ -152,6 +198,38 @@ mod tests {
         for (has_state, bootstrap, auto_init, was_removed, expected) in cases {
             let facts = StartFacts { has_state, bootstrap, auto_init, was_removed };
             assert_eq!(plan_start(&facts), expected, "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn removal_steps() {
+        use RemovalStep::{Learners, Voters};
+        let voters = |ids: &[NodeId], keep| Voters { voters: set(ids), keep };
+        // (members, voters, removed, planned, leader) => steps
+        type Case =
+            (&'static [NodeId], &'static [NodeId], &'static [NodeId], &'static [NodeId], NodeId, Vec<RemovalStep>);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // A follower of three: one change (2 stays a learner: two members, one voter), then 3 goes.
+            (&[1, 2, 3], &[1, 2, 3], &[3], &[1], 1, vec![voters(&[1], true), Learners(set(&[3]))]),
+            // The leader of three: 2 demoted while 1 still votes, then 1 leaves with the change.
+            (&[1, 2, 3], &[1, 2, 3], &[1], &[3], 1, vec![voters(&[1, 3], true), voters(&[3], false)]),
+            // The leader of five: 5 demoted first (four members keep three voters).
+            (&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5], &[1], &[2, 3, 4], 1,
+                vec![voters(&[1, 2, 3, 4], true), voters(&[2, 3, 4], false)]),
+            // The leader of three voters and a learner: nobody to demote, the learner is promoted.
+            (&[1, 2, 3, 4], &[1, 2, 3], &[1], &[2, 3, 4], 1, vec![voters(&[2, 3, 4], false)]),
+            // A learner: just dropped.
+            (&[1, 2, 3, 4], &[1, 2, 3], &[4], &[1, 2, 3], 1, vec![Learners(set(&[4]))]),
+            // The leader and a learner: the learner goes last.
+            (&[1, 2, 3, 4, 5], &[1, 2, 3], &[1, 5], &[2, 3, 4], 1,
+                vec![voters(&[2, 3, 4], false), Learners(set(&[5]))]),
+            // A voter that may be down and a learner, leader stays.
+            (&[1, 2, 3, 4], &[1, 2, 3], &[3, 4], &[1], 1, vec![voters(&[1], true), Learners(set(&[3, 4]))]),
+        ];
+        for (members, current, removed, planned, leader, expected) in cases {
+            let steps = plan_removal(&set(members), &set(current), &set(removed), &set(planned), leader);
+            assert_eq!(steps, expected, "remove {removed:?} from {members:?} (voters {current:?}), leader {leader}");
         }
     }
 
