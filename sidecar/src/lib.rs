@@ -15,6 +15,7 @@ pub mod ipfs;
 pub mod monitor;
 mod ndjson;
 pub mod p2p;
+pub mod protocol;
 pub mod state;
 pub mod tracker;
 pub mod types;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::{Multiaddr, Protocol};
-use sidecar::p2p::{P2p, P2pConfig, RpcHandler, RpcRequest, RpcResponse};
+use sidecar::p2p::{P2pConfig, RpcHandler};
+use sidecar::protocol::{ClusterProtocol, Host, RpcRequest, RpcResponse};
 use sidecar::types::Id;
 use sidecar::Error;
 
@@ -22,7 +23,7 @@ struct IdHandler {
 }
 
 #[async_trait::async_trait]
-impl RpcHandler for IdHandler {
+impl RpcHandler<ClusterProtocol> for IdHandler {
     async fn handle(&self, _from: PeerId, request: RpcRequest) -> RpcResponse {
         match request {
             RpcRequest::Id => RpcResponse::Id(Box::new(Id {
@@ -42,22 +43,22 @@ fn config(secret: [u8; 32]) -> P2pConfig {
     config
 }
 
-async fn unserved_host(config: &P2pConfig) -> P2p {
-    P2p::start(Keypair::generate_ed25519(), config).await.expect("host starts")
+async fn unserved_host(config: &P2pConfig) -> Host {
+    Host::start(Keypair::generate_ed25519(), config).await.expect("host starts")
 }
 
-async fn host_with(config: &P2pConfig, peername_len: usize) -> P2p {
+async fn host_with(config: &P2pConfig, peername_len: usize) -> Host {
     let host = unserved_host(config).await;
     host.serve(Arc::new(IdHandler { peer_id: host.peer_id(), peername_len })).await.unwrap();
     host
 }
 
-async fn host(secret: [u8; 32]) -> P2p {
+async fn host(secret: [u8; 32]) -> Host {
     host_with(&config(secret), 8).await
 }
 
 /// The host's one listen address with `/p2p/<id>`.
-async fn address_of(host: &P2p) -> Multiaddr {
+async fn address_of(host: &Host) -> Multiaddr {
     let addresses = host.listen_addrs().await.unwrap();
     assert_eq!(addresses.len(), 1, "{addresses:?}");
     addresses[0].clone().with(Protocol::P2p(host.peer_id()))

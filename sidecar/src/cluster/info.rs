@@ -4,7 +4,7 @@ use chrono::Utc;
 use multiaddr::{Multiaddr, Protocol};
 
 use super::Cluster;
-use crate::p2p::{PeerLinks, RpcRequest, RpcResponse};
+use crate::protocol::{PeerLinks, RpcRequest, RpcResponse};
 use crate::types::{
     Alert, ConnectGraph, GlobalRepoGc, Id, Metric, Readiness, RepoGc, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION,
 };

@@ -25,7 +25,8 @@ use crate::consensus::{Consensus, ConsensusConfig, StartFacts, StartPlan, REMOVE
 use crate::identity::Identity;
 use crate::ipfs::IpfsConnector;
 use crate::monitor::Monitor;
-use crate::p2p::{P2p, P2pConfig};
+use crate::p2p::P2pConfig;
+use crate::protocol::Host;
 use crate::state::PinState;
 use crate::tracker::{PinTracker, TrackerConfig};
 use crate::types::{IpfsId, PinOptions, PinType};
@@ -121,7 +122,7 @@ struct Inner {
     consensus: Consensus,
     tracker: PinTracker,
     ipfs: Arc<dyn IpfsConnector>,
-    p2p: P2p,
+    p2p: Host,
     monitor: Monitor,
     /// The daemon's identity from the last probe (with `error` set when it failed).
     ipfs_id: RwLock<IpfsId>,
@@ -146,7 +147,7 @@ impl Cluster {
         let path = data_dir.join(STATE_FILE);
         let state = Arc::new(tokio::task::spawn_blocking(move || PinState::open(&path)).await.expect("open task")?);
         let tracker = PinTracker::new(config.tracker.clone(), identity.peer_id, ipfs.clone(), state.clone())?;
-        let p2p = P2p::start(identity.keypair.clone(), &config.p2p).await?;
+        let p2p = Host::start(identity.keypair.clone(), &config.p2p).await?;
         let consensus =
             Consensus::start(data_dir, state.clone(), Arc::new(tracker.clone()), p2p.clone(), config.consensus.clone())
                 .await?;

@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::Cluster;
 use crate::consensus::ClusterNode;
-use crate::p2p::{RpcRequest, RpcResponse};
+use crate::protocol::{RpcRequest, RpcResponse};
 use crate::types::{ConsensusStatus, Id, Metric};
 use crate::{Error, Result};
 

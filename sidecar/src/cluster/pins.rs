@@ -6,7 +6,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::{Cluster, PinTypeFilter};
 use crate::allocator::{self, AllocationRequest, Candidate};
 use crate::monitor::FREESPACE;
-use crate::p2p::{RpcRequest, RpcResponse};
+use crate::protocol::{RpcRequest, RpcResponse};
 use crate::state::StateOp;
 use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinInfoShort, PinOptions, PinType, StatusFilter, TrackerStatus};
 use crate::{Error, Result};

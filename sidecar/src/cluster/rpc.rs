@@ -5,14 +5,15 @@ use std::sync::Weak;
 use libp2p::PeerId;
 
 use super::{Cluster, Inner};
-use crate::p2p::{RpcHandler, RpcRequest, RpcResponse};
+use crate::p2p::RpcHandler;
+use crate::protocol::{ClusterProtocol, RpcRequest, RpcResponse};
 use crate::Result;
 
 /// Holds the peer weakly: the host keeps its handler, and the peer keeps the host.
 pub(super) struct ClusterRpc(pub Weak<Inner>);
 
 #[async_trait::async_trait]
-impl RpcHandler for ClusterRpc {
+impl RpcHandler<ClusterProtocol> for ClusterRpc {
     async fn handle(&self, from: PeerId, request: RpcRequest) -> RpcResponse {
         let Some(inner) = self.0.upgrade() else {
             return RpcResponse::Error(crate::Error::ShuttingDown.to_string());

@@ -165,7 +165,7 @@ async fn a_raft_message_for_another_node_is_refused() {
     let term = leader.consensus_status().term;
     let sender = member.inner.consensus.node_id();
     let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(term + 5, sender), None);
-    let stale = crate::p2p::RpcRequest::Raft { to: sender, message: crate::p2p::RaftMessage::Vote(vote) };
+    let stale = crate::protocol::RpcRequest::Raft { to: sender, message: crate::protocol::RaftMessage::Vote(vote) };
     let refused = member.inner.p2p.request(leader.inner.identity.peer_id, stale).await.unwrap_err();
     assert!(refused.to_string().contains("not"), "{refused}");
     assert_eq!(leader.consensus_status().term, term, "the message was acted on");

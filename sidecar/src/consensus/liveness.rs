@@ -21,7 +21,7 @@ use openraft::ServerState;
 use super::types::{ClusterNode, NodeId, Raft};
 
 type Membership = openraft::Membership<NodeId, ClusterNode>;
-use crate::p2p::P2p;
+use crate::protocol::Host;
 
 /// How often the task runs (and the leader beats).
 pub const PACE: Duration = Duration::from_millis(150);
@@ -54,7 +54,7 @@ impl ElectionGate {
 
 /// The members of `membership` this host heard from lately (a ping answered within about three
 /// ping intervals), and `me`.
-pub fn heard_members(p2p: &P2p, membership: &Membership, me: NodeId) -> BTreeSet<NodeId> {
+pub fn heard_members(p2p: &Host, membership: &Membership, me: NodeId) -> BTreeSet<NodeId> {
     let heard = p2p.heard_within(3 * p2p.ping_interval());
     membership
         .nodes()
@@ -64,7 +64,7 @@ pub fn heard_members(p2p: &P2p, membership: &Membership, me: NodeId) -> BTreeSet
 }
 
 /// Runs the task until `stop` fires.
-pub async fn run(raft: Raft, node_id: NodeId, p2p: P2p, stop: tokio_util::sync::CancellationToken) {
+pub async fn run(raft: Raft, node_id: NodeId, p2p: Host, stop: tokio_util::sync::CancellationToken) {
     let mut ticks = tokio::time::interval(PACE);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut electing = true;
@@ -108,7 +108,7 @@ pub async fn run(raft: Raft, node_id: NodeId, p2p: P2p, stop: tokio_util::sync::
     }
 }
 
-async fn connect(p2p: &P2p, node: &ClusterNode) {
+async fn connect(p2p: &Host, node: &ClusterNode) {
     if let Some(peer) = node.peer() {
         let _ = p2p.connect(peer, node.multiaddrs()).await;
     }

@@ -21,7 +21,7 @@ use super::plan::{plan_removal, plan_voters, removal_risk, RemovalFacts, Removal
 use super::removal::RemovalNotice;
 use super::types::{ClusterNode, NodeId, StoredMembership};
 use super::Consensus;
-use crate::p2p::{RpcRequest, RpcResponse};
+use crate::protocol::{RpcRequest, RpcResponse};
 use crate::{Error, Result};
 
 /// How long the leader may take to confirm it still has a quorum before a change is refused.

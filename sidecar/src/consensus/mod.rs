@@ -38,7 +38,7 @@ use libp2p::Multiaddr;
 use openraft::{ServerState, SnapshotPolicy};
 use tokio_util::sync::CancellationToken;
 
-use crate::p2p::P2p;
+use crate::protocol::Host;
 use crate::state::{PinState, StateObserver, StateOp};
 use crate::types::{ConsensusRole, ConsensusStatus, MemberStatus};
 use crate::{Error, Result};
@@ -107,7 +107,7 @@ pub struct Consensus {
     raft: types::Raft,
     node_id: NodeId,
     state: Arc<PinState>,
-    p2p: P2p,
+    p2p: Host,
     config: ConsensusConfig,
     dir: PathBuf,
     writer: writer::Writer,
@@ -124,7 +124,7 @@ impl Consensus {
         data_dir: &Path,
         state: Arc<PinState>,
         observer: Arc<dyn StateObserver>,
-        p2p: P2p,
+        p2p: Host,
         config: ConsensusConfig,
     ) -> Result<Consensus> {
         let dir = data_dir.join(CONSENSUS_DIR);

@@ -11,12 +11,12 @@ use openraft::raft::{
 };
 
 use super::types::{ClusterNode, NodeId, TypeConfig};
-use crate::p2p::{P2p, RaftMessage, RpcRequest, RpcResponse};
+use crate::protocol::{Host, RaftMessage, RpcRequest, RpcResponse};
 use crate::Error;
 
 /// Makes one [`PeerLink`] per Raft peer.
 pub struct Network {
-    pub p2p: P2p,
+    pub p2p: Host,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -29,7 +29,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// The way to one Raft peer.
 pub struct PeerLink {
-    p2p: P2p,
+    p2p: Host,
     target: NodeId,
     /// `None` for a member whose peer ID does not parse: every call to it fails as unreachable.
     peer: Option<PeerId>,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{LogId, NodeId, StoredMembership};
 use super::Consensus;
-use crate::p2p::RpcResponse;
+use crate::protocol::RpcResponse;
 use crate::Result;
 
 /// From the leader to a peer it removed: who sends it, and the committed membership without it.
@@ -109,7 +109,7 @@ pub(super) fn judge_removal(facts: &RemovalFacts, notice: &RemovalNotice) -> Res
 }
 
 impl Consensus {
-    /// The answer to [`crate::p2p::RpcRequest::Removed`] from `from`: stops taking part if the
+    /// The answer to [`crate::protocol::RpcRequest::Removed`] from `from`: stops taking part if the
     /// notice is believed (the daemon then shuts down and sets the data aside).
     pub(crate) fn on_removed(&self, from: PeerId, notice: &RemovalNotice) -> RpcResponse {
         let metrics = self.raft.metrics().borrow().clone();

@@ -5,7 +5,7 @@ use libp2p::PeerId;
 
 use super::removal::RemovalNotice;
 use super::Consensus;
-use crate::p2p::{RaftMessage, RpcRequest, RpcResponse};
+use crate::protocol::{RaftMessage, RpcRequest, RpcResponse};
 use crate::{Error, Result};
 
 impl Consensus {

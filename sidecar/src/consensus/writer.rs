@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::types::{ClusterNode, NodeId, OpBatch, Raft};
-use crate::p2p::{P2p, RpcRequest, RpcResponse};
+use crate::protocol::{Host, RpcRequest, RpcResponse};
 use crate::state::StateOp;
 use crate::{Error, Result};
 
@@ -73,7 +73,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(raft: Raft, node_id: NodeId, p2p: P2p, timing: WriterTiming, shutdown: CancellationToken) -> Writer {
+    pub fn start(raft: Raft, node_id: NodeId, p2p: Host, timing: WriterTiming, shutdown: CancellationToken) -> Writer {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
         let proposer = Arc::new(Proposer { raft, node_id, p2p, timing });
         let batcher = Batcher { proposer: proposer.clone(), inbox, shutdown };
@@ -162,7 +162,7 @@ impl Batcher {
 struct Proposer {
     raft: Raft,
     node_id: NodeId,
-    p2p: P2p,
+    p2p: Host,
     timing: WriterTiming,
 }
 

@@ -6,19 +6,19 @@ use libp2p::request_response::ProtocolSupport;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, ping, request_response};
 
-use super::{rpc, P2pConfig};
+use super::{P2pConfig, Protocol};
 
 /// Announced by identify; peers of other software show up with another version in logs.
 const IDENTIFY_PROTOCOL_VERSION: &str = "/cluster-sidecar/1.0.0";
 
 #[derive(NetworkBehaviour)]
-pub(crate) struct Behaviour {
+pub(crate) struct Behaviour<P: Protocol> {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub rpc: rpc::Behaviour,
+    pub rpc: request_response::cbor::Behaviour<P::Request, P::Response>,
 }
 
-impl Behaviour {
+impl<P: Protocol> Behaviour<P> {
     pub fn new(keypair: &libp2p::identity::Keypair, config: &P2pConfig) -> Self {
         let identify = identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_string(), keypair.public())
             .with_agent_version(format!("cluster-sidecar/{}", env!("CARGO_PKG_VERSION")));
@@ -29,7 +29,7 @@ impl Behaviour {
             .set_response_size_maximum(config.max_response_size);
         let rpc = request_response::Behaviour::with_codec(
             codec,
-            [(rpc::PROTOCOL, ProtocolSupport::Full)],
+            [(P::name(), ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );
         let ping = ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_timeout);

@@ -11,16 +11,18 @@ use futures::StreamExt;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{identify, multiaddr::Protocol, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, multiaddr, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::rpc::{RpcRequest, RpcResponse};
-use super::{Heard, RpcHandler};
+use super::{Heard, Protocol, RpcHandler};
 use crate::{Error, Result};
 
-pub(crate) enum Command {
+/// Where the answer to an outbound request goes.
+type Reply<P> = oneshot::Sender<Result<<P as Protocol>::Response>>;
+
+pub(crate) enum Command<P: Protocol> {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -44,32 +46,32 @@ pub(crate) enum Command {
         /// Addresses to dial the peer through when not connected (learnt for later requests too).
         addrs: Vec<Multiaddr>,
         /// Boxed: Raft's append requests make it much larger than every other command.
-        request: Box<RpcRequest>,
-        reply: oneshot::Sender<Result<RpcResponse>>,
+        request: Box<P::Request>,
+        reply: Reply<P>,
     },
     Serve {
-        handler: Arc<dyn RpcHandler>,
+        handler: Arc<dyn RpcHandler<P>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
 }
 
-pub(crate) struct EventLoop {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    handler: Option<Arc<dyn RpcHandler>>,
+pub(crate) struct EventLoop<P: Protocol> {
+    swarm: Swarm<Behaviour<P>>,
+    commands: mpsc::Receiver<Command<P>>,
+    handler: Option<Arc<dyn RpcHandler<P>>>,
     /// Inbound requests being handled, each with the channel its answer goes back on.
-    inbound: JoinSet<(ResponseChannel<RpcResponse>, RpcResponse)>,
+    inbound: JoinSet<(ResponseChannel<P::Response>, P::Response)>,
     dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId>>>,
-    requests: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<RpcResponse>>)>,
+    requests: HashMap<OutboundRequestId, (PeerId, Reply<P>)>,
     /// The listen addresses each peer announced through identify.
     identified: HashMap<PeerId, Vec<Multiaddr>>,
     heard: Heard,
 }
 
-impl EventLoop {
-    pub fn new(swarm: Swarm<Behaviour>, commands: mpsc::Receiver<Command>, heard: Heard) -> Self {
+impl<P: Protocol> EventLoop<P> {
+    pub fn new(swarm: Swarm<Behaviour<P>>, commands: mpsc::Receiver<Command<P>>, heard: Heard) -> Self {
         EventLoop {
             swarm,
             commands,
@@ -111,7 +113,7 @@ impl EventLoop {
     }
 
     /// Breaks with the reply of [`Command::Shutdown`].
-    fn on_command(&mut self, command: Command) -> ControlFlow<oneshot::Sender<()>> {
+    fn on_command(&mut self, command: Command<P>) -> ControlFlow<oneshot::Sender<()>> {
         match command {
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
@@ -145,7 +147,7 @@ impl EventLoop {
 
     fn dial(&mut self, address: Multiaddr, reply: oneshot::Sender<Result<PeerId>>) {
         let opts = match address.iter().last() {
-            Some(Protocol::P2p(peer)) => {
+            Some(multiaddr::Protocol::P2p(peer)) => {
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(peer));
                     return;
@@ -167,7 +169,7 @@ impl EventLoop {
         }
     }
 
-    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent<P>>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "cluster peer-to-peer listening"),
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
@@ -210,12 +212,12 @@ impl EventLoop {
         }
     }
 
-    fn on_rpc_event(&mut self, event: request_response::Event<RpcRequest, RpcResponse>) {
+    fn on_rpc_event(&mut self, event: request_response::Event<P::Request, P::Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let Some(handler) = self.handler.clone() else {
-                        let refusal = RpcResponse::Error("this peer is not serving requests yet".into());
+                        let refusal = P::not_serving();
                         let _ = self.swarm.behaviour_mut().rpc.send_response(channel, refusal);
                         return;
                     };

@@ -1,26 +1,28 @@
 //! The libp2p host that connects cluster peers: a private network keyed by the cluster secret, and
-//! request-response RPC between peers (Raft's messages, forwarded writes, cluster-wide views).
+//! request-response RPC between peers in any [`Protocol`] (the cluster's is `crate::protocol`:
+//! Raft's messages, forwarded writes, cluster-wide views).
 //!
 //! [`P2p`] is a cheap handle; one task owns the swarm and serves the handles' commands.
 
 mod behaviour;
 mod event_loop;
 mod faults;
-mod rpc;
 mod transport;
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use event_loop::Command;
 pub use faults::NetFaults;
-pub use rpc::{PeerLinks, RaftMessage, RpcRequest, RpcResponse};
 
 use crate::{Error, Result};
 
@@ -81,17 +83,32 @@ pub fn parse_secret(text: &str) -> Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// What a host carries: its messages, CBOR-encoded, and how an answer that reports a failure
+/// becomes an error.
+pub trait Protocol: Send + Sync + 'static {
+    type Request: Serialize + DeserializeOwned + fmt::Debug + Send + 'static;
+    type Response: Serialize + DeserializeOwned + fmt::Debug + Send + 'static;
+
+    /// The protocol's name on the wire.
+    fn name() -> StreamProtocol;
+
+    /// The answer `peer` gave, or the error it reported in it.
+    fn into_result(peer: PeerId, response: Self::Response) -> Result<Self::Response>;
+
+    /// The answer of a host that serves no handler yet.
+    fn not_serving() -> Self::Response;
+}
+
 /// Answers the requests other peers send to this one.
 #[async_trait::async_trait]
-pub trait RpcHandler: Send + Sync + 'static {
-    async fn handle(&self, from: PeerId, request: RpcRequest) -> RpcResponse;
+pub trait RpcHandler<P: Protocol>: Send + Sync + 'static {
+    async fn handle(&self, from: PeerId, request: P::Request) -> P::Response;
 }
 
 /// Handle to the running host; cheap to clone.
-#[derive(Clone)]
-pub struct P2p {
+pub struct P2p<P: Protocol> {
     peer_id: PeerId,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Command<P>>,
     /// When each peer last answered a ping.
     heard: Heard,
     ping_interval: Duration,
@@ -100,12 +117,23 @@ pub struct P2p {
 /// When each peer last answered a ping, shared by the event loop (which writes it) and the handles.
 pub(crate) type Heard = Arc<Mutex<HashMap<PeerId, Instant>>>;
 
-impl P2p {
+impl<P: Protocol> Clone for P2p<P> {
+    fn clone(&self) -> Self {
+        P2p {
+            peer_id: self.peer_id,
+            commands: self.commands.clone(),
+            heard: self.heard.clone(),
+            ping_interval: self.ping_interval,
+        }
+    }
+}
+
+impl<P: Protocol> P2p<P> {
     /// Starts listening on `config.listen` and returns once the first address is bound. Until
     /// [`P2p::serve`] is called, inbound requests are answered with an error.
-    pub async fn start(keypair: Keypair, config: &P2pConfig) -> Result<P2p> {
+    pub async fn start(keypair: Keypair, config: &P2pConfig) -> Result<P2p<P>> {
         let peer_id = keypair.public().to_peer_id();
-        let mut swarm = transport::build_swarm(keypair, config)?;
+        let mut swarm = transport::build_swarm::<P>(keypair, config)?;
         swarm
             .listen_on(config.listen.clone())
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -127,7 +155,7 @@ impl P2p {
         }
         let (commands, receiver) = mpsc::channel(256);
         let heard = Heard::default();
-        tokio::spawn(event_loop::EventLoop::new(swarm, receiver, heard.clone()).run());
+        tokio::spawn(event_loop::EventLoop::<P>::new(swarm, receiver, heard.clone()).run());
         Ok(P2p { peer_id, commands, heard, ping_interval: config.ping_interval })
     }
 
@@ -136,7 +164,7 @@ impl P2p {
     }
 
     /// Sends inbound requests to `handler` from now on.
-    pub async fn serve(&self, handler: Arc<dyn RpcHandler>) -> Result<()> {
+    pub async fn serve(&self, handler: Arc<dyn RpcHandler<P>>) -> Result<()> {
         self.commands.send(Command::Serve { handler }).await.map_err(|_| Error::ShuttingDown)
     }
 
@@ -176,20 +204,16 @@ impl P2p {
         self.call(|reply| Command::PeerAddrs { peer, reply }).await
     }
 
-    /// Calls `peer`, connecting first when needed. The peer's [`RpcResponse::Error`] and
-    /// [`RpcResponse::Failed`] come back as
-    /// [`Error::Remote`]; an unreachable peer as [`Error::PeerUnreachable`].
-    pub async fn request(&self, peer: PeerId, request: RpcRequest) -> Result<RpcResponse> {
+    /// Calls `peer`, connecting first when needed. An error the peer reports comes back as an
+    /// error (see [`Protocol::into_result`]); an unreachable peer as [`Error::PeerUnreachable`].
+    pub async fn request(&self, peer: PeerId, request: P::Request) -> Result<P::Response> {
         self.request_via(peer, Vec::new(), request).await
     }
 
     /// [`P2p::request`], dialing through `addrs` when not connected (and remembering them).
-    pub async fn request_via(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: RpcRequest) -> Result<RpcResponse> {
-        match self.call(|reply| Command::Request { peer, addrs, request: Box::new(request), reply }).await?? {
-            RpcResponse::Error(message) => Err(Error::Remote { code: 500, message: format!("peer {peer}: {message}") }),
-            RpcResponse::Failed { status, message } => Err(Error::Remote { code: status, message }),
-            response => Ok(response),
-        }
+    pub async fn request_via(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: P::Request) -> Result<P::Response> {
+        let response = self.call(|reply| Command::Request { peer, addrs, request: Box::new(request), reply }).await??;
+        P::into_result(peer, response)
     }
 
     /// Closes every connection and stops the host; later calls fail with `ShuttingDown`.
@@ -197,7 +221,7 @@ impl P2p {
         let _ = self.call(|reply| Command::Shutdown { reply }).await;
     }
 
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command<P>) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(command(reply)).await.map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)

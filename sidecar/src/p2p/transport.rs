@@ -8,13 +8,16 @@ use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::{noise, tcp, yamux, Swarm, SwarmBuilder, Transport};
 
 use super::behaviour::Behaviour;
-use super::P2pConfig;
+use super::{P2pConfig, Protocol};
 use crate::{Error, Result};
 
 /// Cluster connections carry Raft heartbeats and long calls: keep them open while idle.
 const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
-pub(crate) fn build_swarm(keypair: libp2p::identity::Keypair, config: &P2pConfig) -> Result<Swarm<Behaviour>> {
+pub(crate) fn build_swarm<P: Protocol>(
+    keypair: libp2p::identity::Keypair,
+    config: &P2pConfig,
+) -> Result<Swarm<Behaviour<P>>> {
     let psk = PreSharedKey::new(config.secret);
     let faults = config.faults.clone();
     let swarm = SwarmBuilder::with_existing_identity(keypair)

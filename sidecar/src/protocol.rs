@@ -1,8 +1,11 @@
-//! The messages peers exchange over the request-response protocol, CBOR-encoded.
+//! The cluster's peer protocol: the messages peers exchange over the libp2p host (`p2p`), CBOR-
+//! encoded. It sits above both the host, which carries any [`Protocol`], and consensus, whose
+//! messages it carries, so that neither imports the other.
 //!
 //! One request enum and one response enum: a new call is a new variant of each, so peers of one
 //! version always agree on the wire.
 
+use libp2p::{PeerId, StreamProtocol};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -11,10 +14,36 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{ClusterNode, NodeId, OpBatch, RemovalNotice, TypeConfig};
+use crate::p2p::{P2p, Protocol};
 use crate::types::{CidKey, Id, Metric, PinInfoShort, RepoGc};
+use crate::{Error, Result};
 
-/// The request-response protocol of the cluster peers.
-pub(crate) const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0");
+/// The cluster peers' protocol, for the host.
+pub struct ClusterProtocol;
+
+/// The libp2p host of a cluster peer.
+pub type Host = P2p<ClusterProtocol>;
+
+impl Protocol for ClusterProtocol {
+    type Request = RpcRequest;
+    type Response = RpcResponse;
+
+    fn name() -> StreamProtocol {
+        StreamProtocol::new("/cluster-sidecar/rpc/1.0.0")
+    }
+
+    fn into_result(peer: PeerId, response: RpcResponse) -> Result<RpcResponse> {
+        match response {
+            RpcResponse::Error(message) => Err(Error::Remote { code: 500, message: format!("peer {peer}: {message}") }),
+            RpcResponse::Failed { status, message } => Err(Error::Remote { code: status, message }),
+            response => Ok(response),
+        }
+    }
+
+    fn not_serving() -> RpcResponse {
+        RpcResponse::Error("this peer is not serving requests yet".into())
+    }
+}
 
 /// A call to another peer.
 #[allow(clippy::large_enum_variant)] // one request per call; boxing buys nothing
@@ -100,7 +129,7 @@ pub enum RpcResponse {
     Statuses(Vec<PinInfoShort>),
     Links(PeerLinks),
     RepoGc(RepoGc),
-    /// The peer could not answer; [`super::P2p::request`] turns it into an error for the caller.
+    /// The peer could not answer; [`P2p::request`] turns it into an error for the caller.
     Error(String),
     /// The call failed with this error: its HTTP status (see [`crate::Error::status`]) and text,
     /// so a forwarded request fails on the first peer as it did on the second.
@@ -114,5 +143,3 @@ pub enum RpcResponse {
         leader: Option<NodeId>,
     },
 }
-
-pub(crate) type Behaviour = libp2p::request_response::cbor::Behaviour<RpcRequest, RpcResponse>;
