@@ -230,6 +230,18 @@ async fn invalid_options_and_filters_are_400() {
     get(s.addr, "/allocations?filter=bogus").await.assert_error(400, "invalid filter value");
 }
 
+/// Expiries and durations past what a date can hold are a 400, not a panic that drops the
+/// connection; the peer answers on.
+#[tokio::test]
+async fn expiries_out_of_range_are_400() {
+    let s = server(RestApiConfig::default()).await;
+    let huge = format!("{}s", "9".repeat(400));
+    for ttl in ["300000y", "9000000000000000s", "18446744073709551616.5s", &huge] {
+        send(s.addr, "POST", &format!("/pins/{CID}?expire-in={ttl}")).await.assert_error(400, "expire-in");
+    }
+    assert_eq!(get(s.addr, "/id").await.status, 200);
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
     let config = RestApiConfig { max_body_size: 16, max_add_body_size: Some(64), ..Default::default() };

@@ -186,7 +186,7 @@ impl PinAddArgs {
         };
         if let Some(text) = &self.expire_in {
             let ttl = parse_go_duration(text).ok_or_else(|| bad(format!("invalid --expire-in: {text}")))?;
-            options.expire_at = Some(chrono::Utc::now() + ttl);
+            options.expire_at = Some(crate::types::expiry_after(ttl, text)?);
         }
         for pair in &self.metadata {
             let (k, v) =

@@ -32,7 +32,8 @@ fn parse_fractional(text: &str) -> Option<std::time::Duration> {
         total += value * seconds;
         rest = &rest[unit_end..];
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    // Out of range (too long, or not a number after adding up) is no duration.
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Parses a Go-style duration as a std duration (`"2m0s"`, `"90s"`, `"1.5h"`); `None` when it is not one.
@@ -134,6 +135,14 @@ mod tests {
         assert_eq!(parse_std_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_std_duration("soon"), None);
         assert_eq!(parse_std_duration(""), None);
+    }
+
+    #[test]
+    fn durations_out_of_range_are_none_not_panics() {
+        let huge = format!("{}s", "9".repeat(400));
+        for text in ["18446744073709551616.5s", "9999999999999999999999h", "1e400s", &huge] {
+            assert_eq!(parse_std_duration(text), None, "{text}");
+        }
     }
 
     #[test]

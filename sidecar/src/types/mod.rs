@@ -21,7 +21,7 @@ pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, Rep
 pub use metric::{Alert, Metric};
 pub use peer::{Id, IpfsId, Version, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION};
 pub use pin::{Pin, PinMode, PinType};
-pub use pin_options::PinOptions;
+pub use pin_options::{expiry_after, PinOptions};
 pub use status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ impl PinOptions {
         } else if let Some(v) = get("expire-in") {
             let ttl =
                 parse_go_duration(v).ok_or_else(|| Error::BadRequest(format!("expire-in cannot be parsed: {v}")))?;
-            opts.expire_at = Some(Utc::now() + ttl);
+            opts.expire_at = Some(expiry_after(ttl, v)?);
         }
         for (key, value) in &pairs {
             if let Some(meta) = key.strip_prefix("meta-").filter(|k| !k.is_empty()) {
@@ -149,6 +149,14 @@ fn int_param(value: Option<&str>, name: &str) -> Result<i32, Error> {
     value.map_or(Ok(0), |v| v.trim().parse().map_err(|_| invalid(name)))
 }
 
+/// When a pin given `expire-in` `ttl` (written `text`) expires: now plus `ttl`, or a clear error
+/// when that is past the last representable time.
+pub fn expiry_after(ttl: chrono::Duration, text: &str) -> crate::Result<DateTime<Utc>> {
+    Utc::now()
+        .checked_add_signed(ttl)
+        .ok_or_else(|| Error::BadRequest(format!("expire-in {text} is too far in the future")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +184,16 @@ mod tests {
         for (query, expected) in cases {
             let got = parse(query).map(|o| (o.replication_factor_min, o.replication_factor_max)).ok();
             assert_eq!(got, *expected, "query {query:?}");
+        }
+    }
+
+    #[test]
+    fn an_expiry_too_far_away_is_a_bad_request() {
+        let huge = format!("{}s", "9".repeat(400));
+        for ttl in ["300000y", "9000000000000000s", "18446744073709551616.5s", "10000000000h", &huge] {
+            let err = parse(&[("expire-in", ttl)]).unwrap_err();
+            assert!(matches!(err, Error::BadRequest(_)), "{ttl}: {err}");
+            assert!(err.to_string().starts_with("expire-in"), "{ttl}: {err}");
         }
     }
 
