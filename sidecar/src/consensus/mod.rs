@@ -82,8 +82,8 @@ impl Default for ConsensusConfig {
     fn default() -> Self {
         ConsensusConfig {
             // openraft 0.9 gives every replication call `heartbeat_interval` to answer: 400 ms
-            // keeps replicating over a link 200 ms slower each way than loopback. The leader beats
-            // every 150 ms regardless (see `liveness`).
+            // keeps replicating over a link whose round trip is 200 ms longer than loopback's. The
+            // leader beats every 150 ms regardless (see `liveness`).
             heartbeat_interval: Duration::from_millis(400),
             // A follower campaigns after a leader lease (= election_timeout_max) plus a random
             // election timeout without hearing from the leader, checked every 1.5 heartbeat
