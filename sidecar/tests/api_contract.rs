@@ -228,6 +228,11 @@ async fn invalid_options_and_filters_are_400() {
     send(s.addr, "POST", &pin("mode=sideways")).await.assert_error(400, "parameter mode invalid");
     get(s.addr, "/pins?filter=bogus").await.assert_error(400, "invalid filter value");
     get(s.addr, "/allocations?filter=bogus").await.assert_error(400, "invalid filter value");
+    let peer = libp2p_identity::PeerId::random();
+    send(s.addr, "DELETE", &format!("/peers/{peer}?force=maybe")).await.assert_error(400, "parameter force invalid");
+    send(s.addr, "DELETE", &format!("/peers/{peer}?force=true"))
+        .await
+        .assert_error(404, &format!("{peer} is not a cluster member"));
 }
 
 /// Expiries and durations past what a date can hold are a 400, not a panic that drops the

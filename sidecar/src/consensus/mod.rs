@@ -196,27 +196,13 @@ impl Consensus {
         self.writer.commit(op).await.map(drop)
     }
 
-    /// Commits a batch another peer forwarded to this one (the leader, as that peer believes):
-    /// its ops join this peer's own queue, so they share entries with every other write. Returns
-    /// the log index by which all of them are committed; [`Error::NotLeader`] when this peer
-    /// does not lead (it never forwards a forwarded write).
-    async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
-        let commits = batch.0.into_iter().map(|op| self.writer.commit_forwarded(op));
-        let indexes = futures::future::try_join_all(commits).await?;
-        Ok(indexes.into_iter().max().unwrap_or(0))
-    }
-
     /// Ready to take writes: a member that knows a leader (which, if it is this peer, hears from
     /// a majority).
     pub fn is_ready(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        let quorum_lost = metrics.current_leader == Some(self.node_id)
-            && metrics.millis_since_quorum_ack.is_some_and(|ms| {
-                Duration::from_millis(ms) > self.config.election_timeout_min + self.config.election_timeout_max
-            });
         metrics.running_state.is_ok()
             && metrics.current_leader.is_some()
-            && !quorum_lost
+            && !self.writer.leads_without_quorum()
             && metrics.membership_config.membership().get_node(&self.node_id).is_some()
             && !self.removed.is_cancelled()
     }

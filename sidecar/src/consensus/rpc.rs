@@ -31,7 +31,8 @@ impl Consensus {
                 RaftMessage::Vote(rpc) => RpcResponse::RaftVote(raft.vote(rpc).await),
                 RaftMessage::Snapshot(rpc) => RpcResponse::RaftSnapshot(raft.install_snapshot(rpc).await),
             },
-            RpcRequest::Write(batch) => match self.commit_forwarded(batch).await {
+            // Never forwarded again from here (see `writer`).
+            RpcRequest::Write(batch) => match self.writer.commit_forwarded(batch).await {
                 Ok(index) => RpcResponse::Written { index },
                 Err(Error::NotLeader { leader }) => RpcResponse::NotLeader { leader },
                 Err(e) => return Ok(Err(e)),

@@ -85,11 +85,22 @@ impl Writer {
         self.enqueue(op, Origin::Local).await
     }
 
-    /// Commits a write another peer forwarded here, only as the leader: elsewhere it fails with
-    /// [`Error::NotLeader`] and the forwarding peer tries the leader itself.
-    pub async fn commit_forwarded(&self, op: StateOp) -> Result<u64> {
+    /// Commits writes another peer forwarded here, only as the leader: elsewhere they fail with
+    /// [`Error::NotLeader`] and the forwarding peer tries the leader itself. They join this
+    /// peer's own queue, sharing entries with every other write; returns the log index by which
+    /// all of them are committed.
+    pub async fn commit_forwarded(&self, batch: OpBatch) -> Result<u64> {
         self.proposer.check_leading()?;
-        self.enqueue(op, Origin::Forwarded).await
+        let commits = batch.0.into_iter().map(|op| self.enqueue(op, Origin::Forwarded));
+        let indexes = futures::future::try_join_all(commits).await?;
+        Ok(indexes.into_iter().max().unwrap_or(0))
+    }
+
+    /// This peer leads but has not heard from a majority for longer than allowed.
+    pub fn leads_without_quorum(&self) -> bool {
+        let metrics = self.proposer.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(self.proposer.node_id) && self.proposer.quorum_silence(&metrics).is_some()
     }
 
     async fn enqueue(&self, op: StateOp, origin: Origin) -> Result<u64> {
@@ -198,7 +209,8 @@ impl Proposer {
 
     /// Fails at once unless this peer leads a majority it hears from.
     fn check_leading(&self) -> Result<()> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         if metrics.current_leader != Some(self.node_id) {
             return Err(Error::NotLeader { leader: metrics.current_leader });
         }
