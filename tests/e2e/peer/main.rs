@@ -11,4 +11,5 @@ mod auth;
 mod cli;
 mod faults;
 mod network;
+mod newcomer;
 mod pins;
