@@ -28,27 +28,8 @@ fn daemon_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("ipfs-daemon")
 }
 
-/// Runs `scripts/install-ipfs-daemon` once per process (it is a no-op when already installed, and
-/// serialises concurrent installs itself).
 fn ensure_installed() -> anyhow::Result<()> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-ipfs-daemon");
-            let output = Command::new("bash").arg(&script).stdin(Stdio::null()).output();
-            match output {
-                Ok(out) if out.status.success() => Ok(()),
-                Ok(out) => Err(format!(
-                    "{} failed ({}):\n{}",
-                    script.display(),
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                )),
-                Err(e) => Err(format!("running {}: {e}", script.display())),
-            }
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
+    crate::setup::install("install-ipfs-daemon").map(drop)
 }
 
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends, and test threads end

@@ -5,4 +5,6 @@ pub mod cluster;
 pub mod common;
 pub mod inprocess;
 pub mod ipfs_daemon;
+pub mod k8s;
 pub mod peer;
+pub mod setup;

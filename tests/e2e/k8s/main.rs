@@ -1,0 +1,60 @@
+//! The operator's side, end to end on a real Kubernetes control plane (`e2e::k8s`), driven by the
+//! stock kubectl. With `E2E_KUBECONFIG` set, the same tests run against that cluster instead.
+
+use std::time::{Duration, Instant};
+
+use e2e::k8s::{Kube, Kubectl};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Polls `probe` (blocking) until it returns `Some`, or fails with the last state it saw.
+fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}; last seen: {last}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pod_names(kubectl: &Kubectl, namespace: &str, selector: &str) -> Result<Vec<String>, String> {
+    let out = kubectl
+        .run(&["get", "pods", "-n", namespace, "-l", selector, "-o", "jsonpath={.items[*].metadata.name}"])
+        .map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The harness's control plane is the real thing: the API server stores and serves objects, and
+/// the controller manager's StatefulSet controller makes (and, on scale-down, deletes) the pods.
+#[test]
+fn the_controller_manager_makes_a_statefulsets_pods() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let namespace = format!("harness-{}", std::process::id());
+    kubectl.run(&["create", "namespace", &namespace]).unwrap();
+    let manifest = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {{"name": "web", "namespace": "{namespace}"}},
+            "spec": {{"replicas": 2, "serviceName": "web", "podManagementPolicy": "Parallel",
+                      "selector": {{"matchLabels": {{"app": "web"}}}},
+                      "template": {{"metadata": {{"labels": {{"app": "web"}}}},
+                                   "spec": {{"containers": [{{"name": "c", "image": "example/none"}}]}}}}}}}}"#
+    );
+    kubectl.apply(&manifest).unwrap();
+    wait_until("two pods", || match pod_names(&kubectl, &namespace, "app=web")? {
+        names if names == ["web-0", "web-1"] => Ok(()),
+        names => Err(format!("{names:?}")),
+    });
+
+    kubectl.run(&["scale", "statefulset", "web", "-n", &namespace, "--replicas=1"]).unwrap();
+    wait_until("one pod", || match pod_names(&kubectl, &namespace, "app=web")? {
+        names if names == ["web-0"] => Ok(()),
+        names => Err(format!("{names:?}")),
+    });
+    kubectl.run(&["delete", "namespace", &namespace, "--wait=false"]).unwrap();
+}
