@@ -58,3 +58,40 @@ fn the_controller_manager_makes_a_statefulsets_pods() {
     });
     kubectl.run(&["delete", "namespace", &namespace, "--wait=false"]).unwrap();
 }
+
+/// The generated CRDs are accepted by the real API server: `kubectl get clusterpeers` prints their
+/// columns, and the schema's rules hold (an immutable field cannot change).
+#[test]
+fn the_crds_install_and_print_their_columns() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    kubectl.run(&["apply", "--server-side", "-f", crds.to_str().unwrap()]).unwrap();
+    kubectl.run(&["wait", "--for=condition=Established", "crd/clusterpeers.ipfscluster.io"]).unwrap();
+    let namespace = format!("crds-{}", std::process::id());
+    kubectl.run(&["create", "namespace", &namespace]).unwrap();
+    let peer = format!(
+        r#"{{"apiVersion": "ipfscluster.io/v1alpha1", "kind": "ClusterPeer",
+            "metadata": {{"name": "ipfs-0", "namespace": "{namespace}"}},
+            "spec": {{"cluster": "ipfs", "pod": "ipfs-0"}}}}"#
+    );
+    kubectl.apply(&peer).unwrap();
+
+    let table = kubectl.run(&["get", "cpeer", "-n", &namespace]).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "POD", "PEER", "ID", "ROLE", "PHASE", "AGE"], "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("ipfs-0"), "{table}");
+
+    let moved = kubectl.run(&[
+        "patch",
+        "cpeer",
+        "ipfs-0",
+        "-n",
+        &namespace,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"pod":"ipfs-1"}}"#,
+    ]);
+    let error = moved.expect_err("spec.pod is immutable").to_string();
+    assert!(error.contains("pod is immutable"), "{error}");
+}
