@@ -93,6 +93,8 @@ pub(crate) struct RequestBody {
     /// `None` once the body has failed for good (a dropped connection, too slow).
     inner: Option<Incoming>,
     limits: BodyLimits,
+    /// The client sent `Expect: 100-continue`: it uploads only once the body is first read.
+    awaits_continue: bool,
     read: u64,
     deadline: Option<Pin<Box<Sleep>>>,
     fault: FaultSlot,
@@ -100,10 +102,11 @@ pub(crate) struct RequestBody {
 
 impl RequestBody {
     /// The deadline starts now, when the headers have been read.
-    pub(crate) fn new(inner: Incoming, limits: BodyLimits) -> (Self, FaultSlot) {
+    pub(crate) fn new(inner: Incoming, limits: BodyLimits, awaits_continue: bool) -> (Self, FaultSlot) {
         let fault = FaultSlot::default();
         let deadline = limits.read_timeout.map(|within| Box::pin(tokio::time::sleep(within)));
-        (RequestBody { inner: Some(inner), limits, read: 0, deadline, fault: fault.clone() }, fault)
+        let body = RequestBody { inner: Some(inner), limits, awaits_continue, read: 0, deadline, fault: fault.clone() };
+        (body, fault)
     }
 
     fn fail(&mut self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BodyFault>>> {
@@ -157,8 +160,10 @@ impl Body for RequestBody {
 impl Drop for RequestBody {
     fn drop(&mut self) {
         let Some(inner) = self.inner.take() else { return };
-        // Nothing left, or more declared than would be drained anyway: hyper may close at once.
-        if inner.is_end_stream() || inner.size_hint().upper().is_some_and(|left| left > DRAIN_LIMIT) {
+        // Nothing left, more declared than would be drained anyway, or nothing coming (reading would
+        // ask for it with a `100 Continue`): hyper may close at once.
+        let nothing_coming = self.awaits_continue && self.read == 0;
+        if nothing_coming || inner.is_end_stream() || inner.size_hint().upper().is_some_and(|left| left > DRAIN_LIMIT) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, ORIGIN};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION, ORIGIN};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -75,7 +75,9 @@ impl ApiService {
         let span = tracing::info_span!("rest", %method, path = %req.uri().path());
         let limits = BodyLimits { max_bytes: self.body_limit(req.uri().path()), read_timeout: self.read_timeout };
         let (parts, incoming) = req.into_parts();
-        let (body, fault) = RequestBody::new(incoming, limits);
+        let awaits_continue =
+            parts.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (body, fault) = RequestBody::new(incoming, limits, awaits_continue);
         let req = Request::from_parts(parts, body);
         let (mut resp, route) = tracing::Instrument::instrument(self.dispatch(req, &fault), span).await;
 

@@ -108,6 +108,25 @@ async fn early_answers_reach_a_client_that_uploads_first() {
     assert_unharmed(s.addr).await;
 }
 
+/// A client that waits for `100 Continue` before uploading gets the early answer instead, and the
+/// connection closes without waiting for a body that will not come.
+#[tokio::test]
+async fn early_answers_to_a_client_waiting_for_continue_come_first() {
+    let s = server(with_auth()).await;
+    let mut stream = TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /add HTTP/1.1\r\nHost: {}\r\n{}\r\nExpect: 100-continue\r\nContent-Length: 4194304\r\n\r\n",
+        s.addr,
+        basic("admin", "wrong")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    timeout(ANSWER_WITHIN, stream.read_to_end(&mut bytes)).await.expect("answered and closed").unwrap();
+    parse(&bytes).assert_error(401, "");
+    let head = format!("GET /id HTTP/1.1\r\n{}", basic("admin", "s3cret"));
+    assert_eq!(raw(s.addr, &head, b"").await.status, 200);
+}
+
 /// A body cut short (the client closes its side mid-body) is a 400, not a 405 from other routes.
 #[tokio::test]
 async fn truncated_bodies_are_400() {
