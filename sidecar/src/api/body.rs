@@ -28,9 +28,9 @@ use super::error::error_response;
 
 /// At most this much of an unread body is read (and thrown away) after the answer; a longer
 /// upload is cut off by closing the connection.
-pub(crate) const DRAIN_LIMIT: u64 = 64 << 20;
+const DRAIN_LIMIT: u64 = 64 << 20;
 /// At most this long is spent draining (less when `read_timeout` ends earlier).
-pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(30);
+const DRAIN_TIME: Duration = Duration::from_secs(30);
 
 /// Why a request body could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl fmt::Display for BodyFault {
 impl std::error::Error for BodyFault {}
 
 impl BodyFault {
-    pub(crate) fn status(&self) -> StatusCode {
+    fn status(&self) -> StatusCode {
         match self {
             BodyFault::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyFault::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
