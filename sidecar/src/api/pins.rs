@@ -68,16 +68,34 @@ pub(crate) async fn recover_all(query: Query, ctx: Ctx) -> Response {
     ndjson(ctx.cluster.recover_all(query.is_true("local"))).await
 }
 
-/// The path as the reference hands it on: percent-decoded, without a trailing slash, and with a
-/// root that is at least a CID-looking segment.
+/// The path as the reference hands it on, checked first as the reference does (boxo's
+/// `path.NewPath`): percent-decoded and without a trailing slash; `/ipfs/<cid>/...` and
+/// `/ipld/<cid>/...` rooted at a valid CID, `/ipns/<name>/...` at a name; no empty, `.` or `..`
+/// segments. The daemon is never asked about a path that is not one.
 fn clean_path(raw: &str) -> Result<String> {
     let decoded = percent_decode(raw)?;
     let path = decoded.trim_end_matches('/');
-    let root = path.split('/').nth(2).unwrap_or("");
-    if root.is_empty() || path.contains("//") {
-        return Err(crate::Error::BadRequest(format!("error parsing path: invalid path {path:?}")));
+    match path_problem(path) {
+        None => Ok(path.to_string()),
+        Some(problem) => Err(crate::Error::BadRequest(format!("error parsing path: invalid path {path:?}: {problem}"))),
     }
-    Ok(path.to_string())
+}
+
+/// What makes `path` (`/<namespace>/<root>/...`) invalid, if anything.
+fn path_problem(path: &str) -> Option<String> {
+    let mut segments = path.split('/').skip(1);
+    let namespace = segments.next().unwrap_or("");
+    let Some(root) = segments.next().filter(|root| !root.is_empty()) else {
+        return Some("no root after the namespace".into());
+    };
+    if let Some(segment) = std::iter::once(root).chain(segments).find(|s| s.is_empty() || *s == "." || *s == "..") {
+        return Some(format!("segment {segment:?} is not allowed"));
+    }
+    match namespace {
+        "ipfs" | "ipld" => parse_cid(root).err().map(|err| err.to_string()),
+        "ipns" => None,
+        other => Some(format!("unknown namespace {other:?}")),
+    }
 }
 
 fn percent_decode(raw: &str) -> Result<String> {
@@ -87,7 +105,8 @@ fn percent_decode(raw: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or_else(bad)?;
+            // Both digits must be hex: `from_str_radix` alone would take a sign (`%+1`).
+            let hex = raw.get(i + 1..i + 3).filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit())).ok_or_else(bad)?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             i += 3;
         } else {
@@ -102,11 +121,42 @@ fn percent_decode(raw: &str) -> Result<String> {
 mod tests {
     use super::*;
 
+    const ROOT: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+
     #[test]
     fn pin_paths_are_cleaned() {
-        assert_eq!(clean_path("/ipfs/QmRoot/a%20b/").unwrap(), "/ipfs/QmRoot/a b");
-        assert_eq!(clean_path("/ipns/example.com").unwrap(), "/ipns/example.com");
-        assert!(clean_path("/ipfs//x").is_err());
-        assert!(clean_path("/ipfs/%zz").is_err());
+        let cases = [
+            (format!("/ipfs/{ROOT}/a%20b/"), format!("/ipfs/{ROOT}/a b")),
+            (format!("/ipld/{ROOT}"), format!("/ipld/{ROOT}")),
+            ("/ipns/example.com/a..b/.c".into(), "/ipns/example.com/a..b/.c".into()),
+        ];
+        for (raw, clean) in cases {
+            assert_eq!(clean_path(&raw).unwrap(), clean);
+        }
+    }
+
+    #[test]
+    fn bad_pin_paths_are_refused_with_the_reason() {
+        let cases = [
+            ("/ipfs/not-a-cid".to_string(), "error decoding Cid"),
+            ("/ipld/not-a-cid/x".into(), "error decoding Cid"),
+            ("/ipfs/../../etc/passwd".into(), "segment \"..\" is not allowed"),
+            ("/ipfs/%2e%2e/etc".into(), "segment \"..\" is not allowed"),
+            (format!("/ipfs/{ROOT}/a/../b"), "segment \"..\" is not allowed"),
+            (format!("/ipfs/{ROOT}/./a"), "segment \".\" is not allowed"),
+            ("/ipns/./x".into(), "segment \".\" is not allowed"),
+            ("/ipfs//x".into(), "no root after the namespace"),
+            ("/ipfs/".into(), "no root after the namespace"),
+            (format!("/ipfs/{ROOT}//x"), "segment \"\" is not allowed"),
+            (format!("/dns/{ROOT}"), "unknown namespace \"dns\""),
+        ];
+        for (raw, reason) in cases {
+            let message = clean_path(&raw).unwrap_err().to_string();
+            assert!(message.starts_with("error parsing path: invalid path"), "{message}");
+            assert!(message.contains(reason), "{raw}: {message}");
+        }
+        for raw in ["/ipfs/%zz", "/ipfs/%+1", "/ipfs/%2", "/ipfs/%ff"] {
+            assert!(clean_path(raw).unwrap_err().to_string().contains("invalid escape"), "{raw}");
+        }
     }
 }

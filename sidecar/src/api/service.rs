@@ -1,12 +1,12 @@
 //! The HTTP service in front of the routes: what the reference does in middleware (CORS preflight,
-//! authentication, strict-slash 307, headers), plus body limits and request metrics. It also
-//! swaps in streaming bodies with trailers, which warp's own body type cannot carry.
+//! authentication, strict-slash 307, headers), plus body limits (see `body.rs`) and request metrics.
+//! It also swaps in streaming bodies with trailers, which warp's own body type cannot carry.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, ORIGIN};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION, ORIGIN};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,8 +15,9 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::auth::{unauthorized, Auth};
+use super::body::{BodyFault, BodyLimits, FaultSlot, RequestBody};
 use super::cors::Cors;
-use super::error::{error_response, JSON};
+use super::error::JSON;
 use super::metrics::ApiMetrics;
 use super::routes::{routes, Ctx, RouteLabel};
 use super::stream::{abort_on_stream_error, ApiBody, BoxError, TrailerBody};
@@ -32,6 +33,8 @@ pub(crate) struct ApiService {
     extra_headers: HeaderMap,
     max_body_size: u64,
     max_add_body_size: Option<u64>,
+    /// `None`: bodies may take any time.
+    read_timeout: Option<Duration>,
     metrics: ApiMetrics,
     routes: BoxedFilter<(Response,)>,
 }
@@ -56,6 +59,7 @@ impl ApiService {
             extra_headers,
             max_body_size: config.max_body_size,
             max_add_body_size: config.max_add_body_size,
+            read_timeout: Some(config.read_timeout).filter(|timeout| !timeout.is_zero()),
             metrics,
             routes: routes(ctx),
         })
@@ -69,7 +73,13 @@ impl ApiService {
         // Everything the request causes on this peer logs under it (a forwarded write's leader
         // side logs under the leader's `rpc` span, with this peer as `from`).
         let span = tracing::info_span!("rest", %method, path = %req.uri().path());
-        let (mut resp, route) = tracing::Instrument::instrument(self.dispatch(req), span).await;
+        let limits = BodyLimits { max_bytes: self.body_limit(req.uri().path()), read_timeout: self.read_timeout };
+        let (parts, incoming) = req.into_parts();
+        let awaits_continue =
+            parts.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (body, fault) = RequestBody::new(incoming, limits, awaits_continue);
+        let req = Request::from_parts(parts, body);
+        let (mut resp, route) = tracing::Instrument::instrument(self.dispatch(req, &fault), span).await;
 
         let headers = resp.headers_mut();
         if let Some(origin) = origin {
@@ -89,8 +99,17 @@ impl ApiService {
         Ok(resp.map(|body| streamed.unwrap_or_else(|| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())))
     }
 
-    /// The response and the route label it is counted under.
-    async fn dispatch(&self, mut req: Request<Incoming>) -> (Response, &'static str) {
+    fn body_limit(&self, path: &str) -> Option<u64> {
+        if path == "/add" {
+            self.max_add_body_size
+        } else {
+            Some(self.max_body_size)
+        }
+    }
+
+    /// The response and the route label it is counted under. A body that could not be read is
+    /// answered for what went wrong, whatever the route made of it.
+    async fn dispatch(&self, mut req: Request<RequestBody>, fault: &FaultSlot) -> (Response, &'static str) {
         if Cors::is_preflight(req.method(), req.headers()) {
             return (self.cors.preflight(req.headers()), "preflight");
         }
@@ -109,15 +128,17 @@ impl ApiService {
         if path.len() > 1 && path.ends_with('/') {
             return (redirect_without_slash(req.uri()), "redirect");
         }
-        let limit = if path == "/add" { self.max_add_body_size } else { Some(self.max_body_size) };
         let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if let (Some(limit), Some(declared)) = (limit, declared) {
+        if let (Some(limit), Some(declared)) = (self.body_limit(path), declared) {
             if declared > limit {
-                let message = format!("request body exceeds {limit} bytes");
-                return (error_response(StatusCode::PAYLOAD_TOO_LARGE, message), "too_large");
+                let fault = BodyFault::TooLarge { limit };
+                return (fault.response(), fault.label());
             }
         }
         let resp = warp::service(self.routes.clone()).call(req).await.unwrap_or_else(|never| match never {});
+        if let Some(fault) = fault.get() {
+            return (fault.response(), fault.label());
+        }
         let route = resp.extensions().get::<RouteLabel>().map_or("unmatched", |r| r.0);
         (resp, route)
     }
@@ -132,13 +153,14 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))))
 }
 
-/// 307 keeps the method and body, unlike 301 (reference issue #1415).
+/// 307 keeps the method and body, unlike 301 (reference issue #1415). The target is a path on this
+/// server: leading slashes collapse to one, since `//host/...` would send the client to `host` (and
+/// browsers read a backslash as a slash).
 fn redirect_without_slash(uri: &http::Uri) -> Response {
-    let path = uri.path().trim_end_matches('/');
-    let path = if path.is_empty() { "/" } else { path };
+    let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']).trim_end_matches('/'));
     let location = match uri.query() {
         Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
+        None => path,
     };
     let mut resp = Response::new(Vec::<u8>::new().into());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -161,11 +183,19 @@ mod tests {
     }
 
     #[test]
-    fn trailing_slash_redirects_keep_the_query() {
-        let resp = redirect_without_slash(&"/pins/?filter=pinned".parse().unwrap());
-        assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
-        assert_eq!(resp.headers()[LOCATION], "/pins?filter=pinned");
-        let resp = redirect_without_slash(&"/id//".parse().unwrap());
-        assert_eq!(resp.headers()[LOCATION], "/id");
+    fn trailing_slash_redirects_keep_the_query_and_stay_on_this_server() {
+        let cases = [
+            ("/pins/?filter=pinned", "/pins?filter=pinned"),
+            ("/id//", "/id"),
+            ("//", "/"),
+            ("//evil.example/", "/evil.example"),
+            ("///evil.example//x/?a=b", "/evil.example//x?a=b"),
+            ("/\\evil.example/", "/evil.example"),
+        ];
+        for (uri, location) in cases {
+            let resp = redirect_without_slash(&uri.parse().unwrap());
+            assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+            assert_eq!(resp.headers()[LOCATION], location, "{uri}");
+        }
     }
 }
