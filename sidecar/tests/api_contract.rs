@@ -342,7 +342,7 @@ async fn the_typed_client_round_trips() {
     assert_eq!(all.len(), 1);
     let absent = parse_cid("bafkqaaa").unwrap();
     assert!(matches!(client.allocation(&absent).await, Err(sidecar::Error::NotFound(_))));
-    let files = vec![AddFile { name: "a.txt".into(), data: "abc".into() }];
+    let files = vec![AddFile::bytes("a.txt", "abc")];
     let added: Vec<_> = client.add(files, &[]).await.unwrap().try_collect().await.unwrap();
     assert!(!added.is_empty());
 }
