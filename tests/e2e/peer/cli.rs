@@ -23,10 +23,14 @@ impl Run {
 }
 
 fn ctl_command(peer: &TestPeer, args: &[&str]) -> tokio::process::Command {
+    ctl_command_at(&peer.process.api_multiaddr().to_string(), args)
+}
+
+fn ctl_command_at(host: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(workspace_binary("cluster-ctl").unwrap());
     command
         .arg("--host")
-        .arg(peer.process.api_multiaddr())
+        .arg(host)
         .args(args)
         .env_remove("CLUSTER_HOST")
         .env_remove("CLUSTER_CREDENTIALS")
@@ -38,7 +42,11 @@ fn ctl_command(peer: &TestPeer, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn ctl(peer: &TestPeer, args: &[&str]) -> Run {
-    let output = tokio::time::timeout(WAIT, ctl_command(peer, args).output())
+    ctl_at(&peer.process.api_multiaddr().to_string(), args).await
+}
+
+async fn ctl_at(host: &str, args: &[&str]) -> Run {
+    let output = tokio::time::timeout(WAIT, ctl_command_at(host, args).output())
         .await
         .unwrap_or_else(|_| panic!("cluster-ctl {args:?} still running after {WAIT:?}"))
         .expect("running cluster-ctl");
@@ -166,7 +174,7 @@ async fn cli_reports_bad_input_and_bad_credentials() {
 
     // Nobody listening: the error object with code 0, exit 1.
     let nobody = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let down = ctl(&peer, &["--host", &nobody, "id"]).await;
+    let down = ctl_at(&nobody, &["id"]).await;
     assert_eq!(down.code, Some(1), "{}{}", down.stdout, down.stderr);
     assert!(down.stdout.starts_with("An error occurred:\n  Code: 0\n"), "{}", down.stdout);
 
@@ -213,6 +221,15 @@ async fn cli_adds_files_updates_pins_and_collects_garbage() {
     let updated = &json_values(&updated.stdout)[0];
     assert!(same_cid(updated["cid"].as_str().unwrap(), &next) && updated["name"] == "v2", "{updated}");
     wait_daemon_pin(daemon, &next, true).await;
+
+    // --format car: the archive's root.
+    let exported = daemon.add_bytes(&unique_bytes("a CAR through the CLI")).await.unwrap();
+    let car = dir.path().join("export.car");
+    std::fs::write(&car, crate::car::dag_export(daemon, &exported).await).unwrap();
+    let car_arg = car.to_string_lossy().into_owned();
+    let imported = ctl(&peer, &["add", "--format", "car", "-Q", &car_arg]).await.ok("add --format car");
+    assert!(same_cid(imported.stdout.trim(), &exported), "{}", imported.stdout);
+    wait_daemon_pin(daemon, &exported, true).await;
 
     let gc = ctl(&peer, &["--enc", "json", "ipfs", "gc", "--local"]).await.ok("ipfs gc");
     assert!(json_values(&gc.stdout)[0]["peer_map"].is_object(), "{}", gc.stdout);
