@@ -411,3 +411,18 @@ async fn add_car_rejects_what_it_cannot_import() {
     truncated.truncate(car.len() - 2);
     post_car(s.addr, "format=car", &truncated).await.assert_error(400, "malformed CAR");
 }
+
+#[tokio::test]
+async fn bandwidth_is_an_object_of_protocols() {
+    let s = server(RestApiConfig::default()).await;
+    let r = get(s.addr, "/health/bandwidth").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let by_protocol = r.json();
+    let by_protocol = by_protocol.as_object().unwrap_or_else(|| panic!("an object: {r:?}"));
+    for stats in by_protocol.values() {
+        assert_eq!(keys(stats), set(&["total_in", "total_out", "rate_in", "rate_out"]));
+    }
+    let client = Client::new(&format!("http://{}", s.addr)).unwrap();
+    assert_eq!(client.bandwidth().await.unwrap().len(), by_protocol.len());
+}

@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
+use crate::p2p::bandwidth::BandwidthByProtocol;
+
 use crate::types::{
     AddedOutput, Alert, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinMode, PinType,
 };
@@ -164,6 +166,21 @@ pub fn added(obj: &AddedOutput, quiet: bool) -> String {
     } else {
         format!("added {cid} {}\n", obj.name)
     }
+}
+
+/// `health bandwidth`: one line per protocol, sorted.
+pub fn bandwidth(obj: &BandwidthByProtocol) -> String {
+    obj.iter()
+        .map(|(protocol, bw)| {
+            format!(
+                "{protocol:>25}: In: {:>7}. Out: {:>7}. RateIn: {:.2}B/s. RateOut: {:.2}B/s\n",
+                bytes(bw.total_in),
+                bytes(bw.total_out),
+                bw.rate_in,
+                bw.rate_out
+            )
+        })
+        .collect()
 }
 
 /// `ipfs gc`: per peer (by name when it has one, sorted by ID), the keys it removed.
@@ -377,6 +394,16 @@ mod tests {
         assert_eq!(
             repo_gc(&gc),
             format!("cluster-0      \n  > CIDs:\n    - {CID}\n    - ERROR: busy\n{PEER_B} | ERROR: down\n  > CIDs:\n")
+        );
+    }
+
+    #[test]
+    fn bandwidth_lines() {
+        let bw = crate::p2p::bandwidth::Bandwidth { total_in: 1500, total_out: 5, rate_in: 12.345, rate_out: 0.0 };
+        let by_protocol = BandwidthByProtocol::from([("/cluster-sidecar/rpc/1.0.0".to_string(), bw)]);
+        assert_eq!(
+            bandwidth(&by_protocol),
+            "/cluster-sidecar/rpc/1.0.0: In:  1.5 kB. Out:     5 B. RateIn: 12.35B/s. RateOut: 0.00B/s\n"
         );
     }
 

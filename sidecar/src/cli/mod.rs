@@ -246,6 +246,8 @@ pub enum HealthCommand {
     Metrics { name: Option<String> },
     /// Alerts raised by expired metrics.
     Alerts,
+    /// Bytes sent and received by the peer's libp2p protocols.
+    Bandwidth,
 }
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -536,6 +538,7 @@ pub async fn run(cli: Cli) -> std::result::Result<(), Failure> {
             let now = chrono::Utc::now();
             out.one(&client.alerts().await?, |alerts| alerts.iter().map(|a| format::alert(a, now)).collect())
         }
+        Command::Health(HealthCommand::Bandwidth) => out.one(&client.bandwidth().await?, format::bandwidth),
         Command::Add(args) => add(&client, &out, &args).await,
         Command::Ipfs(IpfsCommand::Gc { local: only_here }) => {
             out.one(&client.ipfs_gc(only_here).await?, format::repo_gc)

@@ -31,6 +31,7 @@ use multiaddr::{Multiaddr, Protocol};
 use serde::de::DeserializeOwned;
 
 use crate::ndjson::{NdjsonReader, Source};
+use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::types::{
     AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin,
     PinOptions, PinType, Readiness, Token, Version,
@@ -286,6 +287,11 @@ impl Client {
 
     pub async fn alerts(&self) -> Result<Vec<Alert>> {
         self.json(Method::GET, "/health/alerts", &[]).await
+    }
+
+    /// `GET /health/bandwidth`.
+    pub async fn bandwidth(&self) -> Result<BandwidthByProtocol> {
+        self.json(Method::GET, "/health/bandwidth", &[]).await
     }
 
     pub async fn health_graph(&self) -> Result<ConnectGraph> {

@@ -132,6 +132,9 @@ async fn cli_drives_a_running_peer() {
     }
     ctl(&peer, &["health", "metrics"]).await.ok("health metrics");
     ctl(&peer, &["health", "alerts"]).await.ok("health alerts");
+    let bandwidth = ctl(&peer, &["--enc", "json", "health", "bandwidth"]).await.ok("health bandwidth");
+    assert!(json_values(&bandwidth.stdout)[0].is_object(), "{}", bandwidth.stdout);
+    ctl(&peer, &["health", "bandwidth"]).await.ok("health bandwidth");
     let alerts = ctl(&peer, &["--enc", "json", "health", "alerts"]).await.ok("health alerts");
     assert!(json_values(&alerts.stdout)[0].is_array(), "{}", alerts.stdout);
 
