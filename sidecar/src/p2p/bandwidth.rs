@@ -56,9 +56,13 @@ impl BandwidthMeter {
 
     fn add(&self, protocol: &str, bytes_in: u64, bytes_out: u64) {
         let mut meter = self.lock();
-        let totals = meter.totals.entry(protocol.to_string()).or_default();
-        totals.0 += bytes_in;
-        totals.1 += bytes_out;
+        // Every RPC message passes here: allocate the protocol's name only the first time.
+        match meter.totals.get_mut(protocol) {
+            Some(totals) => *totals = (totals.0 + bytes_in, totals.1 + bytes_out),
+            None => {
+                meter.totals.insert(protocol.to_string(), (bytes_in, bytes_out));
+            }
+        }
     }
 
     /// The totals so far and the rates since the previous reading.
