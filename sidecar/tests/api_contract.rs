@@ -126,8 +126,8 @@ async fn malformed_add_requests_are_400() {
         body.len()
     );
     raw(s.addr, &head, body).await.assert_error(400, "");
-    let head = "POST /add?format=car HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 0";
-    raw(s.addr, head, b"").await.assert_error(400, "format car is not supported");
+    let head = "POST /add?format=zip HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 0";
+    raw(s.addr, head, b"").await.assert_error(400, "unknown add format: zip");
 }
 
 #[tokio::test]
@@ -342,7 +342,87 @@ async fn the_typed_client_round_trips() {
     assert_eq!(all.len(), 1);
     let absent = parse_cid("bafkqaaa").unwrap();
     assert!(matches!(client.allocation(&absent).await, Err(sidecar::Error::NotFound(_))));
-    let files = vec![AddFile { name: "a.txt".into(), data: "abc".into() }];
+    let files = vec![AddFile::bytes("a.txt", "abc")];
     let added: Vec<_> = client.add(files, &[]).await.unwrap().try_collect().await.unwrap();
     assert!(!added.is_empty());
+}
+
+/// A CAR v1 of raw blocks, the first of `roots` holding `data`.
+async fn car_of(data: &[u8], roots: usize) -> (sidecar::types::Cid, Vec<u8>) {
+    let cid = sidecar::ipfs::fake::raw_block_cid(data);
+    let header = iroh_car::CarHeader::new_v1(vec![cid; roots]);
+    let mut writer = iroh_car::CarWriter::new(header, Vec::new());
+    writer.write(cid, data).await.unwrap();
+    (cid, writer.finish().await.unwrap())
+}
+
+async fn post_car(addr: std::net::SocketAddr, query: &str, car: &[u8]) -> Raw {
+    let mut body = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.car\"\r\n\r\n".to_vec();
+    body.extend_from_slice(car);
+    body.extend_from_slice(b"\r\n--B--\r\n");
+    let head = format!(
+        "POST /add?{query} HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: {}",
+        body.len()
+    );
+    raw(addr, &head, &body).await
+}
+
+#[tokio::test]
+async fn add_car_imports_the_blocks_and_pins_the_root() {
+    let s = server(RestApiConfig::default()).await;
+    let (root, car) = car_of(b"content of a CAR", 1).await;
+    let r = post_car(s.addr, "format=car&name=imported&replication=-1", &car).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.trailer("x-stream-error"), Some(""));
+    let out = r.lines();
+    assert_eq!(out.len(), 1, "one output for a CAR, as the reference");
+    assert_eq!(keys(&out[0]), set(&["name", "cid", "bytes", "size", "allocations"]));
+    assert_eq!(out[0]["cid"], root.to_string().as_str());
+    assert_eq!(
+        (out[0]["name"].as_str(), out[0]["bytes"].as_u64(), out[0]["size"].as_u64()),
+        (Some("data.car"), Some(16), Some(0))
+    );
+    let pin = get(s.addr, &format!("/allocations/{root}")).await;
+    assert_eq!(pin.status, 200, "the root is pinned: {pin:?}");
+    assert_eq!(
+        (pin.json()["name"].as_str(), pin.json()["replication_factor_min"].as_i64()),
+        (Some("imported"), Some(-1))
+    );
+
+    let r = post_car(s.addr, "format=car&stream-channels=false", &car).await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(1), "{r:?}");
+}
+
+#[tokio::test]
+async fn add_car_rejects_what_it_cannot_import() {
+    let s = server(RestApiConfig::default()).await;
+    let (_, two_roots) = car_of(b"two roots", 2).await;
+    post_car(s.addr, "format=car", &two_roots)
+        .await
+        .assert_error(400, "only CAR files with a single root are supported");
+    let (_, no_root) = car_of(b"no root", 0).await;
+    post_car(s.addr, "format=car", &no_root).await.assert_error(400, "");
+    post_car(s.addr, "format=car", b"not a CAR").await.assert_error(400, "");
+    let (_, car) = car_of(b"wrapped", 1).await;
+    post_car(s.addr, "format=car&wrap-with-directory=true", &car)
+        .await
+        .assert_error(400, "cannot wrap a CAR file upload");
+    let mut truncated = car.clone();
+    truncated.truncate(car.len() - 2);
+    post_car(s.addr, "format=car", &truncated).await.assert_error(400, "malformed CAR");
+}
+
+#[tokio::test]
+async fn bandwidth_is_an_object_of_protocols() {
+    let s = server(RestApiConfig::default()).await;
+    let r = get(s.addr, "/health/bandwidth").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let by_protocol = r.json();
+    let by_protocol = by_protocol.as_object().unwrap_or_else(|| panic!("an object: {r:?}"));
+    for stats in by_protocol.values() {
+        assert_eq!(keys(stats), set(&["total_in", "total_out", "rate_in", "rate_out"]));
+    }
+    let client = Client::new(&format!("http://{}", s.addr)).unwrap();
+    assert_eq!(client.bandwidth().await.unwrap().len(), by_protocol.len());
 }

@@ -3,7 +3,8 @@
 //! Clients send multipart in many shapes (chunked without Content-Length, quoted boundaries,
 //! `Content-Disposition: file; filename=...` without a `name`). The body is parsed with multer as
 //! it streams in and re-encoded in the one shape Kubo expects (`form-data; name="file"`), part by
-//! part, without buffering files.
+//! part, without buffering files. With `format=car` the first part is a CAR, imported through the
+//! daemon's `dag/import` instead.
 
 use bytes::{Buf, Bytes};
 use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
@@ -35,9 +36,17 @@ const DAEMON_PARAMS: [&str; 11] = [
     "inline-limit",
 ];
 
+/// What the upload holds: files to import as UnixFS, or one CAR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AddFormat {
+    Unixfs,
+    Car,
+}
+
 /// The query of `POST /add`, split into what the cluster acts on and what the daemon gets.
 #[derive(Debug)]
 pub(crate) struct AddParams {
+    pub format: AddFormat,
     pub options: AddOptions,
     /// `stream-channels=false`: answer with one JSON array instead of NDJSON.
     pub stream_channels: bool,
@@ -46,11 +55,14 @@ pub(crate) struct AddParams {
 
 impl AddParams {
     pub(crate) fn from_query(query: &Query) -> Result<Self> {
-        match query.get("format").unwrap_or("") {
-            "" | "unixfs" => {}
-            "car" => return Err(Error::BadRequest("format car is not supported by this peer".into())),
+        let format = match query.get("format").unwrap_or("") {
+            "" | "unixfs" => AddFormat::Unixfs,
+            "car" if query.bool_param("wrap-with-directory", false)? => {
+                return Err(Error::BadRequest("cannot wrap a CAR file upload".into()))
+            }
+            "car" => AddFormat::Car,
             other => return Err(Error::BadRequest(format!("unknown add format: {other}"))),
-        }
+        };
         let options = AddOptions {
             pin: PinOptions::from_query(query.pairs())?,
             no_pin: query.bool_param("no-pin", false)?,
@@ -64,7 +76,7 @@ impl AddParams {
         if query.get("layout") == Some("trickle") {
             daemon.push(("trickle".into(), "true".into()));
         }
-        Ok(AddParams { options, stream_channels: query.bool_param("stream-channels", true)?, daemon })
+        Ok(AddParams { format, options, stream_channels: query.bool_param("stream-channels", true)?, daemon })
     }
 }
 
@@ -93,13 +105,25 @@ where
         Ok(None) => return error_response(StatusCode::BAD_REQUEST, "no files in the multipart request"),
         Err(err) => return multipart_error(&err),
     };
-    let ours = new_boundary();
-    let request = AddRequest {
-        content_type: format!("multipart/form-data; boundary={ours}"),
-        body: reencode(first, multipart, ours),
-        params: params.daemon,
+    let outputs = match params.format {
+        AddFormat::Unixfs => {
+            let ours = new_boundary();
+            let request = AddRequest {
+                content_type: format!("multipart/form-data; boundary={ours}"),
+                body: reencode(first, multipart, ours),
+                params: params.daemon,
+            };
+            ctx.cluster.add(request, params.options).await
+        }
+        // Only the first part counts, as in the reference.
+        AddFormat::Car => {
+            let name = first.file_name().or(first.name()).unwrap_or_default().to_string();
+            let archive = first.map_err(std::io::Error::other).boxed();
+            let added = ctx.cluster.add_car(name, archive, params.options).await;
+            added.map(|output| stream::once(async { Ok(output) }).boxed())
+        }
     };
-    let outputs = match ctx.cluster.add(request, params.options).await {
+    let outputs = match outputs {
         Ok(outputs) => outputs,
         Err(err) => return error_from(&err),
     };
@@ -252,7 +276,9 @@ mod tests {
         assert_eq!((p.options.pin.name.as_str(), p.options.pin.replication_factor_min), ("site", 2));
         let keys: Vec<&str> = p.daemon.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, vec!["cid-version", "raw-leaves", "trickle"]);
-        assert!(AddParams::from_query(&Query::parse("format=car")).is_err());
+        assert_eq!(AddParams::from_query(&Query::parse("format=car")).unwrap().format, AddFormat::Car);
+        assert!(AddParams::from_query(&Query::parse("format=car&wrap-with-directory=true")).is_err());
+        assert!(AddParams::from_query(&Query::parse("format=zip")).is_err());
         assert!(AddParams::from_query(&Query::parse("no-pin=maybe")).is_err());
         assert!(AddParams::from_query(&Query::parse("replication-min=x")).is_err());
     }

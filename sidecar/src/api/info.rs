@@ -35,6 +35,10 @@ pub(crate) async fn graph(ctx: Ctx) -> Response {
     json_response(StatusCode::OK, &ctx.cluster.health_graph().await)
 }
 
+pub(crate) async fn bandwidth(ctx: Ctx) -> Response {
+    json_response(StatusCode::OK, &ctx.cluster.bandwidth_by_protocol())
+}
+
 pub(crate) async fn alerts(ctx: Ctx) -> Response {
     json_response(StatusCode::OK, &ctx.cluster.alerts())
 }

@@ -4,7 +4,11 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::types::{Alert, ConnectGraph, ConsensusStatus, GlobalPinInfo, Id, Metric, Pin, PinMode, PinType};
+use crate::p2p::bandwidth::BandwidthByProtocol;
+
+use crate::types::{
+    AddedOutput, Alert, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinMode, PinType,
+};
 
 /// `peers consensus`: this peer's role and the leader, then one line per member.
 pub fn consensus(status: &ConsensusStatus) -> String {
@@ -154,6 +158,53 @@ fn unix_nanos(nanos: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(nanos)
 }
 
+/// `add`: `added <cid> <name>`, or only the CID when quiet.
+pub fn added(obj: &AddedOutput, quiet: bool) -> String {
+    let cid = obj.cid.map(|c| c.to_string()).unwrap_or_default();
+    if quiet {
+        format!("{cid}\n")
+    } else {
+        format!("added {cid} {}\n", obj.name)
+    }
+}
+
+/// `health bandwidth`: one line per protocol, sorted.
+pub fn bandwidth(obj: &BandwidthByProtocol) -> String {
+    obj.iter()
+        .map(|(protocol, bw)| {
+            format!(
+                "{protocol:>25}: In: {:>7}. Out: {:>7}. RateIn: {:.2}B/s. RateOut: {:.2}B/s\n",
+                bytes(bw.total_in),
+                bytes(bw.total_out),
+                bw.rate_in,
+                bw.rate_out
+            )
+        })
+        .collect()
+}
+
+/// `ipfs gc`: per peer (by name when it has one, sorted by ID), the keys it removed.
+pub fn repo_gc(obj: &GlobalRepoGc) -> String {
+    let mut out = String::new();
+    for (peer, gc) in &obj.peer_map {
+        let who = if gc.peername.is_empty() { peer.as_str() } else { gc.peername.as_str() };
+        if gc.error.is_empty() {
+            let _ = writeln!(out, "{who:<15}");
+        } else {
+            let _ = writeln!(out, "{who:<15} | ERROR: {}", gc.error);
+        }
+        out.push_str("  > CIDs:\n");
+        for key in &gc.keys {
+            if !key.error.is_empty() {
+                let _ = writeln!(out, "    - ERROR: {}", key.error);
+            } else if let Some(cid) = &key.key {
+                let _ = writeln!(out, "    - {cid}");
+            }
+        }
+    }
+    out
+}
+
 /// Bytes in SI units, as go-humanize writes them (`1.1 GB`, `25 GB`, `512 B`).
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -194,7 +245,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::types::{parse_cid, IpfsId, PinInfoShort, TrackerStatus};
+    use crate::types::{parse_cid, IpfsId, PinInfoShort, RepoGc, RepoGcKey, TrackerStatus};
 
     const CID: &str = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
     const PEER_A: &str = "12D3KooWD3bfmNbuuuVCYwkjnFt3ukm3qaB3hDED3peHHXawvRAi";
@@ -306,6 +357,53 @@ mod tests {
         assert_eq!(
             alert(&a, now),
             format!("{PEER_A}: ping. Expired at: 30 seconds from now. Triggered at: 3 minutes ago\n")
+        );
+    }
+
+    #[test]
+    fn added_and_gc_lines() {
+        let out = AddedOutput {
+            name: "a.txt".into(),
+            cid: Some(parse_cid(CID).unwrap()),
+            bytes: 3,
+            size: 11,
+            allocations: None,
+        };
+        assert_eq!(added(&out, false), format!("added {CID} a.txt\n"));
+        assert_eq!(added(&out, true), format!("{CID}\n"));
+        let gc = GlobalRepoGc {
+            peer_map: BTreeMap::from([
+                (
+                    PEER_A.to_string(),
+                    RepoGc {
+                        peer: PEER_A.into(),
+                        peername: "cluster-0".into(),
+                        keys: vec![
+                            RepoGcKey { key: Some(parse_cid(CID).unwrap()), error: String::new() },
+                            RepoGcKey { key: None, error: "busy".into() },
+                        ],
+                        error: String::new(),
+                    },
+                ),
+                (
+                    PEER_B.to_string(),
+                    RepoGc { peer: PEER_B.into(), peername: String::new(), keys: vec![], error: "down".into() },
+                ),
+            ]),
+        };
+        assert_eq!(
+            repo_gc(&gc),
+            format!("cluster-0      \n  > CIDs:\n    - {CID}\n    - ERROR: busy\n{PEER_B} | ERROR: down\n  > CIDs:\n")
+        );
+    }
+
+    #[test]
+    fn bandwidth_lines() {
+        let bw = crate::p2p::bandwidth::Bandwidth { total_in: 1500, total_out: 5, rate_in: 12.345, rate_out: 0.0 };
+        let by_protocol = BandwidthByProtocol::from([("/cluster-sidecar/rpc/1.0.0".to_string(), bw)]);
+        assert_eq!(
+            bandwidth(&by_protocol),
+            "/cluster-sidecar/rpc/1.0.0: In:  1.5 kB. Out:     5 B. RateIn: 12.35B/s. RateOut: 0.00B/s\n"
         );
     }
 

@@ -11,12 +11,14 @@
 //! # Ok(()) }
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::future;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, TE};
 use http::{Method, Request, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -29,6 +31,7 @@ use multiaddr::{Multiaddr, Protocol};
 use serde::de::DeserializeOwned;
 
 use crate::ndjson::{NdjsonReader, Source};
+use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::types::{
     AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin,
     PinOptions, PinType, Readiness, Token, Version,
@@ -53,11 +56,53 @@ pub fn multiaddr_host_port(addr: &Multiaddr) -> Result<(String, u16)> {
     }
 }
 
-/// One file of [`Client::add`].
+/// One part of [`Client::add`]. `name` is the path inside the upload (`dir/a.txt`): a directory's
+/// entries follow the directory itself.
 #[derive(Clone, Debug)]
 pub struct AddFile {
     pub name: String,
-    pub data: Bytes,
+    pub content: AddContent,
+}
+
+#[derive(Clone, Debug)]
+pub enum AddContent {
+    Bytes(Bytes),
+    /// A file on disk, streamed as the upload goes.
+    Path(PathBuf),
+    Directory,
+}
+
+impl AddFile {
+    pub fn bytes(name: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        AddFile { name: name.into(), content: AddContent::Bytes(data.into()) }
+    }
+
+    /// The multipart head of this part. The name is percent-encoded (`dir%2Fa.txt`) as Go's and
+    /// JS's IPFS clients send it, with `%20` for spaces, which both daemons decode.
+    fn part_head(&self, boundary: &str) -> Bytes {
+        let name = form_urlencoded::byte_serialize(self.name.as_bytes()).collect::<String>().replace('+', "%20");
+        let content_type = match self.content {
+            AddContent::Directory => "application/x-directory",
+            AddContent::Bytes(_) | AddContent::Path(_) => "application/octet-stream",
+        };
+        Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {content_type}\r\n\r\n"
+        ))
+    }
+
+    /// The part: its head, its content, the line end before the next boundary.
+    fn into_part(self, boundary: &str) -> BoxStream<'static, std::io::Result<Bytes>> {
+        let head = stream::once(future::ready(Ok(self.part_head(boundary))));
+        let content = match self.content {
+            AddContent::Bytes(data) => stream::once(future::ready(Ok(data))).boxed(),
+            AddContent::Directory => stream::empty().boxed(),
+            AddContent::Path(path) => stream::once(tokio::fs::File::open(path))
+                .map_ok(tokio_util::io::ReaderStream::new)
+                .try_flatten()
+                .boxed(),
+        };
+        head.chain(content).chain(stream::once(future::ready(Ok(Bytes::from_static(b"\r\n"))))).boxed()
+    }
 }
 
 #[derive(Clone)]
@@ -211,26 +256,22 @@ impl Client {
         self.stream(Method::POST, "/pins/recover", &local_query(local), empty()).await
     }
 
-    /// `POST /add` of in-memory files; `query` carries pin options and add parameters.
+    /// `POST /add` of `files` (read from disk as they are sent); `query` carries pin options and
+    /// add parameters.
     pub async fn add(
         &self,
         files: Vec<AddFile>,
         query: &[(String, String)],
     ) -> Result<BoxStream<'static, Result<crate::types::AddedOutput>>> {
-        let boundary = "sidecar-client-boundary-7d1c2f";
-        let mut parts: Vec<Bytes> = Vec::new();
-        for file in files {
-            let name = file.name.replace('"', "%22");
-            parts.push(Bytes::from(format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )));
-            parts.push(file.data);
-            parts.push(Bytes::from_static(b"\r\n"));
-        }
-        parts.push(Bytes::from(format!("--{boundary}--\r\n")));
-        let frames = stream::iter(parts.into_iter().map(|b| Ok::<_, BoxError>(Frame::data(b))));
+        const BOUNDARY: &str = "sidecar-client-boundary-7d1c2f";
+        let closing = stream::once(future::ready(Ok(Bytes::from(format!("--{BOUNDARY}--\r\n")))));
+        let frames = stream::iter(files)
+            .flat_map(|file| file.into_part(BOUNDARY))
+            .chain(closing)
+            .map_ok(Frame::data)
+            .map_err(BoxError::from);
         let body = StreamBody::new(frames).boxed_unsync();
-        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
         let request = self.request(Method::POST, "/add", query, body, Some(&content_type))?;
         let resp = self.send(request).await?;
         stream_of(resp).await
@@ -246,6 +287,11 @@ impl Client {
 
     pub async fn alerts(&self) -> Result<Vec<Alert>> {
         self.json(Method::GET, "/health/alerts", &[]).await
+    }
+
+    /// `GET /health/bandwidth`.
+    pub async fn bandwidth(&self) -> Result<BandwidthByProtocol> {
+        self.json(Method::GET, "/health/bandwidth", &[]).await
     }
 
     pub async fn health_graph(&self) -> Result<ConnectGraph> {

@@ -4,6 +4,7 @@ use chrono::Utc;
 use multiaddr::{Multiaddr, Protocol};
 
 use super::Cluster;
+use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::protocol::{PeerLinks, RpcRequest, RpcResponse};
 use crate::types::{
     Alert, ConnectGraph, GlobalRepoGc, Id, Metric, Readiness, RepoGc, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION,
@@ -53,6 +54,11 @@ impl Cluster {
     /// `GET /monitor/metrics/{name}`: the latest valid metric of each peer.
     pub fn metrics(&self, name: &str) -> Vec<Metric> {
         self.inner.monitor.latest(name, Utc::now())
+    }
+
+    /// `GET /health/bandwidth`: what this peer's RPC streams carried, per libp2p protocol.
+    pub fn bandwidth_by_protocol(&self) -> BandwidthByProtocol {
+        self.inner.config.p2p.bandwidth.by_protocol()
     }
 
     /// `GET /health/alerts`: newest first.

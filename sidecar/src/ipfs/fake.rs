@@ -16,7 +16,7 @@
 //! [`FakeIpfs::remove_pin_behind_back`] / [`FakeIpfs::add_pin_behind_back`] for changes the cluster
 //! did not make; [`FakeIpfs::disconnect_all`] for a daemon that restarted and lost its connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use multiaddr::{Multiaddr, Protocol};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::car::ByteStream;
 use super::{AddRequest, AddedEntry, GcKey, IpfsConnector, RepoStat};
 use crate::types::{Cid, CidKey, IpfsId, PinMode};
 use crate::{Error, Result};
@@ -65,6 +66,8 @@ struct FakeState {
     pin_log: Option<Vec<Cid>>,
     /// The daemons connected by `swarm_connect`, in connection order, each with the address used.
     connected: Vec<(PeerId, Multiaddr)>,
+    /// The blocks `dag_import` took in.
+    imported: HashSet<CidKey>,
 }
 
 impl Default for FakeIpfs {
@@ -179,6 +182,11 @@ impl FakeIpfs {
     /// The pin calls recorded since [`record_pin_calls`](Self::record_pin_calls).
     pub fn recorded_pin_calls(&self) -> Vec<Cid> {
         self.lock().pin_log.clone().unwrap_or_default()
+    }
+
+    /// Whether `dag_import` took in the block `cid`.
+    pub fn has_block(&self, cid: &Cid) -> bool {
+        self.lock().imported.contains(&CidKey::of(cid))
     }
 
     /// Pin calls made, including failed ones.
@@ -380,6 +388,25 @@ impl IpfsConnector for FakeIpfs {
         self.check_reachable()?;
         Ok(Vec::new())
     }
+
+    /// Reads the whole archive as the daemon does: its header, then each block, whose sha2-256
+    /// hash must match its CID; nothing is kept when any of it is wrong.
+    async fn dag_import(&self, archive: ByteStream) -> Result<()> {
+        self.check_reachable()?;
+        let failed = |e: String| Error::Ipfs(format!("Failed to import DAG: {e}"));
+        let reader = tokio_util::io::StreamReader::new(archive);
+        let mut reader = iroh_car::CarReader::new(reader).await.map_err(|e| failed(e.to_string()))?;
+        let mut blocks = Vec::new();
+        while let Some((cid, data)) = reader.next_block().await.map_err(|e| failed(e.to_string()))? {
+            let hash = cid.hash();
+            if hash.code() == SHA2_256 && hash.digest() != &Sha256::digest(&data)[..] {
+                return Err(failed(format!("block {cid} does not match its hash")));
+            }
+            blocks.push(CidKey::of(&cid));
+        }
+        self.lock().imported.extend(blocks);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +414,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::ipfs::car::tests::{car, chunks};
 
     fn cid(n: u32) -> Cid {
         raw_block_cid(&n.to_be_bytes())
@@ -518,5 +546,20 @@ mod tests {
         // sha2-256 of "hello" as a raw CIDv1 (what `ipfs block put --format=raw` gives).
         assert_eq!(entry.cid.to_string(), "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq");
         assert_eq!(ipfs.pin_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn dag_import_checks_every_block_against_its_cid() {
+        let ipfs = FakeIpfs::new();
+        let (a, b) = (b"block a".to_vec(), b"block b".to_vec());
+        let (cid_a, cid_b) = (raw_block_cid(&a), raw_block_cid(&b));
+        ipfs.dag_import(chunks(car(vec![cid_a], &[(cid_a, a.clone()), (cid_b, b)]).await, 7)).await.unwrap();
+        assert!(ipfs.has_block(&cid_a) && ipfs.has_block(&cid_b));
+        assert_eq!(ipfs.pin_status(&cid_a).await.unwrap(), None, "roots are not pinned");
+
+        let forged = raw_block_cid(b"something else");
+        let err = ipfs.dag_import(chunks(car(vec![forged], &[(forged, a)]).await, 7)).await.unwrap_err();
+        assert!(err.to_string().contains("does not match its hash"), "{err}");
+        assert!(!ipfs.has_block(&forged));
     }
 }

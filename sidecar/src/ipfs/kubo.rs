@@ -14,6 +14,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -27,6 +29,7 @@ use self::responses::{
     SwarmConnectResponse, SwarmPeersResponse,
 };
 use self::rpc::Rpc;
+use super::car::ByteStream;
 use super::{AddRequest, AddedEntry, GcKey, IpfsConnector, RepoStat};
 use crate::ndjson::{decode_line, read_to_end, NdjsonReader, IPFS_DAEMON};
 use crate::types::{format_go_duration, Cid, CidKey, IpfsId, PinMode};
@@ -352,6 +355,29 @@ impl IpfsConnector for KuboClient {
             }
         });
         Ok(entries.boxed())
+    }
+
+    async fn dag_import(&self, archive: ByteStream) -> Result<()> {
+        const BOUNDARY: &str = "sidecar-car-upload";
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload.car\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{BOUNDARY}--\r\n");
+        let body = stream::once(future::ready(Ok(Bytes::from(head))))
+            .chain(archive)
+            .chain(stream::once(future::ready(Ok(Bytes::from(tail)))));
+        let upload = StreamBody::new(body.map_ok(Frame::data)).boxed_unsync();
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        // The cluster decides what is pinned (and where): the daemon only imports.
+        let import = async {
+            let query = [("pin-roots", "false")];
+            let response = self.rpc.call_with_body("dag/import", &query, Some(&content_type), upload).await?;
+            // Nothing to read with pin-roots=false, but a failure comes in the trailer.
+            let mut lines = NdjsonReader::new(response.into_body(), IPFS_DAEMON);
+            while lines.next::<serde_json::Value>().await?.is_some() {}
+            Ok(())
+        };
+        within(self.config.pin_deadline, "dag/import", import).await
     }
 
     async fn repo_gc(&self) -> Result<Vec<GcKey>> {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{Cid, CidKey, IpfsId, PinMode};
 use crate::Result;
 
+pub mod car;
 pub mod fake;
 pub mod kubo;
 
@@ -84,4 +85,6 @@ pub trait IpfsConnector: Send + Sync + 'static {
     async fn add(&self, request: AddRequest) -> Result<BoxStream<'static, Result<AddedEntry>>>;
     /// Runs garbage collection and reports what was removed.
     async fn repo_gc(&self) -> Result<Vec<GcKey>>;
+    /// Imports the blocks of a CAR without pinning its roots (the cluster pins).
+    async fn dag_import(&self, archive: car::ByteStream) -> Result<()>;
 }

@@ -6,6 +6,7 @@ use libp2p::request_response::ProtocolSupport;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, ping, request_response};
 
+use super::bandwidth::Counting;
 use super::{P2pConfig, Protocol};
 
 /// Announced by identify; peers of other software show up with another version in logs.
@@ -15,7 +16,7 @@ const IDENTIFY_PROTOCOL_VERSION: &str = "/cluster-sidecar/1.0.0";
 pub(crate) struct Behaviour<P: Protocol> {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub rpc: request_response::cbor::Behaviour<P::Request, P::Response>,
+    pub rpc: request_response::Behaviour<Counting<Codec<P::Request, P::Response>>>,
 }
 
 impl<P: Protocol> Behaviour<P> {
@@ -27,6 +28,7 @@ impl<P: Protocol> Behaviour<P> {
         let codec = Codec::default()
             .set_request_size_maximum(config.max_request_size)
             .set_response_size_maximum(config.max_response_size);
+        let codec = Counting { codec, meter: config.bandwidth.clone() };
         let rpc = request_response::Behaviour::with_codec(
             codec,
             [(P::name(), ProtocolSupport::Full)],

@@ -4,6 +4,7 @@
 //!
 //! [`P2p`] is a cheap handle; one task owns the swarm and serves the handles' commands.
 
+pub mod bandwidth;
 mod behaviour;
 mod event_loop;
 mod faults;
@@ -50,6 +51,8 @@ pub struct P2pConfig {
     pub max_response_size: u64,
     /// Emulated network faults (tests and benchmarks); `None` in production.
     pub faults: Option<NetFaults>,
+    /// Counts the bytes of the RPC streams, per protocol (`GET /health/bandwidth`).
+    pub bandwidth: bandwidth::BandwidthMeter,
 }
 
 impl P2pConfig {
@@ -64,6 +67,7 @@ impl P2pConfig {
             max_request_size: 16 * 1024 * 1024,
             max_response_size: 64 * 1024 * 1024,
             faults: None,
+            bandwidth: bandwidth::BandwidthMeter::default(),
         }
     }
 }

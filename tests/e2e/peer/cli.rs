@@ -23,10 +23,14 @@ impl Run {
 }
 
 fn ctl_command(peer: &TestPeer, args: &[&str]) -> tokio::process::Command {
+    ctl_command_at(&peer.process.api_multiaddr().to_string(), args)
+}
+
+fn ctl_command_at(host: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(workspace_binary("cluster-ctl").unwrap());
     command
         .arg("--host")
-        .arg(peer.process.api_multiaddr())
+        .arg(host)
         .args(args)
         .env_remove("CLUSTER_HOST")
         .env_remove("CLUSTER_CREDENTIALS")
@@ -38,7 +42,11 @@ fn ctl_command(peer: &TestPeer, args: &[&str]) -> tokio::process::Command {
 }
 
 async fn ctl(peer: &TestPeer, args: &[&str]) -> Run {
-    let output = tokio::time::timeout(WAIT, ctl_command(peer, args).output())
+    ctl_at(&peer.process.api_multiaddr().to_string(), args).await
+}
+
+async fn ctl_at(host: &str, args: &[&str]) -> Run {
+    let output = tokio::time::timeout(WAIT, ctl_command_at(host, args).output())
         .await
         .unwrap_or_else(|_| panic!("cluster-ctl {args:?} still running after {WAIT:?}"))
         .expect("running cluster-ctl");
@@ -124,15 +132,25 @@ async fn cli_drives_a_running_peer() {
     }
     ctl(&peer, &["health", "metrics"]).await.ok("health metrics");
     ctl(&peer, &["health", "alerts"]).await.ok("health alerts");
+    let bandwidth = ctl(&peer, &["--enc", "json", "health", "bandwidth"]).await.ok("health bandwidth");
+    assert!(json_values(&bandwidth.stdout)[0].is_object(), "{}", bandwidth.stdout);
+    ctl(&peer, &["health", "bandwidth"]).await.ok("health bandwidth");
     let alerts = ctl(&peer, &["--enc", "json", "health", "alerts"]).await.ok("health alerts");
     assert!(json_values(&alerts.stdout)[0].is_array(), "{}", alerts.stdout);
 
     let removed = ctl(&peer, &["pin", "rm", "--wait", &cid]).await.ok("pin rm");
     assert!(removed.stdout.contains("UNPINNED"), "{}", removed.stdout);
     wait_daemon_pin(daemon, &cid, false).await;
+    // An API error: on stdout, exit 2, as `ipfs-cluster-ctl` (scripts read both).
     let again = ctl(&peer, &["pin", "rm", &cid]).await;
-    assert_ne!(again.code, Some(0), "removing an absent pin fails");
-    assert!(again.stderr.contains("404"), "{}", again.stderr);
+    assert_eq!(again.code, Some(2), "removing an absent pin is an API error: {}{}", again.stdout, again.stderr);
+    assert!(again.stdout.starts_with("An error occurred:\n  Code: 404\n  Message: "), "{}", again.stdout);
+    assert!(again.stderr.is_empty(), "{}", again.stderr);
+    let again = ctl(&peer, &["--enc", "json", "pin", "rm", &cid]).await;
+    assert_eq!(again.code, Some(2));
+    let error = &json_values(&again.stdout)[0];
+    assert_eq!(error["code"], 404, "{}", again.stdout);
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", again.stdout);
     peer.stop().await;
 }
 
@@ -141,17 +159,88 @@ async fn cli_reports_bad_input_and_bad_credentials() {
     let daemon = shared_daemon();
     let mut peer = TestPeer::start(&daemon.api_multiaddr().to_string(), &["--basic-auth", "admin:secret"]).await;
 
+    // Local errors: stderr, exit 1, nothing sent.
     let invalid = ctl(&peer, &["--basic-auth", "admin:secret", "pin", "add", "not-a-cid"]).await;
-    assert!(invalid.code.is_some_and(|c| c != 0), "exit code {:?}", invalid.code);
-    assert!(invalid.stderr.to_lowercase().contains("cid") && invalid.stderr.contains("400"), "{}", invalid.stderr);
+    assert_eq!(invalid.code, Some(1), "{}{}", invalid.stdout, invalid.stderr);
+    assert!(invalid.stderr.starts_with("error parsing cid: "), "{}", invalid.stderr);
+    assert!(invalid.stdout.is_empty(), "{}", invalid.stdout);
+    let usage = ctl(&peer, &["pin", "add"]).await;
+    assert_eq!(usage.code, Some(1), "a usage error: {}", usage.stderr);
 
+    // API errors: stdout, exit 2.
     let wrong = ctl(&peer, &["--basic-auth", "admin:wrong", "id"]).await;
-    assert!(wrong.code.is_some_and(|c| c != 0), "exit code {:?}", wrong.code);
-    assert!(wrong.stderr.contains("401"), "a clear message: {}", wrong.stderr);
-    let none = ctl(&peer, &["status"]).await;
-    assert!(none.code.is_some_and(|c| c != 0) && none.stderr.contains("401"), "{}", none.stderr);
+    assert_eq!(wrong.code, Some(2), "{}{}", wrong.stdout, wrong.stderr);
+    assert!(wrong.stdout.starts_with("An error occurred:\n  Code: 401\n"), "a clear message: {}", wrong.stdout);
+    let none = ctl(&peer, &["--enc", "json", "status"]).await;
+    assert_eq!(none.code, Some(2), "{}{}", none.stdout, none.stderr);
+    assert_eq!(json_values(&none.stdout)[0]["code"], 401, "{}", none.stdout);
+
+    // Nobody listening: the error object with code 0, exit 1.
+    let nobody = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let down = ctl_at(&nobody, &["id"]).await;
+    assert_eq!(down.code, Some(1), "{}{}", down.stdout, down.stderr);
+    assert!(down.stdout.starts_with("An error occurred:\n  Code: 0\n"), "{}", down.stdout);
 
     let right = ctl(&peer, &["--basic-auth", "admin:secret", "id"]).await.ok("id with credentials");
     assert!(!right.stdout.is_empty());
+    peer.stop().await;
+}
+
+#[tokio::test]
+async fn cli_adds_files_updates_pins_and_collects_garbage() {
+    let daemon = shared_daemon();
+    let mut peer = TestPeer::start(&daemon.api_multiaddr().to_string(), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::write(site.join("index.html"), unique_bytes("index")).unwrap();
+    std::fs::write(site.join("css/style.css"), unique_bytes("style")).unwrap();
+    let site_arg = site.to_string_lossy().into_owned();
+
+    // Each entry as `added <cid> <path>`; the root (the directory) comes last and is pinned.
+    let added = ctl(&peer, &["add", "-r", "--name", "site", &site_arg]).await.ok("add -r");
+    let lines: Vec<&str> = added.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", added.stdout);
+    assert!(lines.iter().all(|l| l.starts_with("added ")), "{}", added.stdout);
+    let root = lines[3].split(' ').nth(1).unwrap().to_string();
+    assert!(lines[3].ends_with(" site"), "{}", added.stdout);
+    wait_daemon_pin(daemon, &root, true).await;
+    let pin = peer.status(&root).await;
+    assert_eq!(pin["name"], "site", "{pin}");
+
+    // -Q: only the root's CID; --no-pin leaves it unpinned.
+    let file = dir.path().join("v2.txt");
+    std::fs::write(&file, unique_bytes("version 2")).unwrap();
+    let file_arg = file.to_string_lossy().into_owned();
+    let quieter = ctl(&peer, &["add", "-Q", "--no-pin", "--cid-version", "1", &file_arg]).await.ok("add -Q");
+    let next = quieter.stdout.trim().to_string();
+    assert!(next.starts_with("bafk"), "cid-version 1 with raw leaves: {}", quieter.stdout);
+    assert!(!daemon_has_pin(daemon, &next).await);
+
+    // pin update FROM TO: the new pin, under the new name.
+    let updated = ctl(&peer, &["--enc", "json", "pin", "update", &root, &next, "--name", "v2", "--no-status"])
+        .await
+        .ok("pin update");
+    let updated = &json_values(&updated.stdout)[0];
+    assert!(same_cid(updated["cid"].as_str().unwrap(), &next) && updated["name"] == "v2", "{updated}");
+    wait_daemon_pin(daemon, &next, true).await;
+
+    // --format car: the archive's root.
+    let exported = daemon.add_bytes(&unique_bytes("a CAR through the CLI")).await.unwrap();
+    let car = dir.path().join("export.car");
+    std::fs::write(&car, crate::car::dag_export(daemon, &exported).await).unwrap();
+    let car_arg = car.to_string_lossy().into_owned();
+    let imported = ctl(&peer, &["add", "--format", "car", "-Q", &car_arg]).await.ok("add --format car");
+    assert!(same_cid(imported.stdout.trim(), &exported), "{}", imported.stdout);
+    wait_daemon_pin(daemon, &exported, true).await;
+
+    let gc = ctl(&peer, &["--enc", "json", "ipfs", "gc", "--local"]).await.ok("ipfs gc");
+    assert!(json_values(&gc.stdout)[0]["peer_map"].is_object(), "{}", gc.stdout);
+    ctl(&peer, &["ipfs", "gc"]).await.ok("ipfs gc");
+
+    // A directory without -r, or a missing file, is a local error.
+    let no_r = ctl(&peer, &["add", &site_arg]).await;
+    assert_eq!(no_r.code, Some(1), "{}", no_r.stderr);
+    assert!(no_r.stderr.contains("-r"), "{}", no_r.stderr);
     peer.stop().await;
 }

@@ -8,6 +8,7 @@
 use e2e::common;
 
 mod auth;
+mod car;
 mod cli;
 mod faults;
 mod network;
