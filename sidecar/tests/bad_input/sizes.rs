@@ -47,3 +47,22 @@ async fn identifiers_longer_than_any_peer_id_or_cid_are_400_before_they_are_deco
         assert_unharmed(s.addr).await;
     }
 }
+
+#[tokio::test]
+async fn a_pin_larger_than_an_entry_allows_is_400_and_leaves_the_pinset_as_it_was() {
+    let s = server(Default::default()).await;
+    pin_baseline(s.addr).await;
+    let other = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+    let metadata = "m".repeat(40_000);
+    for cid in [other, KEPT] {
+        let r = send(s.addr, "POST", &format!("/pins/{cid}?name=big&meta-blob={metadata}")).await;
+        r.assert_error(400, "the pin is too large: ");
+        assert_unharmed(s.addr).await;
+    }
+    assert_eq!(get(s.addr, &format!("/allocations/{other}")).await.status, 404, "the large pin was not added");
+    let kept = get(s.addr, &format!("/allocations/{KEPT}")).await.json();
+    assert_eq!(kept["name"], "", "the baseline pin was not replaced: {kept}");
+    // Large but within the limit.
+    let metadata = "m".repeat(30_000);
+    assert_eq!(send(s.addr, "POST", &format!("/pins/{other}?meta-blob={metadata}")).await.status, 200);
+}
