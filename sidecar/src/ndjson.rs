@@ -15,6 +15,17 @@ use crate::{Error, Result};
 
 const STREAM_ERROR_TRAILER: &str = "x-stream-error";
 
+/// Most bytes of one NDJSON line, and of a body read whole: past it the server is broken or
+/// hostile, and reading on would only grow memory. A line is one value (a pin's status across
+/// every peer, a progress report), a body read whole a short answer (an ID, the swarm's peers):
+/// the largest, with thousands of peers, take a few MB. The same bound as a message between
+/// peers (`p2p`).
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+fn too_long(source: Source) -> Error {
+    (source.error)(format!("{} sent a line or body longer than {MAX_LINE_BYTES} bytes", source.name))
+}
+
 /// The server at the other end: how messages name it, and which error its failures become.
 #[derive(Clone, Copy)]
 pub(crate) struct Source {
@@ -85,6 +96,9 @@ where
                 return Ok(Some(line.freeze()));
             }
             self.scanned = self.buffer.len();
+            if self.buffer.len() > MAX_LINE_BYTES {
+                return Err(too_long(self.source));
+            }
             if self.finished {
                 // The last line may lack its newline.
                 let rest = self.buffer.split().freeze();
@@ -133,7 +147,8 @@ where
     }
 }
 
-/// Reads a whole (small) response body, failing on an `X-Stream-Error` trailer.
+/// Reads a whole (small) response body, failing on an `X-Stream-Error` trailer, or past
+/// [`MAX_LINE_BYTES`].
 pub(crate) async fn read_to_end<B>(mut body: B, source: Source) -> Result<Bytes>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -143,6 +158,7 @@ where
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| (source.error)(format!("reading the response of {}: {e}", source.name)))?;
         match frame.into_data() {
+            Ok(data) if buffer.len() + data.len() > MAX_LINE_BYTES => return Err(too_long(source)),
             Ok(data) => buffer.extend_from_slice(&data),
             Err(frame) => {
                 if let Some(error) = frame.trailers_ref().and_then(|t| stream_error(t, source)) {
@@ -232,6 +248,23 @@ pub(crate) mod tests {
         let body = body_of(vec!["<html>\n"], None);
         let err = collect(&mut NdjsonReader::new(body, IPFS_DAEMON)).await.unwrap_err();
         assert!(matches!(&err, Error::Ipfs(m) if m.contains("<html>")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_line_or_body_without_end_is_an_error_past_the_bound() {
+        let mib: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
+        let endless = || vec![mib; MAX_LINE_BYTES / mib.len() + 1];
+        let err = NdjsonReader::new(body_of(endless(), None), IPFS_DAEMON).next_line().await.unwrap_err();
+        assert!(matches!(&err, Error::Ipfs(m) if m.contains("longer than 16777216 bytes")), "{err:?}");
+        let err = read_to_end(body_of(endless(), None), IPFS_DAEMON).await.unwrap_err();
+        assert!(matches!(&err, Error::Ipfs(m) if m.contains("longer than 16777216 bytes")), "{err:?}");
+
+        // Up to the bound, a line or a body is read.
+        let at_the_bound = vec![mib; MAX_LINE_BYTES / mib.len()];
+        assert_eq!(read_to_end(body_of(at_the_bound.clone(), None), IPFS_DAEMON).await.unwrap().len(), MAX_LINE_BYTES);
+        let line = [at_the_bound, vec!["\n"]].concat();
+        let line = NdjsonReader::new(body_of(line, None), IPFS_DAEMON).next_line().await.unwrap();
+        assert_eq!(line.map(|l| l.len()), Some(MAX_LINE_BYTES));
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@ use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 use warp::reply::Response;
 
 use super::error::error_response;
@@ -54,17 +56,28 @@ impl Auth {
             let decoded = STANDARD.decode(rest.trim()).map_err(|_| AuthError::BadCredentials)?;
             let text = String::from_utf8(decoded).map_err(|_| AuthError::BadCredentials)?;
             let (user, password) = text.split_once(':').ok_or(AuthError::BadCredentials)?;
-            match self.credentials.get(user) {
-                Some(expected) if !user.is_empty() && !password.is_empty() && expected == password => {
-                    Ok(User(user.to_string()))
-                }
-                _ => Err(AuthError::BadCredentials),
+            if user.is_empty() || password.is_empty() {
+                return Err(AuthError::BadCredentials);
             }
+            self.basic_user(user, password).ok_or(AuthError::BadCredentials)
         } else if scheme.eq_ignore_ascii_case("bearer") {
             self.verify_token(rest.trim()).map_err(AuthError::BadToken)
         } else {
             Err(AuthError::Missing)
         }
+    }
+
+    /// The user these credentials name, compared with every user's in constant time: the time
+    /// taken tells neither which users exist nor how much of a password was right.
+    fn basic_user(&self, user: &str, password: &str) -> Option<User> {
+        let mut found = None;
+        for (name, expected) in &self.credentials {
+            let matches = same_secret(user, name) & same_secret(password, expected);
+            if bool::from(matches) {
+                found = Some(User(name.clone()));
+            }
+        }
+        found
     }
 
     /// Verifies a JWT: the key is the password of the user in `iss`, so the issuer is read first.
@@ -92,6 +105,13 @@ impl Auth {
             .map_err(|e| tracing::error!(error = %e, "signing a token"))
             .ok()
     }
+}
+
+/// Whether `given` is `expected`, in a time that depends on neither: their SHA-256 digests, of one
+/// length whatever theirs, are compared in constant time.
+fn same_secret(given: &str, expected: &str) -> Choice {
+    let digest = |text: &str| -> [u8; 32] { Sha256::digest(text.as_bytes()).into() };
+    digest(given).ct_eq(&digest(expected))
 }
 
 fn unverified_issuer(token: &str) -> Result<String, String> {
@@ -168,6 +188,22 @@ mod tests {
         assert_eq!(a.check(&headers("Basic !!!")), Err(AuthError::BadCredentials));
         assert_eq!(a.check(&HeaderMap::new()), Err(AuthError::Missing));
         assert_eq!(a.check(&headers("Digest abc")), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn secrets_are_compared_whole() {
+        let cases = [
+            ("secret", "secret", true),
+            ("", "", true),
+            ("secret", "secreT", false),
+            ("secret", "secret ", false),
+            ("secre", "secret", false),
+            ("", "secret", false),
+            ("pässword", "pässword", true),
+        ];
+        for (given, expected, same) in cases {
+            assert_eq!(bool::from(same_secret(given, expected)), same, "{given:?} vs {expected:?}");
+        }
     }
 
     #[test]

@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use warp::reply::Response;
 
 use super::error::{json_response, no_content};
 use super::routes::{Ctx, Query};
 use super::stream::ndjson;
-use crate::types::AddPeer;
+use crate::types::{parse_peer_id, AddPeer};
 use crate::{Error, Result};
 
 pub(crate) async fn list(ctx: Ctx) -> Response {
@@ -20,7 +20,7 @@ pub(crate) async fn list(ctx: Ctx) -> Response {
 pub(crate) async fn add(body: Bytes, ctx: Ctx) -> Result<Response> {
     let request: AddPeer =
         serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
-    let peer = parse_peer(&request.peer_id)?;
+    let peer = parse_peer_id(&request.peer_id)?;
     let addrs = request
         .addresses
         .iter()
@@ -34,7 +34,7 @@ pub(crate) async fn add(body: Bytes, ctx: Ctx) -> Result<Response> {
 /// a cluster that cannot lose another peer while others are unreachable, unless forced.
 pub(crate) async fn remove(peer: String, query: Query, ctx: Ctx) -> Result<Response> {
     let force = query.bool_param("force", false)?;
-    ctx.cluster.remove_peer(parse_peer(&peer)?, force).await?;
+    ctx.cluster.remove_peer(parse_peer_id(&peer)?, force).await?;
     Ok(no_content())
 }
 
@@ -46,8 +46,4 @@ pub(crate) async fn status(ctx: Ctx) -> Response {
 /// `POST /consensus/init`: 409 when the peer already belongs to a cluster.
 pub(crate) async fn init(ctx: Ctx) -> Result<Response> {
     Ok(json_response(StatusCode::OK, &ctx.cluster.init_cluster().await?))
-}
-
-fn parse_peer(text: &str) -> Result<PeerId> {
-    text.trim().parse().map_err(|e| Error::BadRequest(format!("invalid peer ID {text:?}: {e}")))
 }

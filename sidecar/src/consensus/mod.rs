@@ -140,8 +140,8 @@ impl Consensus {
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
             election_timeout_min: config.election_timeout_min.as_millis() as u64,
             election_timeout_max: config.election_timeout_max.as_millis() as u64,
-            // Entries are batches of up to 1024 pins: keep an append request well under the RPC's
-            // 16 MiB request limit.
+            // Entries are batches of up to 1024 ops and 1 MiB (`writer`): an append request of
+            // entries over its byte budget is split further (`network`).
             max_payload_entries: 32,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             // Entries kept behind a snapshot, for followers slightly behind (cheaper than a snapshot).

@@ -25,12 +25,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::types::{ClusterNode, NodeId, OpBatch, Raft};
+use crate::p2p::encoded_len;
 use crate::protocol::{Host, RpcRequest, RpcResponse};
 use crate::state::StateOp;
 use crate::{Error, Result};
 
 /// Most ops in one entry: bounds the latency a batch adds to its last op and the entry's size.
 pub const MAX_BATCH: usize = 1024;
+/// Most bytes one op takes encoded (a pin with its name, metadata, allocations and the rest), so
+/// that entries are bounded in bytes. Sixty times a typical pin (about 0.5 KB): room for any real
+/// name and metadata, which arrive in a request line of at most 64 KiB anyway.
+pub const MAX_OP_BYTES: u64 = 32 * 1024;
+/// Most bytes of ops in one entry. One entry must always fit in an append request (16 MiB),
+/// which no split of a request makes smaller; several entries that do not fit together are split
+/// by the network (`PayloadTooLarge`). Pins of a typical size still batch by count (1024 of them
+/// take about 0.5 MB); pins near [`MAX_OP_BYTES`] go 32 to an entry.
+pub const MAX_BATCH_BYTES: u64 = 1024 * 1024;
 /// How long a proposal waits for openraft's answer once its leader stopped leading: the entry
 /// may still commit under the next leader (then openraft answers), or be replaced.
 const LOST_LEADERSHIP_GRACE: Duration = Duration::from_secs(1);
@@ -49,6 +59,8 @@ enum Origin {
 
 struct Request {
     op: StateOp,
+    /// The op's encoded size.
+    bytes: u64,
     origin: Origin,
     reply: Reply,
     /// When the write must be answered by: `commit_timeout` after it was asked for, time in the
@@ -103,10 +115,20 @@ impl Writer {
         metrics.current_leader == Some(self.proposer.node_id) && self.proposer.quorum_silence(&metrics).is_some()
     }
 
+    /// Queues `op`, unless it is larger than any op may be: every write passes here, a forwarded
+    /// one on its way in and again on the leader.
     async fn enqueue(&self, op: StateOp, origin: Origin) -> Result<u64> {
+        let bytes = encoded_len(&op);
+        if bytes > MAX_OP_BYTES {
+            return Err(Error::BadRequest(format!(
+                "the pin is too large: {bytes} bytes encoded, over the limit of {MAX_OP_BYTES} \
+                 (its name, metadata and the rest)"
+            )));
+        }
         let (reply, outcome) = oneshot::channel();
         let deadline = Instant::now() + self.proposer.timing.commit_timeout;
-        self.requests.send(Request { op, origin, reply, deadline }).await.map_err(|_| Error::ShuttingDown)?;
+        let request = Request { op, bytes, origin, reply, deadline };
+        self.requests.send(request).await.map_err(|_| Error::ShuttingDown)?;
         outcome.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -128,13 +150,18 @@ struct Batcher {
 impl Batcher {
     async fn run(mut self) {
         let mut in_flight: Option<JoinHandle<()>> = None;
+        // The request that did not fit in the last batch: it starts the next one.
+        let mut carried: Option<Request> = None;
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => break,
-                request = self.inbox.recv() => match request {
-                    Some(request) => request,
-                    None => break,
+            let first = match carried.take() {
+                Some(request) => request,
+                None => tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => break,
+                    request = self.inbox.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
                 },
             };
             // The previous entry first: whatever queued meanwhile joins this one.
@@ -147,12 +174,15 @@ impl Batcher {
                     }
                 }
             }
+            let mut bytes = first.bytes;
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match self.inbox.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
+            while let Ok(request) = self.inbox.try_recv() {
+                if !has_room(batch.len(), bytes, request.bytes) {
+                    carried = Some(request);
+                    break;
                 }
+                bytes += request.bytes;
+                batch.push(request);
             }
             let proposer = self.proposer.clone();
             in_flight = Some(tokio::spawn(async move { proposer.write(batch).await }));
@@ -168,6 +198,12 @@ impl Batcher {
             }
         }
     }
+}
+
+/// Whether an op of `op_bytes` joins a batch of `len` ops taking `bytes`: while the batch stays
+/// within both [`MAX_BATCH`] and [`MAX_BATCH_BYTES`]. The first op always starts one.
+fn has_room(len: usize, bytes: u64, op_bytes: u64) -> bool {
+    len == 0 || (len < MAX_BATCH && bytes + op_bytes <= MAX_BATCH_BYTES)
 }
 
 struct Proposer {
@@ -428,5 +464,38 @@ fn fatal(e: openraft::error::Fatal<u64>) -> Error {
     match e {
         openraft::error::Fatal::Stopped => Error::ShuttingDown,
         e => Error::Storage(format!("Raft stopped: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::p2p::P2pConfig;
+
+    #[test]
+    fn batches_are_bounded_by_count_and_by_bytes() {
+        const TYPICAL: u64 = 500;
+        let largest = (MAX_BATCH_BYTES / MAX_OP_BYTES) as usize;
+        // (ops in the batch, their bytes, the next op's bytes, whether it joins)
+        let cases: &[(usize, u64, u64, bool)] = &[
+            (0, 0, MAX_OP_BYTES, true),
+            (1, TYPICAL, TYPICAL, true),
+            (MAX_BATCH - 1, (MAX_BATCH as u64 - 1) * TYPICAL, TYPICAL, true),
+            (MAX_BATCH, MAX_BATCH as u64 * TYPICAL, TYPICAL, false),
+            (largest - 1, (largest as u64 - 1) * MAX_OP_BYTES, MAX_OP_BYTES, true),
+            (largest, largest as u64 * MAX_OP_BYTES, MAX_OP_BYTES, false),
+            (largest, largest as u64 * MAX_OP_BYTES, 1, false),
+            (2, MAX_BATCH_BYTES - 10, 10, true),
+            (2, MAX_BATCH_BYTES - 10, 11, false),
+        ];
+        for &(len, bytes, op_bytes, joins) in cases {
+            assert_eq!(has_room(len, bytes, op_bytes), joins, "{len} ops of {bytes} bytes, then {op_bytes}");
+        }
+    }
+
+    #[test]
+    fn a_full_batch_fits_in_one_request_on_its_own() {
+        const { assert!(MAX_OP_BYTES <= MAX_BATCH_BYTES) };
+        assert!(MAX_BATCH_BYTES * 8 <= P2pConfig::new([0; 32]).max_request_size, "room for the envelope");
     }
 }

@@ -87,6 +87,26 @@ pub fn parse_secret(text: &str) -> Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// How many bytes `message` takes on the wire, encoded as the RPC codec does (CBOR), without
+/// keeping the encoding.
+pub fn encoded_len<T: Serialize>(message: &T) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Counting cannot fail, and neither can serializing the protocol's plain data types; if one
+    // ever did, the codec would fail on it too, and the count so far is all there is to tell.
+    let _ = cbor4ii::serde::to_writer(&mut counter, message);
+    counter.0
+}
+
 /// What a host carries: its messages, CBOR-encoded, and how an answer that reports a failure
 /// becomes an error.
 pub trait Protocol: Send + Sync + 'static {
@@ -116,6 +136,7 @@ pub struct P2p<P: Protocol> {
     /// When each peer last answered a ping.
     heard: Heard,
     ping_interval: Duration,
+    max_request_size: u64,
 }
 
 /// When each peer last answered a ping, shared by the event loop (which writes it) and the handles.
@@ -128,6 +149,7 @@ impl<P: Protocol> Clone for P2p<P> {
             commands: self.commands.clone(),
             heard: self.heard.clone(),
             ping_interval: self.ping_interval,
+            max_request_size: self.max_request_size,
         }
     }
 }
@@ -160,7 +182,13 @@ impl<P: Protocol> P2p<P> {
         let (commands, receiver) = mpsc::channel(256);
         let heard = Heard::default();
         tokio::spawn(event_loop::EventLoop::<P>::new(swarm, receiver, heard.clone()).run());
-        Ok(P2p { peer_id, commands, heard, ping_interval: config.ping_interval })
+        Ok(P2p {
+            peer_id,
+            commands,
+            heard,
+            ping_interval: config.ping_interval,
+            max_request_size: config.max_request_size,
+        })
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -186,6 +214,11 @@ impl<P: Protocol> P2p<P> {
     /// Connects to `peer` through `addrs` in the background, unless connected or connecting.
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
         self.commands.send(Command::Connect { peer, addrs }).await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// The most bytes a request may take on the wire: peers drop longer ones unread.
+    pub fn max_request_size(&self) -> u64 {
+        self.max_request_size
     }
 
     /// How often every connection is pinged.
@@ -235,6 +268,13 @@ impl<P: Protocol> P2p<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_len_is_the_codec_encoding_length() {
+        let message = (vec!["a pin name".to_string(); 3], 7u64, Some(b"bytes".to_vec()));
+        let encoded = cbor4ii::serde::to_vec(Vec::new(), &message).unwrap();
+        assert_eq!(encoded_len(&message), encoded.len() as u64);
+    }
 
     #[test]
     fn secret_is_64_hex_digits() {

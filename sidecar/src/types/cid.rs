@@ -12,9 +12,46 @@ use crate::Error;
 
 pub use cid::Cid;
 
+/// The most bytes a CID with a digest of at most 64 bytes takes: its version (1 byte), codec and
+/// hash function (varints of up to 10 bytes for a u64 each), the digest's length (1 byte) and the
+/// digest.
+const MAX_CID_BYTES: usize = 1 + 10 + 10 + 1 + 64;
+
+/// The longest text such a CID can be written as: base2, 8 characters a byte after the prefix.
+/// Longer text is refused before it is decoded, which for base58, base36 or base10 takes time
+/// quadratic in its length.
+pub const MAX_CID_TEXT: usize = 1 + 8 * MAX_CID_BYTES;
+
 /// Parses a CID the way the reference does, with its error text (`error decoding Cid: ...`).
 pub fn parse_cid(text: &str) -> Result<Cid, Error> {
-    Cid::try_from(text.trim()).map_err(|e| Error::InvalidCid(format!("error decoding Cid: {e}")))
+    decode_cid(text.trim()).map_err(|e| Error::InvalidCid(format!("error decoding Cid: {e}")))
+}
+
+/// Decodes a CID's text as go-cid does: bounded in length, and a base32 CID in one case, the one
+/// its multibase prefix names (`b` lower case, `B` upper case), where the multibase crate would
+/// take any mix.
+fn decode_cid(text: &str) -> Result<Cid, String> {
+    if text.len() > MAX_CID_TEXT {
+        return Err(format!("{} bytes is longer than any CID ({MAX_CID_TEXT} at most)", text.len()));
+    }
+    if let Some(mixed) = mixed_case_base32(text) {
+        return Err(mixed);
+    }
+    Cid::try_from(text).map_err(|e| e.to_string())
+}
+
+/// Why `text` is not base32 in the case its prefix names; `None` when it is, or is not base32.
+fn mixed_case_base32(text: &str) -> Option<String> {
+    let mut chars = text.chars();
+    let prefix = chars.next()?;
+    let body = chars.as_str();
+    let wrong_case = match prefix {
+        'b' | 'c' | 'v' | 't' => body.bytes().any(|b| b.is_ascii_uppercase()),
+        'B' | 'C' | 'V' | 'T' => body.bytes().any(|b| b.is_ascii_lowercase()),
+        _ => false,
+    };
+    let case = if prefix.is_ascii_lowercase() { "lower" } else { "upper" };
+    wrong_case.then(|| format!("multibase prefix {prefix:?} is {case}-case base32, but the CID mixes cases"))
 }
 
 /// The identity of a CID's content: codec and multihash, independent of version and base.
@@ -121,7 +158,7 @@ pub mod cid_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Cid, D::Error> {
         if d.is_human_readable() {
             let text = String::deserialize(d)?;
-            Cid::try_from(text.as_str()).map_err(serde::de::Error::custom)
+            decode_cid(&text).map_err(serde::de::Error::custom)
         } else {
             let bytes = serde_bytes_vec(d)?;
             Cid::try_from(bytes.as_slice()).map_err(serde::de::Error::custom)
@@ -167,7 +204,7 @@ pub mod opt_cid_serde {
             let text: Option<String> = Option::deserialize(d)?;
             match text.as_deref() {
                 None | Some("") => Ok(None),
-                Some(text) => Cid::try_from(text).map(Some).map_err(serde::de::Error::custom),
+                Some(text) => decode_cid(text).map(Some).map_err(serde::de::Error::custom),
             }
         } else {
             Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
@@ -204,6 +241,84 @@ mod tests {
         assert_eq!(CidKey::from_bytes(key.as_bytes()), Some(key.clone()));
         assert_eq!(CidKey::of(&key.to_cid()), key);
         assert_eq!(CidKey::from_bytes(&[0xff]), None);
+    }
+
+    /// The longest CID there can be: the largest codec and hash function codes, a 64-byte digest.
+    fn longest_cid() -> Cid {
+        Cid::new_v1(u64::MAX, multihash::Multihash::<64>::wrap(u64::MAX, &[0xff; 64]).unwrap())
+    }
+
+    #[test]
+    fn every_base_of_the_longest_cid_is_within_the_bound() {
+        use cid::multibase::Base;
+        let cid = longest_cid();
+        assert_eq!(cid.to_bytes().len(), MAX_CID_BYTES);
+        let bases = [
+            Base::Base2,
+            Base::Base8,
+            Base::Base10,
+            Base::Base16Lower,
+            Base::Base16Upper,
+            Base::Base32Lower,
+            Base::Base32Upper,
+            Base::Base32PadLower,
+            Base::Base32PadUpper,
+            Base::Base32HexLower,
+            Base::Base32HexUpper,
+            Base::Base32HexPadLower,
+            Base::Base32HexPadUpper,
+            Base::Base32Z,
+            Base::Base36Lower,
+            Base::Base36Upper,
+            Base::Base45,
+            Base::Base58Flickr,
+            Base::Base58Btc,
+            Base::Base64,
+            Base::Base64Pad,
+            Base::Base64Url,
+            Base::Base64UrlPad,
+            Base::Base256Emoji,
+        ];
+        let longest = bases.iter().map(|base| cid.to_string_of_base(*base).unwrap()).max_by_key(String::len);
+        let longest = longest.unwrap();
+        assert_eq!(longest.len(), MAX_CID_TEXT, "base2 is the longest: {longest}");
+        assert_eq!(parse_cid(&longest).unwrap(), cid);
+    }
+
+    #[test]
+    fn text_longer_than_any_cid_is_refused_before_decoding() {
+        for text in [format!("z{}", "1".repeat(60_000)), "Q".repeat(MAX_CID_TEXT + 1)] {
+            let err = parse_cid(&text).unwrap_err();
+            assert!(matches!(err, Error::InvalidCid(_)), "{err}");
+            assert!(err.to_string().starts_with("error decoding Cid: "), "{err}");
+            assert!(err.to_string().contains("longer than any CID"), "{err}");
+        }
+    }
+
+    #[test]
+    fn base32_is_one_case_the_one_its_prefix_names() {
+        let lower = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+        let upper = "BAFYBEIGDYRZT5SFP7UDM7HU76UH7Y26NF3EFUYLQABF3OCLGTQY55FBZDI";
+        let cases: &[(&str, bool)] = &[
+            (lower, true),
+            (upper, true),
+            ("bafyBEIgdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", false),
+            ("bAFYBEIGDYRZT5SFP7UDM7HU76UH7Y26NF3EFUYLQABF3OCLGTQY55FBZDI", false),
+            ("BAFYBEIGDYRZT5SFP7UDM7HU76UH7Y26NF3EFUYLQABF3OCLGTQY55FBZDi", false),
+            ("Bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", false),
+            // Base58 and base16 are not base32: their own rules apply.
+            (V0, true),
+            ("f01701220c3c4733ec8affd06cf9e9ff50ffc6bcd2ec85a6170004bb709669c31de94391a", true),
+            ("F01701220C3C4733EC8AFFD06CF9E9FF50FFC6BCD2EC85A6170004BB709669C31DE94391A", true),
+        ];
+        for (text, accepted) in cases {
+            let got = parse_cid(text);
+            assert_eq!(got.is_ok(), *accepted, "{text}: {got:?}");
+            if let Err(err) = got {
+                assert!(err.to_string().starts_with("error decoding Cid: "), "{err}");
+            }
+        }
+        assert_eq!(CidKey::of(&parse_cid(lower).unwrap()), CidKey::of(&parse_cid(upper).unwrap()));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use multiaddr::{Multiaddr, Protocol};
 
 use super::cid::{parse_cid, Cid};
 use super::duration::parse_go_duration;
+use super::peer::parse_peer_id;
 use super::pin::PinMode;
 use crate::Error;
 
@@ -50,9 +51,7 @@ impl PinOptions {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse().map_err(|e| Error::BadRequest(format!("invalid peer ID in user-allocations: {s}: {e}")))
-                })
+                .map(|s| parse_peer_id(s).map_err(|e| Error::BadRequest(format!("user-allocations: {e}"))))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = get("expire-at") {
