@@ -1,8 +1,9 @@
-// Runs one js-ipfs daemon (Kubo-compatible /api/v0 RPC) for the tests, on 127.0.0.1 only.
+// Runs one js-ipfs daemon (Kubo-compatible /api/v0 RPC) for the tests, on one loopback address.
 //
 //   node launcher.mjs <repo-dir> [api-port] [swarm-port]
 //
-// Ports default to $IPFS_API_PORT / $IPFS_SWARM_PORT, then 0 (any free port). When the daemon is
+// Ports default to $IPFS_API_PORT / $IPFS_SWARM_PORT, then 0 (any free port). The address is
+// $IPFS_HOST (the kubelet stand-in passes the pod IP), 127.0.0.1 by default. When the daemon is
 // ready it prints ONE JSON line on stdout: {"api": "/ip4/127.0.0.1/tcp/N", "swarm": [...], "id": "..."}.
 // SIGTERM or SIGINT stop it cleanly (the repo lock is released).
 
@@ -32,6 +33,11 @@ function port (arg, envName) {
 }
 const apiPort = port(apiArg, 'IPFS_API_PORT')
 const swarmPort = port(swarmArg, 'IPFS_SWARM_PORT')
+const host = process.env.IPFS_HOST || '127.0.0.1'
+if (!/^127(\.\d{1,3}){3}$/.test(host)) {
+  console.error(`IPFS_HOST must be a loopback IPv4 address: ${host}`)
+  process.exit(2)
+}
 
 // Loaded after the polyfill on purpose (static imports would be evaluated first).
 const { Daemon } = await import('ipfs-daemon')
@@ -45,8 +51,8 @@ const daemon = new Daemon({
   // Applied on every start, so a restart with the same ports keeps the same addresses.
   config: {
     Addresses: {
-      Swarm: [`/ip4/127.0.0.1/tcp/${swarmPort}`],
-      API: `/ip4/127.0.0.1/tcp/${apiPort}`,
+      Swarm: [`/ip4/${host}/tcp/${swarmPort}`],
+      API: `/ip4/${host}/tcp/${apiPort}`,
       Gateway: '',
       RPC: '',
       Delegates: []

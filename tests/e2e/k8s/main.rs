@@ -1,9 +1,14 @@
 //! The operator's side, end to end on a real Kubernetes control plane (`e2e::k8s`), driven by the
 //! stock kubectl. With `E2E_KUBECONFIG` set, the same tests run against that cluster instead.
 
+mod pods;
+mod statefulset;
+mod volumes;
+
 use std::time::{Duration, Instant};
 
 use e2e::k8s::{Kube, Kubectl};
+use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -94,4 +99,44 @@ fn the_crds_install_and_print_their_columns() {
     ]);
     let error = moved.expect_err("spec.pod is immutable").to_string();
     assert!(error.contains("pod is immutable"), "{error}");
+}
+
+/// A namespace of the test's own, named after it (and the process, for side-by-side runs).
+fn namespace(kubectl: &Kubectl, test: &str) -> String {
+    let namespace = format!("{test}-{}", std::process::id());
+    kubectl.run(&["create", "namespace", &namespace]).unwrap();
+    namespace
+}
+
+/// `kubectl get KIND NAME -o json`, or the error as the state seen.
+fn get_json(kubectl: &Kubectl, namespace: &str, kind: &str, name: &str) -> Result<Value, String> {
+    let out = kubectl.run(&["get", kind, name, "-n", namespace, "-o", "json"]).map_err(|e| e.to_string())?;
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
+/// Whether the pod's `Ready` condition is True.
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// A container's status in the pod by name (`Null` when not reported).
+fn container_status<'a>(pod: &'a Value, container: &str) -> &'a Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|statuses| statuses.iter().find(|s| s["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+/// Waits until the pod (by name) exists and satisfies `wanted`; returns it.
+fn wait_pod(kubectl: &Kubectl, namespace: &str, name: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    wait_until(&format!("pod {name} {what}"), || {
+        let pod = get_json(kubectl, namespace, "pod", name)?;
+        if wanted(&pod) {
+            Ok(pod)
+        } else {
+            Err(pod["status"].to_string())
+        }
+    })
 }

@@ -1,8 +1,10 @@
 //! Kubernetes for the operator's end-to-end tests: a real control plane on loopback
-//! ([`ControlPlane`]), or the cluster `E2E_KUBECONFIG` names (kind, k3d, a real one); the tests
-//! act through the stock `kubectl`, as a person would.
+//! ([`ControlPlane`]) with the [`Kubelet`] stand-in running its pods, or the cluster
+//! `E2E_KUBECONFIG` names (kind, k3d, a real one); the tests act through the stock `kubectl`, as
+//! a person would.
 
 mod control_plane;
+pub mod kubelet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,26 +12,57 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 pub use control_plane::ControlPlane;
+pub use kubelet::{Image, Images, Kubelet};
 
 /// Where the tests run: a control plane of their own, or an existing cluster.
 pub enum Kube {
-    Local(ControlPlane),
+    /// Fields drop in order: the kubelet's processes stop before the control plane.
+    Local {
+        kubelet: Kubelet,
+        plane: ControlPlane,
+    },
     External(PathBuf),
 }
 
 impl Kube {
-    /// `E2E_KUBECONFIG`'s cluster when set, else a fresh control plane.
+    /// `E2E_KUBECONFIG`'s cluster when set, else a fresh control plane with a kubelet stand-in
+    /// (the default image map).
     pub fn start() -> Result<Kube> {
+        Self::start_with(Images::default())
+    }
+
+    /// As [`Kube::start`], with the kubelet stand-in's image map (unused for an external cluster).
+    pub fn start_with(images: Images) -> Result<Kube> {
         match std::env::var_os("E2E_KUBECONFIG") {
             Some(path) => Ok(Kube::External(PathBuf::from(path))),
-            None => Ok(Kube::Local(ControlPlane::start()?)),
+            None => {
+                let plane = ControlPlane::start()?;
+                let kubelet = Kubelet::start(&plane, images)?;
+                Ok(Kube::Local { kubelet, plane })
+            }
         }
     }
 
     pub fn kubeconfig(&self) -> &Path {
         match self {
-            Kube::Local(plane) => &plane.kubeconfig,
+            Kube::Local { plane, .. } => &plane.kubeconfig,
             Kube::External(path) => path,
+        }
+    }
+
+    /// The kubelet stand-in, on a control plane of the harness's own.
+    pub fn kubelet(&self) -> Option<&Kubelet> {
+        match self {
+            Kube::Local { kubelet, .. } => Some(kubelet),
+            Kube::External(_) => None,
+        }
+    }
+
+    /// What a pod's container wrote: the stand-in's log files, else `kubectl logs` (current run).
+    pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> Result<String> {
+        match self {
+            Kube::Local { kubelet, .. } => Ok(kubelet.logs(namespace, pod, container)),
+            Kube::External(_) => self.kubectl().run(&["logs", "-n", namespace, pod, "-c", container]),
         }
     }
 

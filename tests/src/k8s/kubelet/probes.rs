@@ -1,0 +1,178 @@
+//! Probes (httpGet on the pod IP, tcpSocket, exec with the container's environment) and the
+//! kubelet's counting of consecutive results against a probe's thresholds.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::paths::rewrite;
+use super::runtime::Launch;
+
+/// A probe's timing and thresholds, with Kubernetes' defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl Schedule {
+    pub fn of(probe: &Probe) -> Schedule {
+        let seconds =
+            |value: Option<i32>, default: u64| Duration::from_secs(value.map_or(default, |v| v.max(0) as u64));
+        let count = |value: Option<i32>, default: u32| value.map_or(default, |v| v.max(1) as u32);
+        Schedule {
+            initial_delay: seconds(probe.initial_delay_seconds, 0),
+            period: seconds(probe.period_seconds, 10).max(Duration::from_secs(1)),
+            timeout: seconds(probe.timeout_seconds, 1).max(Duration::from_secs(1)),
+            success_threshold: count(probe.success_threshold, 1),
+            failure_threshold: count(probe.failure_threshold, 3),
+        }
+    }
+}
+
+/// Consecutive results turned into a verdict, as the kubelet's prober does: the verdict changes
+/// only after `success_threshold` successes or `failure_threshold` failures in a row.
+#[derive(Debug)]
+pub struct Verdict {
+    passing: bool,
+    streak: u32,
+}
+
+impl Verdict {
+    pub fn new(passing: bool) -> Verdict {
+        Verdict { passing, streak: 0 }
+    }
+
+    /// Records one result; returns the (possibly new) verdict.
+    pub fn record(&mut self, success: bool, schedule: &Schedule) -> bool {
+        if success == self.passing {
+            self.streak = 0;
+        } else {
+            self.streak += 1;
+            let needed = if success { schedule.success_threshold } else { schedule.failure_threshold };
+            if self.streak >= needed {
+                self.passing = success;
+                self.streak = 0;
+            }
+        }
+        self.passing
+    }
+}
+
+/// Runs a probe once; `exec` runs as a process with the container's environment and mount paths.
+pub async fn run_once(probe: &Probe, container: &Container, pod_ip: Ipv4Addr, exec_env: &Launch) -> bool {
+    let timeout = Schedule::of(probe).timeout;
+    let attempt = async {
+        if let Some(http) = &probe.http_get {
+            let port = resolve_port(&http.port, container)?;
+            let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
+            let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
+            let path = http.path.as_deref().unwrap_or("/");
+            let client = reqwest::Client::new();
+            let mut request = client.get(format!("{scheme}://{host}:{port}{path}"));
+            for header in http.http_headers.iter().flatten() {
+                request = request.header(&header.name, &header.value);
+            }
+            let status = request.send().await.ok()?.status().as_u16();
+            Some((200..400).contains(&status))
+        } else if let Some(tcp) = &probe.tcp_socket {
+            let port = resolve_port(&tcp.port, container)?;
+            let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
+            Some(tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok())
+        } else if let Some(exec) = &probe.exec {
+            let command: Vec<String> = exec.command.iter().flatten().map(|a| rewrite(a, &exec_env.mounts)).collect();
+            let (program, args) = command.split_first()?;
+            let status = tokio::process::Command::new(program)
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .envs(exec_env.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&exec_env.dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await
+                .ok()?;
+            Some(status.success())
+        } else {
+            None
+        }
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+/// A port given by number or by the name of one of the container's ports.
+pub fn resolve_port(port: &IntOrString, container: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(number) => u16::try_from(*number).ok(),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .or_else(|| name.parse().ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_changes_only_after_enough_results_in_a_row() {
+        let schedule =
+            Schedule::of(&Probe { success_threshold: Some(2), failure_threshold: Some(3), ..Default::default() });
+        // (result, verdict after it), starting from failing.
+        let steps = [
+            (true, false),
+            (false, false),
+            (true, false),
+            (true, true),
+            (false, true),
+            (false, true),
+            (true, true),
+            (false, true),
+            (false, true),
+            (false, false),
+            (false, false),
+        ];
+        let mut verdict = Verdict::new(false);
+        for (i, (result, expected)) in steps.into_iter().enumerate() {
+            assert_eq!(verdict.record(result, &schedule), expected, "step {i}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_kubernetes_defaults() {
+        let schedule = Schedule::of(&Probe::default());
+        assert_eq!(
+            schedule,
+            Schedule {
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                success_threshold: 1,
+                failure_threshold: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn ports_resolve_by_number_or_name() {
+        let container: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "ports": [{"name": "api", "containerPort": 5001}]
+        }))
+        .unwrap();
+        assert_eq!(resolve_port(&IntOrString::Int(80), &container), Some(80));
+        assert_eq!(resolve_port(&IntOrString::String("api".into()), &container), Some(5001));
+        assert_eq!(resolve_port(&IntOrString::String("none".into()), &container), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! The pod status the kubelet reports, computed from what it knows of the pod's containers: phase,
+//! conditions and container statuses, as the StatefulSet controller and kubectl read them.
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
+    PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+/// What a container is doing now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    Waiting { reason: String, message: String },
+    Running { started_at: Timestamp },
+    Terminated(Termination),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Termination {
+    pub exit_code: i32,
+    pub reason: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+/// The kubelet's record of one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerRecord {
+    pub name: String,
+    pub image: String,
+    pub phase: Phase,
+    pub ready: bool,
+    pub started: bool,
+    pub restart_count: i32,
+    pub last_termination: Option<Termination>,
+}
+
+impl ContainerRecord {
+    pub fn new(name: &str, image: &str) -> ContainerRecord {
+        ContainerRecord {
+            name: name.into(),
+            image: image.into(),
+            phase: Phase::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            ready: false,
+            started: false,
+            restart_count: 0,
+            last_termination: None,
+        }
+    }
+}
+
+/// Everything the pod status is made of.
+pub struct PodView<'a> {
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
+    pub start_time: Timestamp,
+    pub restart_policy: &'a str,
+    pub containers: &'a [ContainerRecord],
+    /// The conditions reported before, whose transition times are kept when unchanged.
+    pub previous: &'a [PodCondition],
+    pub now: Timestamp,
+}
+
+pub fn pod_status(view: &PodView<'_>) -> PodStatus {
+    let containers = view.containers;
+    let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+    let condition = |kind: &str, status: bool| {
+        let status = if status { "True" } else { "False" };
+        let since = view
+            .previous
+            .iter()
+            .find(|c| c.type_ == kind && c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(view.now));
+        PodCondition {
+            type_: kind.into(),
+            status: status.into(),
+            last_transition_time: Some(since),
+            reason: (!matches!(kind, "PodScheduled" | "Initialized" | "PodReadyToStartContainers")
+                && status == "False")
+                .then(|| "ContainersNotReady".into()),
+            ..Default::default()
+        }
+    };
+    PodStatus {
+        phase: Some(phase(containers, view.restart_policy).into()),
+        conditions: Some(vec![
+            condition("PodReadyToStartContainers", true),
+            condition("Initialized", true),
+            condition("Ready", all_ready),
+            condition("ContainersReady", all_ready),
+            condition("PodScheduled", true),
+        ]),
+        container_statuses: Some(containers.iter().map(container_status).collect()),
+        pod_ip: Some(view.pod_ip.into()),
+        pod_ips: Some(vec![PodIP { ip: view.pod_ip.into() }]),
+        host_ip: Some(view.host_ip.into()),
+        host_ips: Some(vec![HostIP { ip: view.host_ip.into() }]),
+        start_time: Some(Time(view.start_time)),
+        qos_class: Some("BestEffort".into()),
+        ..Default::default()
+    }
+}
+
+/// Kubernetes' pod phase: Pending until every container has run, then Running while any runs or
+/// will be restarted, and Succeeded/Failed once all have terminated for good.
+pub fn phase(containers: &[ContainerRecord], restart_policy: &str) -> &'static str {
+    let never_ran = |c: &&ContainerRecord| matches!(c.phase, Phase::Waiting { .. }) && c.last_termination.is_none();
+    if containers.is_empty() || containers.iter().any(|c| never_ran(&c)) {
+        return "Pending";
+    }
+    let terminated: Vec<i32> = containers
+        .iter()
+        .filter_map(|c| match &c.phase {
+            Phase::Terminated(t) => Some(t.exit_code),
+            _ => None,
+        })
+        .collect();
+    if terminated.len() < containers.len() {
+        return "Running";
+    }
+    let all_succeeded = terminated.iter().all(|&code| code == 0);
+    match restart_policy {
+        "Never" if all_succeeded => "Succeeded",
+        "Never" => "Failed",
+        "OnFailure" if all_succeeded => "Succeeded",
+        _ => "Running",
+    }
+}
+
+fn container_status(record: &ContainerRecord) -> ContainerStatus {
+    ContainerStatus {
+        name: record.name.clone(),
+        image: record.image.clone(),
+        image_id: String::new(),
+        ready: record.ready,
+        started: Some(record.started),
+        restart_count: record.restart_count,
+        state: Some(state(&record.phase)),
+        last_state: record.last_termination.as_ref().map(|t| state(&Phase::Terminated(t.clone()))),
+        ..Default::default()
+    }
+}
+
+fn state(phase: &Phase) -> ContainerState {
+    match phase {
+        Phase::Waiting { reason, message } => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: (!message.is_empty()).then(|| message.clone()),
+            }),
+            ..Default::default()
+        },
+        Phase::Running { started_at } => ContainerState {
+            running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }),
+            ..Default::default()
+        },
+        Phase::Terminated(t) => ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: t.exit_code,
+                reason: Some(t.reason.clone()),
+                started_at: Some(Time(t.started_at)),
+                finished_at: Some(Time(t.finished_at)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(phase: Phase, restarted: bool) -> ContainerRecord {
+        let mut record = ContainerRecord::new("c", "busybox");
+        record.phase = phase;
+        record.last_termination = restarted.then(|| terminated(1));
+        record
+    }
+
+    fn terminated(exit_code: i32) -> Termination {
+        Termination {
+            exit_code,
+            reason: "Error".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            finished_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn phases_follow_kubernetes_rules() {
+        let waiting = Phase::Waiting { reason: "ErrImagePull".into(), message: String::new() };
+        let backoff = Phase::Waiting { reason: "CrashLoopBackOff".into(), message: String::new() };
+        let running = Phase::Running { started_at: Timestamp::UNIX_EPOCH };
+        for (containers, policy, expected) in [
+            (vec![], "Always", "Pending"),
+            (vec![record(waiting.clone(), false)], "Always", "Pending"),
+            (vec![record(running.clone(), false), record(waiting, false)], "Always", "Pending"),
+            (vec![record(running.clone(), false)], "Always", "Running"),
+            (vec![record(backoff, true)], "Always", "Running"),
+            (vec![record(Phase::Terminated(terminated(0)), false)], "Always", "Running"),
+            (vec![record(Phase::Terminated(terminated(0)), false)], "Never", "Succeeded"),
+            (vec![record(Phase::Terminated(terminated(2)), false)], "Never", "Failed"),
+            (vec![record(Phase::Terminated(terminated(2)), false)], "OnFailure", "Running"),
+            (vec![record(Phase::Terminated(terminated(0)), false), record(running, false)], "Never", "Running"),
+        ] {
+            assert_eq!(phase(&containers, policy), expected, "{containers:?} with {policy}");
+        }
+    }
+
+    #[test]
+    fn ready_needs_every_container_ready_and_keeps_transition_times() {
+        let mut ready = record(Phase::Running { started_at: Timestamp::UNIX_EPOCH }, false);
+        ready.ready = true;
+        let not_ready = record(Phase::Running { started_at: Timestamp::UNIX_EPOCH }, false);
+        let earlier: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let previous = [PodCondition {
+            type_: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: Some(Time(earlier)),
+            ..Default::default()
+        }];
+        let status_of = |containers: &[ContainerRecord]| {
+            pod_status(&PodView {
+                pod_ip: "127.0.3.2",
+                host_ip: "127.0.0.1",
+                start_time: earlier,
+                restart_policy: "Always",
+                containers,
+                previous: &previous,
+                now,
+            })
+        };
+        let condition = |status: &PodStatus, kind: &str| {
+            let found = status.conditions.iter().flatten().find(|c| c.type_ == kind).unwrap();
+            (found.status.clone(), found.last_transition_time.clone().unwrap().0)
+        };
+        let both = status_of(&[ready.clone(), not_ready]);
+        assert_eq!(condition(&both, "Ready"), ("False".into(), now));
+        assert_eq!(condition(&both, "PodScheduled"), ("True".into(), earlier));
+        let all = status_of(&[ready.clone(), ready]);
+        assert_eq!(condition(&all, "Ready").0, "True");
+        assert_eq!(condition(&all, "ContainersReady").0, "True");
+        assert_eq!(all.pod_ip.as_deref(), Some("127.0.3.2"));
+    }
+}
