@@ -1,20 +1,32 @@
 //! The kubelet stand-in: the only pretend part of the harness, faithful to a real kubelet in what
 //! the API server's clients (the StatefulSet controller, the operator, kubectl) can observe.
 //!
-//! - [`node`]: registers a Node and keeps its Ready condition and Lease fresh;
-//! - [`scheduler`]: binds pending pods to it (`binding` subresource);
-//! - [`pod`]: runs each bound pod: a loopback IP of its own ([`pod_ip`]), its volumes ([`volumes`]),
-//!   each container as a local process ([`runtime`], whose image map says what runs), with its env
-//!   ([`env`], `$(VAR)` [`expansion`]), probes ([`probes`]), status ([`status`]) and termination;
-//! - [`provisioner`]: a hostPath PersistentVolume for each pending claim, wiped when released.
+//! - `node`: registers a Node and keeps its Ready condition and Lease fresh;
+//! - `scheduler`: binds pending pods to it (`binding` subresource);
+//! - `pod`: runs each bound pod: a loopback IP of its own (`pod_ip`), its volumes (`volumes`),
+//!   status (`status`) and termination, ending with the pod object's deletion;
+//! - `container`: each container as a local process (`runtime`, whose image map says what
+//!   runs), with its env (`env`, `$(VAR)` `expansion`), probes (`probes`), restarts, preStop;
+//! - `provisioner`: a hostPath PersistentVolume for each pending claim, wiped when released.
 //!
-//! Paths are the one liberty (processes have no container filesystem): see [`paths`]. In-cluster
-//! clients find their ServiceAccount through `KUBECONFIG`, a kubeconfig with the API server's real
-//! address and the pod's projected token and CA (the `kubernetes` Service IP is never dialled).
-//! Container logs: `<kubelet dir>/logs/<namespace>/<pod>/<container>.log`, appended by every run of
-//! the container (and of a pod re-created under the same name); the kubelet's own notes in
-//! `<kubelet dir>/kubelet.log`.
+//! Where processes on one host differ from containers:
+//! - Paths: a process has no container filesystem; mount paths in its command, args and env are
+//!   rewritten to host directories (`paths`).
+//! - Network: a pod's IP is a loopback address of its own, but `localhost` and `0.0.0.0` are the
+//!   host's. A container must listen on its pod IP (`status.podIP` through the downward API) and
+//!   reach the other containers of its pod there too: both work in a real cluster as well.
+//! - In-cluster clients find their ServiceAccount through `KUBECONFIG`, a kubeconfig with the API
+//!   server's real address and the pod's projected token and CA (the `kubernetes` Service IP is
+//!   never dialled; `KUBERNETES_SERVICE_HOST` is `127.0.0.1`). No other Service's variables are set.
+//! - Volumes are filled once, when the pod starts (no refresh of Secrets or tokens); `https` probes
+//!   fail (the harness has no TLS client for them).
+//! - There is no kubelet API: `kubectl logs` and `kubectl exec` do not work. Container logs are in
+//!   `<kubelet dir>/logs/<namespace>/<pod>/<container>.log`, appended by every run of the container
+//!   (and of a pod re-created under the same name); the kubelet's own notes in
+//!   `<kubelet dir>/kubelet.log`.
+//! - It acts with the control plane's admin credentials, not a node's.
 
+mod container;
 mod env;
 mod expansion;
 mod node;

@@ -1,13 +1,17 @@
-//! Probes (httpGet on the pod IP, tcpSocket, exec with the container's environment) and the
-//! kubelet's counting of consecutive results against a probe's thresholds.
+//! Probes (httpGet on the pod IP, tcpSocket, exec with the container's environment), the
+//! kubelet's counting of consecutive results against a probe's thresholds, and a container's
+//! [`Prober`].
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::sync::Notify;
 
 use super::paths::rewrite;
+use super::pod::Records;
 use super::runtime::Launch;
 
 /// A probe's timing and thresholds, with Kubernetes' defaults.
@@ -64,6 +68,81 @@ impl Verdict {
     }
 }
 
+/// A container's startup, readiness and liveness probes while its process runs.
+pub struct Prober {
+    pub container: Container,
+    pub pod_ip: Ipv4Addr,
+    pub exec_env: Launch,
+    pub records: Arc<Records>,
+    pub index: usize,
+    pub liveness_failed: Arc<Notify>,
+}
+
+impl Prober {
+    pub async fn run(self) {
+        if let Some(probe) = &self.container.startup_probe {
+            if !self.passes_eventually(probe).await {
+                self.liveness_failed.notify_one();
+                return;
+            }
+        }
+        self.records.update(self.index, |r| r.started = true);
+        tokio::join!(self.readiness(), self.liveness());
+    }
+
+    /// Startup: true at the first success, false after `failure_threshold` failures.
+    async fn passes_eventually(&self, probe: &Probe) -> bool {
+        let schedule = Schedule::of(probe);
+        tokio::time::sleep(schedule.initial_delay).await;
+        let mut failures = 0;
+        loop {
+            if run_once(probe, &self.container, self.pod_ip, &self.exec_env).await {
+                return true;
+            }
+            failures += 1;
+            if failures >= schedule.failure_threshold {
+                return false;
+            }
+            tokio::time::sleep(schedule.period).await;
+        }
+    }
+
+    async fn readiness(&self) {
+        let Some(probe) = &self.container.readiness_probe else {
+            return self.records.update(self.index, |r| r.ready = true);
+        };
+        let schedule = Schedule::of(probe);
+        tokio::time::sleep(schedule.initial_delay).await;
+        let mut verdict = Verdict::new(false);
+        loop {
+            let ready = verdict.record(self.probe(probe).await, &schedule);
+            let changed = self.records.snapshot()[self.index].ready != ready;
+            if changed {
+                self.records.update(self.index, |r| r.ready = ready);
+            }
+            tokio::time::sleep(schedule.period).await;
+        }
+    }
+
+    async fn liveness(&self) {
+        let Some(probe) = &self.container.liveness_probe else { return };
+        let schedule = Schedule::of(probe);
+        tokio::time::sleep(schedule.initial_delay).await;
+        let mut verdict = Verdict::new(true);
+        loop {
+            if !verdict.record(self.probe(probe).await, &schedule) {
+                self.liveness_failed.notify_one();
+                return;
+            }
+            tokio::time::sleep(schedule.period).await;
+        }
+    }
+
+    async fn probe(&self, probe: &Probe) -> bool {
+        run_once(probe, &self.container, self.pod_ip, &self.exec_env).await
+    }
+}
+
 /// Runs a probe once; `exec` runs as a process with the container's environment and mount paths.
 pub async fn run_once(probe: &Probe, container: &Container, pod_ip: Ipv4Addr, exec_env: &Launch) -> bool {
     let timeout = Schedule::of(probe).timeout;
@@ -74,7 +153,8 @@ pub async fn run_once(probe: &Probe, container: &Container, pod_ip: Ipv4Addr, ex
             let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
             let path = http.path.as_deref().unwrap_or("/");
             let client = reqwest::Client::new();
-            let mut request = client.get(format!("{scheme}://{host}:{port}{path}"));
+            let mut request =
+                client.get(format!("{scheme}://{host}:{port}{path}")).header("User-Agent", "kube-probe/1.36");
             for header in http.http_headers.iter().flatten() {
                 request = request.header(&header.name, &header.value);
             }

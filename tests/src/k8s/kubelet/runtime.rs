@@ -2,10 +2,13 @@
 //! and each container runs as a process (in a process group of its own, as a container's processes
 //! share a fate) with its log appended to a file.
 //!
+//! An image brings what its Dockerfile declares: the entrypoint (a container's `command` replaces
+//! it, its `args` follow), `ENV` (a container's own `env` wins) and `VOLUME`s (a directory in the
+//! container's scratch directory unless the container mounts something there).
+//!
 //! The IPFS image runs the js-ipfs launcher (`tests/ipfs-daemon/launcher.mjs`) on the pod IP: the
 //! container port named `api` is the RPC API port and the one named `swarm` the swarm port (Kubo's
-//! 5001 and 4001 when not declared); the repository is the host directory of the mount at `IPFS_PATH`
-//! (Kubo's `/data/ipfs` when unset), or the container's scratch directory without one. The IPFS
+//! 5001 and 4001 when not declared), the repository is `IPFS_PATH` (as Kubo's image). The IPFS
 //! container's own command and args are not used.
 
 use std::collections::HashMap;
@@ -19,35 +22,85 @@ use k8s_openapi::api::core::v1::Container;
 use super::paths::Mount;
 use crate::peer::workspace_binary;
 
-/// Kubo's repository path in its image.
-const KUBO_IPFS_PATH: &str = "/data/ipfs";
-
 /// What a container image stands for here.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Image {
+pub struct Image {
+    pub runs: Runs,
+    /// The image's `ENV`.
+    pub env: Vec<(String, String)>,
+    /// The image's `VOLUME`s.
+    pub volumes: Vec<String>,
+}
+
+/// The program behind an image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Runs {
     /// A js-ipfs daemon (Kubo's RPC API) on the pod IP.
     IpfsDaemon,
-    /// Our image: the workspace binary named by the container's `command[0]` (from target/debug).
-    WorkspaceBinary,
-    /// Programs of this machine (PATH): the image's entrypoint unless the container has a command.
+    /// Our image: workspace binaries (target/debug), the one `command[0]` names by its file name
+    /// (`/usr/local/bin/cluster-ctl` is `cluster-ctl`), else the entrypoint.
+    Workspace { entrypoint: String },
+    /// Programs of this machine (PATH): the entrypoint unless the container has a command.
     Host { entrypoint: Vec<String> },
 }
 
-/// Image repository (no registry `docker.io/`, no tag or digest) -> what runs.
+impl Image {
+    /// Kubo's image: `ENV IPFS_PATH=/data/ipfs`, `VOLUME /data/ipfs`.
+    pub fn ipfs_daemon() -> Image {
+        Image {
+            runs: Runs::IpfsDaemon,
+            env: vec![("IPFS_PATH".into(), "/data/ipfs".into())],
+            volumes: vec!["/data/ipfs".into()],
+        }
+    }
+
+    /// Our image, as the repository's Dockerfile builds it.
+    pub fn ours() -> Image {
+        Image {
+            runs: Runs::Workspace { entrypoint: "cluster-sidecar".into() },
+            env: vec![("CLUSTER_DATA_DIR".into(), "/data".into())],
+            volumes: vec!["/data".into()],
+        }
+    }
+
+    /// Host programs, with no `ENV` or `VOLUME`.
+    pub fn host(entrypoint: &[&str]) -> Image {
+        let entrypoint = entrypoint.iter().map(|arg| arg.to_string()).collect();
+        Image { runs: Runs::Host { entrypoint }, env: Vec::new(), volumes: Vec::new() }
+    }
+
+    /// The image's volumes that none of the container's mounts covers, in its scratch directory.
+    pub fn unmounted_volumes(&self, mounts: &[Mount], scratch: &Path) -> Vec<Mount> {
+        let covered = |path: &str| {
+            mounts.iter().any(|m| {
+                let mount = m.mount_path.trim_end_matches('/');
+                path.strip_prefix(mount).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        };
+        self.volumes
+            .iter()
+            .filter(|path| !covered(path))
+            .map(|path| Mount { mount_path: path.clone(), host_dir: scratch.join(path.trim_start_matches('/')) })
+            .collect()
+    }
+}
+
+/// Image repository -> what runs.
 #[derive(Clone, Debug)]
 pub struct Images {
     by_repository: HashMap<String, Image>,
 }
 
 impl Default for Images {
-    /// `ipfs/kubo` (the IPFS daemon), `ipfs-cluster-k8s` (our image), `bitnami/kubectl` (kubectl) and
-    /// `busybox` (a shell: its `command` or `args` name a host program, e.g. `sh`).
+    /// `ipfs/kubo` (the IPFS daemon), `ipfs-cluster-k8s` (our image), `bitnami/kubectl` (kubectl),
+    /// `busybox` (a shell: its `command` names a host program, e.g. `sh`) and `python` (python3).
     fn default() -> Images {
         Images { by_repository: HashMap::new() }
-            .with("ipfs/kubo", Image::IpfsDaemon)
-            .with("ipfs-cluster-k8s", Image::WorkspaceBinary)
-            .with("bitnami/kubectl", Image::Host { entrypoint: vec!["kubectl".into()] })
-            .with("busybox", Image::Host { entrypoint: Vec::new() })
+            .with("ipfs/kubo", Image::ipfs_daemon())
+            .with("ipfs-cluster-k8s", Image::ours())
+            .with("bitnami/kubectl", Image::host(&["kubectl"]))
+            .with("busybox", Image::host(&[]))
+            .with("python", Image::host(&["python3"]))
     }
 }
 
@@ -57,8 +110,14 @@ impl Images {
         self
     }
 
+    /// The entry for the image's repository, whatever registry it comes from (an entry
+    /// `ipfs-cluster-k8s` serves `ghcr.io/someone/ipfs-cluster-k8s:v1` too).
     pub fn lookup(&self, image: &str) -> Option<&Image> {
-        self.by_repository.get(repository(image))
+        let repository = repository(image);
+        self.by_repository.get(repository).or_else(|| {
+            let mut tails = repository.match_indices('/').map(|(at, _)| &repository[at + 1..]);
+            tails.find_map(|tail| self.by_repository.get(tail))
+        })
     }
 }
 
@@ -96,16 +155,16 @@ pub struct ContainerPlan {
     pub scratch: PathBuf,
 }
 
+/// The process for the container; its env (the image's first) and paths are final.
 pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
     let ContainerPlan { container, command, args, mut env, mounts, pod_ip, scratch } = plan;
-    match image {
-        Image::IpfsDaemon => {
+    match &image.runs {
+        Runs::IpfsDaemon => {
             crate::setup::install("install-ipfs-daemon")?;
-            let ipfs_path = env.iter().find(|(k, _)| k == "IPFS_PATH").map_or(KUBO_IPFS_PATH, |(_, v)| v.as_str());
-            let repo = mounts
-                .iter()
-                .find(|m| m.mount_path.trim_end_matches('/') == ipfs_path || m.host_dir == Path::new(ipfs_path))
-                .map_or_else(|| scratch.join("ipfs"), |m| m.host_dir.clone());
+            let Some(repo) = env.iter().find(|(k, _)| k == "IPFS_PATH").map(|(_, v)| PathBuf::from(v)) else {
+                bail!("the IPFS image needs IPFS_PATH");
+            };
+            std::fs::create_dir_all(&repo).with_context(|| format!("creating {}", repo.display()))?;
             // Only this container uses the repo and its previous process is gone: a lock left by a
             // killed daemon would hold a restart for 20 s.
             let _ = std::fs::remove_dir_all(repo.join("repo.lock"));
@@ -131,13 +190,15 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
                 mounts,
             })
         }
-        Image::WorkspaceBinary => {
-            let Some((name, rest)) = command.split_first() else {
-                bail!("our image needs a command naming the workspace binary to run");
+        Runs::Workspace { entrypoint } => {
+            let (name, rest) = match command.split_first() {
+                Some((program, rest)) => (Path::new(program).file_name().context("an empty command")?, rest),
+                None => (entrypoint.as_ref(), &[][..]),
             };
-            Ok(Launch { program: workspace_binary(name)?, args: [rest, &args].concat(), env, dir: scratch, mounts })
+            let program = workspace_binary(&name.to_string_lossy())?;
+            Ok(Launch { program, args: [rest, &args].concat(), env, dir: scratch, mounts })
         }
-        Image::Host { entrypoint } => {
+        Runs::Host { entrypoint } => {
             let argv = [if command.is_empty() { entrypoint.as_slice() } else { &command }, &args].concat();
             let Some((program, rest)) = argv.split_first() else { bail!("no command to run") };
             Ok(Launch { program: program.into(), args: rest.to_vec(), env, dir: scratch, mounts })
@@ -193,5 +254,35 @@ mod tests {
         ] {
             assert_eq!(repository(image), repo, "{image}");
         }
+    }
+
+    #[test]
+    fn images_are_found_from_any_registry() {
+        let images = Images::default();
+        for (image, found) in [
+            ("ipfs/kubo:v0.32.1", Some(Image::ipfs_daemon())),
+            ("quay.io/ipfs/kubo", Some(Image::ipfs_daemon())),
+            ("ghcr.io/someone/ipfs-cluster-k8s:v1", Some(Image::ours())),
+            ("localhost:5000/ipfs-cluster-k8s", Some(Image::ours())),
+            ("someone/kubo", None),
+            ("nginx", None),
+        ] {
+            assert_eq!(images.lookup(image), found.as_ref(), "{image}");
+        }
+    }
+
+    #[test]
+    fn an_image_volume_is_scratch_unless_mounted() {
+        let scratch = Path::new("/s");
+        let mount = |path: &str| Mount { mount_path: path.into(), host_dir: "/pvc".into() };
+        let image = Image::ours();
+        assert_eq!(
+            image.unmounted_volumes(&[], scratch),
+            [Mount { mount_path: "/data".into(), host_dir: "/s/data".into() }]
+        );
+        assert_eq!(image.unmounted_volumes(&[mount("/data/")], scratch), []);
+        assert_eq!(image.unmounted_volumes(&[mount("/")], scratch), []);
+        assert_eq!(image.unmounted_volumes(&[mount("/dat")], scratch).len(), 1);
+        assert_eq!(image.unmounted_volumes(&[mount("/data/sub")], scratch).len(), 1);
     }
 }

@@ -1,6 +1,9 @@
 //! The pod status the kubelet reports, computed from what it knows of the pod's containers: phase,
 //! conditions and container statuses, as the StatefulSet controller and kubectl read them.
 
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
     PodCondition, PodIP, PodStatus,
@@ -22,6 +25,19 @@ pub struct Termination {
     pub reason: String,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
+}
+
+impl Termination {
+    /// A run that ended now with `status` (killed by signal N: exit code 128 + N, as runtimes say).
+    pub fn of(status: ExitStatus, started_at: Timestamp) -> Termination {
+        let exit_code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+        Termination {
+            exit_code,
+            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            started_at,
+            finished_at: Timestamp::now(),
+        }
+    }
 }
 
 /// The kubelet's record of one container.
@@ -56,6 +72,8 @@ pub struct PodView<'a> {
     pub host_ip: &'a str,
     pub start_time: Timestamp,
     pub restart_policy: &'a str,
+    /// The kubelet is stopping the pod (deleted, or the node going away).
+    pub terminating: bool,
     pub containers: &'a [ContainerRecord],
     /// The conditions reported before, whose transition times are kept when unchanged.
     pub previous: &'a [PodCondition],
@@ -84,7 +102,7 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
         }
     };
     PodStatus {
-        phase: Some(phase(containers, view.restart_policy).into()),
+        phase: Some(phase(containers, view.restart_policy, view.terminating).into()),
         conditions: Some(vec![
             condition("PodReadyToStartContainers", true),
             condition("Initialized", true),
@@ -104,8 +122,9 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
 }
 
 /// Kubernetes' pod phase: Pending until every container has run, then Running while any runs or
-/// will be restarted, and Succeeded/Failed once all have terminated for good.
-pub fn phase(containers: &[ContainerRecord], restart_policy: &str) -> &'static str {
+/// will be restarted, and Succeeded/Failed once all have terminated for good (which a terminating
+/// pod's containers have, whatever its restartPolicy).
+pub fn phase(containers: &[ContainerRecord], restart_policy: &str, terminating: bool) -> &'static str {
     let never_ran = |c: &&ContainerRecord| matches!(c.phase, Phase::Waiting { .. }) && c.last_termination.is_none();
     if containers.is_empty() || containers.iter().any(|c| never_ran(&c)) {
         return "Pending";
@@ -122,6 +141,8 @@ pub fn phase(containers: &[ContainerRecord], restart_policy: &str) -> &'static s
     }
     let all_succeeded = terminated.iter().all(|&code| code == 0);
     match restart_policy {
+        _ if terminating && all_succeeded => "Succeeded",
+        _ if terminating => "Failed",
         "Never" if all_succeeded => "Succeeded",
         "Never" => "Failed",
         "OnFailure" if all_succeeded => "Succeeded",
@@ -194,19 +215,28 @@ mod tests {
         let waiting = Phase::Waiting { reason: "ErrImagePull".into(), message: String::new() };
         let backoff = Phase::Waiting { reason: "CrashLoopBackOff".into(), message: String::new() };
         let running = Phase::Running { started_at: Timestamp::UNIX_EPOCH };
-        for (containers, policy, expected) in [
-            (vec![], "Always", "Pending"),
-            (vec![record(waiting.clone(), false)], "Always", "Pending"),
-            (vec![record(running.clone(), false), record(waiting, false)], "Always", "Pending"),
-            (vec![record(running.clone(), false)], "Always", "Running"),
-            (vec![record(backoff, true)], "Always", "Running"),
-            (vec![record(Phase::Terminated(terminated(0)), false)], "Always", "Running"),
-            (vec![record(Phase::Terminated(terminated(0)), false)], "Never", "Succeeded"),
-            (vec![record(Phase::Terminated(terminated(2)), false)], "Never", "Failed"),
-            (vec![record(Phase::Terminated(terminated(2)), false)], "OnFailure", "Running"),
-            (vec![record(Phase::Terminated(terminated(0)), false), record(running, false)], "Never", "Running"),
+        let exited = |code| record(Phase::Terminated(terminated(code)), false);
+        // (containers, restartPolicy, terminating, phase)
+        for (containers, policy, terminating, expected) in [
+            (vec![], "Always", false, "Pending"),
+            (vec![record(waiting.clone(), false)], "Always", false, "Pending"),
+            (vec![record(running.clone(), false), record(waiting, false)], "Always", false, "Pending"),
+            (vec![record(running.clone(), false)], "Always", false, "Running"),
+            (vec![record(backoff, true)], "Always", false, "Running"),
+            (vec![exited(0)], "Always", false, "Running"),
+            (vec![exited(0)], "Never", false, "Succeeded"),
+            (vec![exited(2)], "Never", false, "Failed"),
+            (vec![exited(2)], "OnFailure", false, "Running"),
+            (vec![exited(0), record(running.clone(), false)], "Never", false, "Running"),
+            (vec![record(running.clone(), false)], "Always", true, "Running"),
+            (vec![exited(0), exited(0)], "Always", true, "Succeeded"),
+            (vec![exited(0), exited(143)], "Always", true, "Failed"),
         ] {
-            assert_eq!(phase(&containers, policy), expected, "{containers:?} with {policy}");
+            assert_eq!(
+                phase(&containers, policy, terminating),
+                expected,
+                "{containers:?} with {policy}, terminating: {terminating}"
+            );
         }
     }
 
@@ -229,6 +259,7 @@ mod tests {
                 host_ip: "127.0.0.1",
                 start_time: earlier,
                 restart_policy: "Always",
+                terminating: false,
                 containers,
                 previous: &previous,
                 now,
