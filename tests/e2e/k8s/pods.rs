@@ -1,6 +1,6 @@
 //! Single pods run by the kubelet stand-in: a client in a pod authenticates with its
-//! ServiceAccount's projected token (RBAC applies), and a pod's probes and restartPolicy decide
-//! readiness and restarts.
+//! ServiceAccount's projected token (RBAC applies), our image runs our binaries, and a pod's probes
+//! and restartPolicy decide readiness and restarts.
 
 use super::{container_status, get_json, is_ready, namespace, stand_in, wait_pod, wait_until};
 
@@ -31,7 +31,9 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
     kubectl
         .apply(&format!(
             r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client", "namespace": "{namespace}"}},
-                "spec": {{"restartPolicy": "Never", "serviceAccountName": "reader", "containers": [{}, {}, {}]}}}}"#,
+                "spec": {{"restartPolicy": "Never", "serviceAccountName": "reader", "containers": [{}, {}, {},
+                  {{"name": "ours", "image": "ghcr.io/example/ipfs-cluster-k8s:dev",
+                    "command": ["/usr/local/bin/cluster-ctl", "--version"]}}]}}}}"#,
             container("whoami", r#"["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]"#),
             container("allowed", r#"["get", "pods", "-o", "name"]"#),
             container("denied", r#"["get", "secrets"]"#),
@@ -61,7 +63,7 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
         ))
         .unwrap();
     let pod = wait_pod(&kubectl, &namespace, "client", "to finish", |p| {
-        ["whoami", "allowed", "denied"].iter().all(|c| terminated(p, c))
+        ["whoami", "allowed", "denied", "ours"].iter().all(|c| terminated(p, c))
     });
     let exit = |c: &str| container_status(&pod, c)["state"]["terminated"]["exitCode"].as_i64();
     let logs = |c: &str| kube.logs(&namespace, "client", c).unwrap();
@@ -69,6 +71,8 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
     assert_eq!((exit("allowed"), logs("allowed").trim()), (Some(0), "pod/client"));
     assert_eq!(exit("denied"), Some(1));
     assert!(logs("denied").contains("Forbidden"), "{}", logs("denied"));
+    // Our image runs our binaries; the container's command names which.
+    assert_eq!((exit("ours"), logs("ours").trim()), (Some(0), concat!("cluster-ctl ", env!("CARGO_PKG_VERSION"))));
     assert_eq!(pod["status"]["phase"], "Failed");
 
     let probes_run = || std::fs::read_to_string(flags.path().join("probes")).unwrap_or_default().lines().count();

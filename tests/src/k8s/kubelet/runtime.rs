@@ -181,12 +181,12 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
             env.push(("IPFS_API_PORT".into(), port("api", 5001).to_string()));
             env.push(("IPFS_SWARM_PORT".into(), port("swarm", 4001).to_string()));
             env.push(("NO_UPDATE_NOTIFIER".into(), "1".into()));
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ipfs-daemon");
+            let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("ipfs-daemon/launcher.mjs");
             Ok(Launch {
                 program: "node".into(),
-                args: vec![dir.join("launcher.mjs").display().to_string(), repo.display().to_string()],
+                args: vec![launcher.display().to_string(), repo.display().to_string()],
                 env,
-                dir,
+                dir: scratch,
                 mounts,
             })
         }
