@@ -232,16 +232,23 @@ impl Supervisor {
         };
         let command = expand_all(&self.container.command);
         let args = expand_all(&self.container.args);
-        // The image's ENV is not there for `$(VAR)`, as in Kubernetes.
-        for (name, value) in &image.env {
+        // The image's ENV is not there for `$(VAR)`, as in Kubernetes; the runtime adds a HOME.
+        let home = ("HOME".to_string(), self.scratch.display().to_string());
+        for (name, value) in image.env.iter().chain([&home]) {
             if env.get(name).is_none() {
                 env.set(name, value.clone());
             }
         }
         env.map_values(|v| rewrite(v, &mounts));
+        let working_dir = match self.container.working_dir.as_deref().filter(|dir| !dir.is_empty()) {
+            Some(dir) if rewrite(dir, &mounts) != dir => PathBuf::from(rewrite(dir, &mounts)),
+            Some(dir) => self.scratch.join(dir.trim_start_matches('/')),
+            None => self.scratch.clone(),
+        };
         // A fresh "container filesystem" at each start, with the image's volumes that nothing mounts.
         let _ = std::fs::remove_dir_all(&self.scratch);
-        for dir in std::iter::once(&self.scratch).chain(mounts.iter().map(|m| &m.host_dir)) {
+        let dirs = [&self.scratch, &working_dir].into_iter().chain(mounts.iter().map(|m| &m.host_dir));
+        for dir in dirs {
             if dir.starts_with(&self.scratch) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
@@ -253,7 +260,7 @@ impl Supervisor {
             env: env.vars().to_vec(),
             mounts,
             pod_ip: self.pod_ip,
-            scratch: self.scratch.clone(),
+            working_dir,
         };
         let image = image.clone();
         tokio::task::spawn_blocking(move || runtime::launch(&image, plan)).await?

@@ -189,13 +189,25 @@ async fn run_pods(ctx: Arc<Context>) {
     let mut workers: HashMap<String, pod::PodHandle> = HashMap::new();
     // Pods whose worker is done: a late update of one must not start it again.
     let mut finished: HashSet<String> = HashSet::new();
+    // The pods of a (re-)list: any other is gone, deleted while the watch was down.
+    let mut listed: Option<HashSet<String>> = None;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             event = events.next() => match event {
+                Some(Ok(watcher::Event::Init)) => listed = Some(HashSet::new()),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let listed = listed.take().unwrap_or_default();
+                    for (_, worker) in workers.iter().filter(|(uid, _)| !listed.contains(*uid)) {
+                        worker.gone.cancel();
+                    }
+                }
                 Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    if let Some(listed) = &mut listed {
+                        listed.insert(uid.clone());
+                    }
                     if let Some(worker) = workers.get(&uid) {
                         worker.updates.send_replace(pod);
                     } else if !finished.contains(&uid) {
@@ -216,7 +228,6 @@ async fn run_pods(ctx: Arc<Context>) {
                         worker.gone.cancel();
                     }
                 }
-                Some(Ok(_)) => {}
                 Some(Err(e)) => ctx.note(&format!("pod watch: {e}")),
                 None => break,
             },

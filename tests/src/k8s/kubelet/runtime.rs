@@ -138,6 +138,7 @@ pub struct Launch {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The container's working directory.
     pub dir: PathBuf,
     /// The container's mounts, also rewritten in its exec probes and hooks.
     pub mounts: Vec<Mount>,
@@ -151,13 +152,12 @@ pub struct ContainerPlan {
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub pod_ip: Ipv4Addr,
-    /// Stands for the container's own filesystem: emptied at each start.
-    pub scratch: PathBuf,
+    pub working_dir: PathBuf,
 }
 
 /// The process for the container; its env (the image's first) and paths are final.
 pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
-    let ContainerPlan { container, command, args, mut env, mounts, pod_ip, scratch } = plan;
+    let ContainerPlan { container, command, args, mut env, mounts, pod_ip, working_dir } = plan;
     match &image.runs {
         Runs::IpfsDaemon => {
             crate::setup::install("install-ipfs-daemon")?;
@@ -186,7 +186,7 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
                 program: "node".into(),
                 args: vec![launcher.display().to_string(), repo.display().to_string()],
                 env,
-                dir: scratch,
+                dir: working_dir,
                 mounts,
             })
         }
@@ -196,18 +196,18 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
                 None => (entrypoint.as_ref(), &[][..]),
             };
             let program = workspace_binary(&name.to_string_lossy())?;
-            Ok(Launch { program, args: [rest, &args].concat(), env, dir: scratch, mounts })
+            Ok(Launch { program, args: [rest, &args].concat(), env, dir: working_dir, mounts })
         }
         Runs::Host { entrypoint } => {
             let argv = [if command.is_empty() { entrypoint.as_slice() } else { &command }, &args].concat();
             let Some((program, rest)) = argv.split_first() else { bail!("no command to run") };
-            Ok(Launch { program: program.into(), args: rest.to_vec(), env, dir: scratch, mounts })
+            Ok(Launch { program: program.into(), args: rest.to_vec(), env, dir: working_dir, mounts })
         }
     }
 }
 
 /// Starts the process, its stdout and stderr appended to `log`. It gets only the container's
-/// environment (plus PATH and a HOME in its scratch directory) and dies with the test process.
+/// environment (plus this machine's PATH) and dies with the test process.
 pub fn spawn(launch: &Launch, log: &Path) -> Result<tokio::process::Child> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
@@ -216,7 +216,6 @@ pub fn spawn(launch: &Launch, log: &Path) -> Result<tokio::process::Child> {
         .args(&launch.args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &launch.dir)
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&launch.dir)
         .stdin(Stdio::null())
