@@ -28,16 +28,11 @@ impl Kube {
     /// `E2E_KUBECONFIG`'s cluster when set, else a fresh control plane with a kubelet stand-in
     /// (the default image map).
     pub fn start() -> Result<Kube> {
-        Self::start_with(Images::default())
-    }
-
-    /// As [`Kube::start`], with the kubelet stand-in's image map (unused for an external cluster).
-    pub fn start_with(images: Images) -> Result<Kube> {
         match std::env::var_os("E2E_KUBECONFIG") {
             Some(path) => Ok(Kube::External(PathBuf::from(path))),
             None => {
                 let plane = ControlPlane::start()?;
-                let kubelet = Kubelet::start(&plane, images)?;
+                let kubelet = Kubelet::start(&plane, Images::default())?;
                 Ok(Kube::Local { kubelet, plane })
             }
         }

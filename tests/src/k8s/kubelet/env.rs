@@ -157,7 +157,6 @@ pub async fn secret_data(
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .chain(secret.string_data.unwrap_or_default())
             .collect()),
         None if optional => Ok(BTreeMap::new()),
         None => bail!("secret \"{name}\" not found"),

@@ -42,7 +42,7 @@ mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -142,15 +142,6 @@ impl Kubelet {
         // The pod loop stops its pods itself on shutdown, so it is not cut short like the others.
         tasks.push(runtime.spawn(run_pods(Arc::clone(&ctx))));
         Ok(Kubelet { ctx, runtime: Some(runtime), tasks })
-    }
-
-    pub fn node_name(&self) -> &str {
-        &self.ctx.node
-    }
-
-    /// Where the kubelet keeps volumes, logs and its own notes (`kubelet.log`).
-    pub fn dir(&self) -> &Path {
-        &self.ctx.dir
     }
 
     /// Everything a container of this name in this pod wrote so far (every run of it).
