@@ -1,6 +1,6 @@
 //! Single pods run by the kubelet stand-in: a client in a pod authenticates with its
-//! ServiceAccount's projected token (RBAC applies), our image runs our binaries, and a pod's probes
-//! and restartPolicy decide readiness and restarts.
+//! ServiceAccount's projected token (RBAC applies), our image runs our binaries, and a pod's probes,
+//! readiness gates and restartPolicy decide readiness and restarts.
 
 use super::{container_status, get_json, is_ready, namespace, stand_in, wait_pod, wait_until};
 
@@ -62,6 +62,13 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
             flags = flags.path().display(),
         ))
         .unwrap();
+    kubectl
+        .apply(&format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "joiner", "namespace": "{namespace}"}},
+                "spec": {{"readinessGates": [{{"conditionType": "example.com/joined"}}],
+                  "containers": [{{"name": "sleeper", "image": "busybox", {sleeper}}}]}}}}"#
+        ))
+        .unwrap();
     let pod = wait_pod(&kubectl, &namespace, "client", "to finish", |p| {
         ["whoami", "allowed", "denied", "ours"].iter().all(|c| terminated(p, c))
     });
@@ -74,6 +81,19 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
     // Our image runs our binaries; the container's command names which.
     assert_eq!((exit("ours"), logs("ours").trim()), (Some(0), concat!("cluster-ctl ", env!("CARGO_PKG_VERSION"))));
     assert_eq!(pod["status"]["phase"], "Failed");
+
+    // A readiness gate: Ready waits for a condition someone else sets, which the kubelet keeps.
+    let condition = |pod: &serde_json::Value, kind: &str| {
+        let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.into_iter().find(|c| c["type"] == kind).map(|c| c["status"].clone())
+    };
+    let joiner = wait_pod(&kubectl, &namespace, "joiner", "to have its containers ready", |p| {
+        condition(p, "ContainersReady") == Some("True".into())
+    });
+    assert_eq!(condition(&joiner, "Ready"), Some("False".into()), "{joiner}");
+    let joined = r#"{"status": {"conditions": [{"type": "example.com/joined", "status": "True"}]}}"#;
+    kubectl.run(&["patch", "pod", "joiner", "-n", &namespace, "--subresource=status", "-p", joined]).unwrap();
+    wait_pod(&kubectl, &namespace, "joiner", "ready through its gate", is_ready);
 
     let probes_run = || std::fs::read_to_string(flags.path().join("probes")).unwrap_or_default().lines().count();
     let pod = wait_until("the readiness probe to have failed three times", || {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
@@ -29,6 +29,8 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// When the harness stops, containers get this long after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// How often the final status is tried before the pod object is deleted anyway.
+const FINAL_STATUS_ATTEMPTS: u32 = 5;
 
 /// What the kubelet's pod loop holds for a running pod worker.
 pub struct PodHandle {
@@ -94,7 +96,7 @@ pub async fn run(ctx: Arc<Context>, mut updates: watch::Receiver<Pod>, gone: Can
     let reporting = CancellationToken::new();
     let reporter = tokio::spawn(report_status(
         Arc::clone(&ctx),
-        pod.clone(),
+        updates.clone(),
         ip.addr,
         Arc::clone(&records),
         stop_rx.clone(),
@@ -232,27 +234,38 @@ async fn delete_now(ctx: &Context, pod: &Pod) -> Result<()> {
     }
 }
 
-/// Patches the pod's status whenever the records change it, and once more when `done` (the
-/// containers' final states, before the pod object is deleted).
+/// Patches the pod's status whenever it changes (the records, or others' conditions it depends
+/// on), and once more when `done` (the containers' final states, before the pod object goes).
+/// Each patch is conditional on the pod's resourceVersion, so that no one else's condition is
+/// overwritten with an old copy.
 async fn report_status(
     ctx: Arc<Context>,
-    pod: Pod,
+    mut updates: watch::Receiver<Pod>,
     pod_ip: Ipv4Addr,
     records: Arc<Records>,
     stop: watch::Receiver<Option<Stop>>,
     done: CancellationToken,
 ) {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-    let start_time = Timestamp::now();
+    let mut latest = updates.borrow_and_update().clone();
+    let key = pod_key(&latest);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), latest.metadata.namespace.as_deref().unwrap_or("default"));
+    let name = latest.metadata.name.clone().unwrap_or_default();
+    let spec = latest.spec.clone().unwrap_or_default();
+    let restart_policy = spec.restart_policy.unwrap_or_else(|| "Always".into());
+    let readiness_gates: Vec<String> =
+        spec.readiness_gates.iter().flatten().map(|g| g.condition_type.clone()).collect();
+    // To the second, as the API server keeps times (a time it rounded is then no change).
+    let now = || Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid time");
+    let start_time = now();
     let pod_ip = pod_ip.to_string();
     let mut reported: Option<PodStatus> = None;
+    let mut watching = true;
+    let mut final_attempts = FINAL_STATUS_ATTEMPTS;
     loop {
         let finishing = done.is_cancelled();
         let changed = records.changed.notified();
         let containers = records.snapshot();
-        let previous: Vec<PodCondition> = reported.iter().flat_map(|s| s.conditions.clone()).flatten().collect();
+        let current = latest.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let status = pod_status(&PodView {
             pod_ip: &pod_ip,
             host_ip: HOST_IP,
@@ -260,28 +273,44 @@ async fn report_status(
             restart_policy: &restart_policy,
             terminating: stop.borrow().is_some(),
             containers: &containers,
-            previous: &previous,
-            now: Timestamp::now(),
+            readiness_gates: &readiness_gates,
+            current: &current,
+            now: now(),
         });
         let mut retry = false;
         if reported.as_ref() != Some(&status) {
-            let patch = serde_json::json!({ "status": status });
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": latest.metadata.resource_version },
+                "status": status,
+            });
             match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => reported = Some(status),
+                Ok(patched) => {
+                    latest = patched;
+                    reported = Some(status);
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
+                // Changed meanwhile (the watch brings the new version): computed again from it.
+                Err(kube::Error::Api(e)) if e.code == 409 => retry = true,
                 Err(e) => {
-                    ctx.note(&format!("{}: status update failed: {e}", pod_key(&pod)));
-                    retry = !finishing;
+                    ctx.note(&format!("{key}: status update failed: {e}"));
+                    retry = true;
                 }
             }
         }
         if finishing {
-            return;
+            final_attempts -= 1;
+            if !retry || final_attempts == 0 {
+                return;
+            }
         }
         tokio::select! {
             _ = changed => {}
+            changed = updates.changed(), if watching => {
+                watching = changed.is_ok();
+                latest = updates.borrow_and_update().clone();
+            }
             _ = tokio::time::sleep(RETRY), if retry => {}
-            _ = done.cancelled() => {}
+            _ = done.cancelled(), if !finishing => {}
         }
     }
 }

@@ -75,18 +75,29 @@ pub struct PodView<'a> {
     /// The kubelet is stopping the pod (deleted, or the node going away).
     pub terminating: bool,
     pub containers: &'a [ContainerRecord],
-    /// The conditions reported before, whose transition times are kept when unchanged.
-    pub previous: &'a [PodCondition],
+    /// The condition types of the pod's `readinessGates`: Ready also waits for these.
+    pub readiness_gates: &'a [String],
+    /// The pod's conditions now, whose transition times are kept when unchanged and whose other
+    /// writers' conditions (readiness gates, DisruptionTarget) are kept as they are.
+    pub current: &'a [PodCondition],
     pub now: Timestamp,
 }
 
+/// The conditions the kubelet owns.
+const KUBELET_CONDITIONS: [&str; 5] =
+    ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
+
 pub fn pod_status(view: &PodView<'_>) -> PodStatus {
     let containers = view.containers;
-    let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
-    let condition = |kind: &str, status: bool| {
+    let containers_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
+    let others: Vec<PodCondition> =
+        view.current.iter().filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str())).cloned().collect();
+    let gates_ready =
+        view.readiness_gates.iter().all(|gate| others.iter().any(|c| &c.type_ == gate && c.status == "True"));
+    let condition = |kind: &str, status: bool, reason: &str| {
         let status = if status { "True" } else { "False" };
         let since = view
-            .previous
+            .current
             .iter()
             .find(|c| c.type_ == kind && c.status == status)
             .and_then(|c| c.last_transition_time.clone())
@@ -95,21 +106,22 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
             type_: kind.into(),
             status: status.into(),
             last_transition_time: Some(since),
-            reason: (!matches!(kind, "PodScheduled" | "Initialized" | "PodReadyToStartContainers")
-                && status == "False")
-                .then(|| "ContainersNotReady".into()),
+            reason: (status == "False").then(|| reason.into()),
             ..Default::default()
         }
     };
+    let ready_reason = if containers_ready { "ReadinessGatesNotReady" } else { "ContainersNotReady" };
+    let mut conditions = vec![
+        condition("PodReadyToStartContainers", true, ""),
+        condition("Initialized", true, ""),
+        condition("Ready", containers_ready && gates_ready, ready_reason),
+        condition("ContainersReady", containers_ready, "ContainersNotReady"),
+        condition("PodScheduled", true, ""),
+    ];
+    conditions.extend(others);
     PodStatus {
         phase: Some(phase(containers, view.restart_policy, view.terminating).into()),
-        conditions: Some(vec![
-            condition("PodReadyToStartContainers", true),
-            condition("Initialized", true),
-            condition("Ready", all_ready),
-            condition("ContainersReady", all_ready),
-            condition("PodScheduled", true),
-        ]),
+        conditions: Some(conditions),
         container_statuses: Some(containers.iter().map(container_status).collect()),
         pod_ip: Some(view.pod_ip.into()),
         pod_ips: Some(vec![PodIP { ip: view.pod_ip.into() }]),
@@ -241,19 +253,19 @@ mod tests {
     }
 
     #[test]
-    fn ready_needs_every_container_ready_and_keeps_transition_times() {
+    fn ready_needs_every_container_and_gate_and_keeps_others_conditions() {
         let mut ready = record(Phase::Running { started_at: Timestamp::UNIX_EPOCH }, false);
         ready.ready = true;
         let not_ready = record(Phase::Running { started_at: Timestamp::UNIX_EPOCH }, false);
         let earlier: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let now: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
-        let previous = [PodCondition {
-            type_: "PodScheduled".into(),
-            status: "True".into(),
+        let condition_of = |kind: &str, status: &str| PodCondition {
+            type_: kind.into(),
+            status: status.into(),
             last_transition_time: Some(Time(earlier)),
             ..Default::default()
-        }];
-        let status_of = |containers: &[ContainerRecord]| {
+        };
+        let status_of = |containers: &[ContainerRecord], gate: &str| {
             pod_status(&PodView {
                 pod_ip: "127.0.3.2",
                 host_ip: "127.0.0.1",
@@ -261,20 +273,28 @@ mod tests {
                 restart_policy: "Always",
                 terminating: false,
                 containers,
-                previous: &previous,
+                readiness_gates: &["example.com/joined".to_string()],
+                current: &[condition_of("PodScheduled", "True"), condition_of("example.com/joined", gate)],
                 now,
             })
         };
         let condition = |status: &PodStatus, kind: &str| {
             let found = status.conditions.iter().flatten().find(|c| c.type_ == kind).unwrap();
-            (found.status.clone(), found.last_transition_time.clone().unwrap().0)
+            (found.status.clone(), found.reason.clone(), found.last_transition_time.clone().unwrap().0)
         };
-        let both = status_of(&[ready.clone(), not_ready]);
-        assert_eq!(condition(&both, "Ready"), ("False".into(), now));
-        assert_eq!(condition(&both, "PodScheduled"), ("True".into(), earlier));
-        let all = status_of(&[ready.clone(), ready]);
+        let both = status_of(&[ready.clone(), not_ready], "True");
+        assert_eq!(condition(&both, "Ready"), ("False".into(), Some("ContainersNotReady".into()), now));
+        assert_eq!(condition(&both, "PodScheduled"), ("True".into(), None, earlier));
+        assert_eq!(condition(&both, "example.com/joined"), ("True".into(), None, earlier));
+
+        let gated = status_of(&[ready.clone(), ready.clone()], "False");
+        assert_eq!(condition(&gated, "ContainersReady").0, "True");
+        assert_eq!(condition(&gated, "Ready"), ("False".into(), Some("ReadinessGatesNotReady".into()), now));
+        assert_eq!(condition(&gated, "example.com/joined").0, "False");
+
+        let all = status_of(&[ready.clone(), ready], "True");
         assert_eq!(condition(&all, "Ready").0, "True");
-        assert_eq!(condition(&all, "ContainersReady").0, "True");
+        assert_eq!(all.conditions.iter().flatten().count(), 6, "{all:?}");
         assert_eq!(all.pod_ip.as_deref(), Some("127.0.3.2"));
     }
 }
