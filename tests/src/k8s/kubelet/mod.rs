@@ -11,7 +11,9 @@
 //!
 //! Where processes on one host differ from containers:
 //! - Paths: a process has no container filesystem; mount paths in its command, args and env are
-//!   rewritten to host directories (`paths`).
+//!   rewritten to host directories (`paths`). Programs are this machine's, but for our image's
+//!   (found by file name, in the container's command and in exec hooks and probes alike); the IPFS
+//!   image has no `ipfs` command for exec hooks.
 //! - Network: a pod's IP is a loopback address of its own, but `localhost` and `0.0.0.0` are the
 //!   host's. A container must listen on its pod IP (`status.podIP` through the downward API) and
 //!   reach the other containers of its pod there too: both work in a real cluster as well.

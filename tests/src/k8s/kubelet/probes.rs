@@ -167,10 +167,10 @@ pub async fn run_once(probe: &Probe, container: &Container, pod_ip: Ipv4Addr, ex
         } else if let Some(exec) = &probe.exec {
             let command: Vec<String> = exec.command.iter().flatten().map(|a| rewrite(a, &exec_env.mounts)).collect();
             let (program, args) = command.split_first()?;
-            let status = tokio::process::Command::new(program)
+            let status = tokio::process::Command::new(exec_env.exec_program(program))
                 .args(args)
                 .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("PATH", exec_env.path())
                 .envs(exec_env.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(&exec_env.dir)
                 .stdin(std::process::Stdio::null())

@@ -12,6 +12,7 @@
 //! container's own command and args are not used.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -142,6 +143,24 @@ pub struct Launch {
     pub dir: PathBuf,
     /// The container's mounts, also rewritten in its exec probes and hooks.
     pub mounts: Vec<Mount>,
+    /// Where the image's own programs are (ours: the workspace's binaries).
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Launch {
+    /// The PATH of the container and its exec hooks and probes: the image's programs first.
+    pub fn path(&self) -> OsString {
+        let host = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = self.bin_dir.iter().cloned().chain(std::env::split_paths(&host));
+        std::env::join_paths(dirs).unwrap_or(host)
+    }
+
+    /// The program an exec hook or probe names: the image's own by its file name (as
+    /// `/usr/local/bin/cluster-ctl` in our image), else a program of this machine.
+    pub fn exec_program(&self, name: &str) -> PathBuf {
+        let own = self.bin_dir.as_ref().zip(Path::new(name).file_name()).map(|(dir, file)| dir.join(file));
+        own.filter(|path| path.is_file()).unwrap_or_else(|| name.into())
+    }
 }
 
 /// What the container runs, given its command and args already expanded and rewritten.
@@ -188,6 +207,7 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
                 env,
                 dir: working_dir,
                 mounts,
+                bin_dir: None,
             })
         }
         Runs::Workspace { entrypoint } => {
@@ -196,18 +216,19 @@ pub fn launch(image: &Image, plan: ContainerPlan) -> Result<Launch> {
                 None => (entrypoint.as_ref(), &[][..]),
             };
             let program = workspace_binary(&name.to_string_lossy())?;
-            Ok(Launch { program, args: [rest, &args].concat(), env, dir: working_dir, mounts })
+            let bin_dir = program.parent().map(Path::to_path_buf);
+            Ok(Launch { program, args: [rest, &args].concat(), env, dir: working_dir, mounts, bin_dir })
         }
         Runs::Host { entrypoint } => {
             let argv = [if command.is_empty() { entrypoint.as_slice() } else { &command }, &args].concat();
             let Some((program, rest)) = argv.split_first() else { bail!("no command to run") };
-            Ok(Launch { program: program.into(), args: rest.to_vec(), env, dir: working_dir, mounts })
+            Ok(Launch { program: program.into(), args: rest.to_vec(), env, dir: working_dir, mounts, bin_dir: None })
         }
     }
 }
 
 /// Starts the process, its stdout and stderr appended to `log`. It gets only the container's
-/// environment (plus this machine's PATH) and dies with the test process.
+/// environment (and a PATH, unless it sets one) and dies with the test process.
 pub fn spawn(launch: &Launch, log: &Path) -> Result<tokio::process::Child> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
@@ -215,7 +236,7 @@ pub fn spawn(launch: &Launch, log: &Path) -> Result<tokio::process::Child> {
     command
         .args(&launch.args)
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PATH", launch.path())
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&launch.dir)
         .stdin(Stdio::null())
@@ -283,5 +304,26 @@ mod tests {
         assert_eq!(image.unmounted_volumes(&[mount("/")], scratch), []);
         assert_eq!(image.unmounted_volumes(&[mount("/dat")], scratch).len(), 1);
         assert_eq!(image.unmounted_volumes(&[mount("/data/sub")], scratch).len(), 1);
+    }
+
+    #[test]
+    fn exec_hooks_find_the_images_own_programs_by_file_name() {
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::write(bin.path().join("cluster-ctl"), "").unwrap();
+        let launch = |bin_dir: Option<PathBuf>| Launch {
+            program: "cluster-sidecar".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            dir: "/".into(),
+            mounts: Vec::new(),
+            bin_dir,
+        };
+        let ours = launch(Some(bin.path().to_path_buf()));
+        assert_eq!(ours.exec_program("/usr/local/bin/cluster-ctl"), bin.path().join("cluster-ctl"));
+        assert_eq!(ours.exec_program("cluster-ctl"), bin.path().join("cluster-ctl"));
+        assert_eq!(ours.exec_program("sh"), PathBuf::from("sh"));
+        assert_eq!(launch(None).exec_program("cluster-ctl"), PathBuf::from("cluster-ctl"));
+        let path = ours.path();
+        assert_eq!(std::env::split_paths(&path).next().as_deref(), Some(bin.path()));
     }
 }
