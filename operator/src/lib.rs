@@ -3,3 +3,4 @@
 //! into cluster pins. It drives the peers only through their REST API.
 
 pub mod crd;
+pub mod membership;

@@ -426,3 +426,33 @@ async fn bandwidth_is_an_object_of_protocols() {
     let client = Client::new(&format!("http://{}", s.addr)).unwrap();
     assert_eq!(client.bandwidth().await.unwrap().len(), by_protocol.len());
 }
+
+// ---- the departure handshake (ours, for the operator) ----
+
+async fn declare(addr: std::net::SocketAddr, body: &str) -> Raw {
+    let head = format!(
+        "PUT /consensus/departure HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
+        body.len()
+    );
+    raw(addr, &head, body.as_bytes()).await
+}
+
+#[tokio::test]
+async fn a_departure_is_undecided_until_a_restart_is_declared() {
+    let s = server(RestApiConfig::default()).await;
+    assert_eq!(get(s.addr, "/consensus/departure").await.json(), serde_json::json!({"departure": "undecided"}));
+    assert_eq!(get(s.addr, "/consensus").await.json()["departure"], "undecided");
+
+    declare(s.addr, r#"{"departure": "removed"}"#).await.assert_error(400, "only a restart can be declared");
+    declare(s.addr, "restart").await.assert_error(400, "error decoding request body");
+    get(s.addr, "/consensus/departure?wait=11m").await.assert_error(400, "wait: \"11m\" is not a duration");
+    get(s.addr, "/consensus/departure?wait=soon").await.assert_error(400, "wait: \"soon\" is not a duration");
+
+    // A preStop hook waiting meanwhile is answered by the declaration, not by its wait running out.
+    let waiting = tokio::spawn(get(s.addr, "/consensus/departure?wait=10m"));
+    let declared = declare(s.addr, r#"{"departure": "restart"}"#).await;
+    assert_eq!((declared.status, declared.json()), (200, serde_json::json!({"departure": "restart"})));
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await.unwrap().unwrap();
+    assert_eq!(answered.json(), serde_json::json!({"departure": "restart"}));
+    assert_eq!(get(s.addr, "/consensus").await.json()["departure"], "restart");
+}

@@ -4,12 +4,13 @@
 //! for good).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::core::ListMerge;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The peer of one pod of a cluster's StatefulSet.
+// Each printer column repeats `type_`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ipfscluster.io",

@@ -1,5 +1,7 @@
 //! Handlers of membership: `/peers` (reference) and `/consensus` (ours, for the operator).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
@@ -9,7 +11,7 @@ use warp::reply::Response;
 use super::error::{json_response, no_content};
 use super::routes::{Ctx, Query};
 use super::stream::ndjson;
-use crate::types::{parse_peer_id, AddPeer};
+use crate::types::{parse_peer_id, parse_std_duration, AddPeer, Departure, DepartureStatus};
 use crate::{Error, Result};
 
 pub(crate) async fn list(ctx: Ctx) -> Response {
@@ -46,4 +48,33 @@ pub(crate) async fn status(ctx: Ctx) -> Response {
 /// `POST /consensus/init`: 409 when the peer already belongs to a cluster.
 pub(crate) async fn init(ctx: Ctx) -> Result<Response> {
     Ok(json_response(StatusCode::OK, &ctx.cluster.init_cluster().await?))
+}
+
+/// The longest `GET /consensus/departure?wait=` a request may ask for: a preStop hook asks again.
+const MAX_DEPARTURE_WAIT: Duration = Duration::from_secs(600);
+
+/// `GET /consensus/departure[?wait=30s]` (ours): this peer's departure, once decided or after
+/// `wait` (at most ten minutes; none by default).
+pub(crate) async fn departure(query: Query, ctx: Ctx) -> Result<Response> {
+    let wait = match query.get("wait").filter(|w| !w.is_empty()) {
+        None => Duration::ZERO,
+        Some(text) => parse_std_duration(text)
+            .filter(|wait| *wait <= MAX_DEPARTURE_WAIT)
+            .ok_or_else(|| Error::BadRequest(format!("wait: {text:?} is not a duration of at most 10m")))?,
+    };
+    let departure = ctx.cluster.await_departure(wait).await;
+    Ok(json_response(StatusCode::OK, &DepartureStatus { departure }))
+}
+
+/// `PUT /consensus/departure` with `{"departure": "restart"}` (ours): the pod only restarts, so
+/// its stop must not wait for a removal. A removal is `DELETE /peers/{id}`, not a declaration.
+pub(crate) async fn declare_departure(body: Bytes, ctx: Ctx) -> Result<Response> {
+    let request: DepartureStatus =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
+    if request.departure != Departure::Restart {
+        return Err(Error::BadRequest(
+            "only a restart can be declared; a peer leaves through DELETE /peers/{id}".into(),
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &DepartureStatus { departure: ctx.cluster.declare_restart() }))
 }

@@ -1,5 +1,6 @@
 //! `cluster-ctl`: the `ipfs-cluster-ctl` verbs people use, with their flags and output.
 
+mod departure;
 pub mod format;
 pub mod wait;
 
@@ -109,6 +110,12 @@ pub enum PeersCommand {
     },
     /// Show consensus as this peer sees it: role, leader, term, members and voters (ours).
     Consensus,
+    /// Wait until this peer was removed or its restart declared by the Kubernetes operator (ours:
+    /// a peer pod's preStop hook). Exit 62 when nothing was decided in time.
+    AwaitDeparture {
+        #[arg(long, default_value = "50s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -480,6 +487,9 @@ pub async fn run(cli: Cli) -> std::result::Result<(), Failure> {
             out.one(&format!("Peer {peer_id} removed\n"), |text| text.clone())
         }
         Command::Peers(PeersCommand::Consensus) => out.one(&client.consensus().await?, format::consensus),
+        Command::Peers(PeersCommand::AwaitDeparture { timeout }) => {
+            departure::await_departure(&client, &out, timeout).await
+        }
         Command::Pin(PinCommand::Add(args)) => {
             let options = args.options().map_err(local("parsing pin options"))?;
             pin(&client, &out, &args.target, &options, &args.after).await

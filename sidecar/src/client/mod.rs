@@ -33,8 +33,8 @@ use serde::de::DeserializeOwned;
 use crate::ndjson::{NdjsonReader, Source};
 use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::types::{
-    AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin,
-    PinOptions, PinType, Readiness, Token, Version,
+    format_go_duration, AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, Departure, DepartureStatus,
+    GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness, Token, Version,
 };
 use crate::{Error, Result};
 
@@ -188,6 +188,23 @@ impl Client {
     /// `GET /consensus` (ours): the peer's view of consensus and membership.
     pub async fn consensus(&self) -> Result<ConsensusStatus> {
         self.json(Method::GET, "/consensus", &[]).await
+    }
+
+    /// `GET /consensus/departure?wait=` (ours): the peer's departure once decided, or undecided
+    /// after `wait`. Give the client a timeout above `wait`.
+    pub async fn departure(&self, wait: Duration) -> Result<Departure> {
+        let query = [("wait".to_string(), format_go_duration(wait))];
+        let status: DepartureStatus = self.json(Method::GET, "/consensus/departure", &query).await?;
+        Ok(status.departure)
+    }
+
+    /// `PUT /consensus/departure` (ours): declares that the peer's pod only restarts.
+    pub async fn declare_restart(&self) -> Result<Departure> {
+        let body = serde_json::to_vec(&DepartureStatus { departure: Departure::Restart })
+            .map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
+        let request = self.request(Method::PUT, "/consensus/departure", &[], full(body), Some("application/json"))?;
+        let status: DepartureStatus = parse_body(expect_success(self.send(request).await?).await?).await?;
+        Ok(status.departure)
     }
 
     /// `POST /consensus/init` (ours): starts a new cluster with the peer as its only member.

@@ -5,6 +5,7 @@
 
 mod add;
 mod background;
+mod departure;
 mod info;
 mod metrics;
 mod peers;
@@ -132,6 +133,8 @@ struct Inner {
     /// What the last re-allocation pass that moved everything it had to saw (see `repin`).
     last_repin: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
     registry: std::sync::Mutex<prometheus_client::registry::Registry>,
+    /// The operator declared that this pod only restarts (see `departure`).
+    restart_declared: tokio::sync::watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -169,6 +172,7 @@ impl Cluster {
                 tasks: tokio::sync::Mutex::new(Vec::new()),
                 last_repin: std::sync::Mutex::new(None),
                 registry: std::sync::Mutex::new(metrics::peer_registry(weak.clone())),
+                restart_declared: tokio::sync::watch::Sender::new(false),
             }),
         };
         cluster.inner.p2p.serve(Arc::new(rpc::ClusterRpc(Arc::downgrade(&cluster.inner)))).await?;

@@ -90,7 +90,7 @@ impl Cluster {
 
     /// `GET /consensus` (ours).
     pub fn consensus_status(&self) -> ConsensusStatus {
-        self.inner.consensus.status()
+        ConsensusStatus { departure: self.departure(), ..self.inner.consensus.status() }
     }
 
     /// `POST /consensus/init` (ours): starts a new cluster with this peer as its only member.

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Host;
 use crate::state::{PinState, StateObserver, StateOp};
-use crate::types::{ConsensusRole, ConsensusStatus, MemberStatus};
+use crate::types::{ConsensusRole, ConsensusStatus, Departure, MemberStatus};
 use crate::{Error, Result};
 
 pub use log_store::LogStore;
@@ -262,6 +262,7 @@ impl Consensus {
                     reachable: reachable.contains(id),
                 })
                 .collect(),
+            departure: Departure::Undecided,
         }
     }
 

@@ -50,6 +50,29 @@ pub struct ConsensusStatus {
     /// A membership change is half-way (joint configuration).
     pub joint: bool,
     pub members: Vec<MemberStatus>,
+    /// What this peer's stop would mean, as decided so far (see [`Departure`]).
+    #[serde(default)]
+    pub departure: Departure,
+}
+
+/// What a stopping peer's departure means (ours: the handshake between a pod's preStop hook and
+/// the Kubernetes operator, `GET`/`PUT /consensus/departure`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Departure {
+    /// Nothing decided: a stop now leaves the peer a member that is down.
+    #[default]
+    Undecided,
+    /// Its pod only restarts: it stays a member.
+    Restart,
+    /// It is out of the cluster.
+    Removed,
+}
+
+/// The body of `GET` and `PUT /consensus/departure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepartureStatus {
+    pub departure: Departure,
 }
 
 /// The body of `POST /peers`: the reference's `{"peer_id": ...}`, plus (ours) the cluster

@@ -244,3 +244,31 @@ async fn cli_adds_files_updates_pins_and_collects_garbage() {
     assert!(no_r.stderr.contains("-r"), "{}", no_r.stderr);
     peer.stop().await;
 }
+
+/// The preStop hook of a peer pod: `peers await-departure` ends when a restart is declared, runs
+/// out of time with code 62 when nothing is decided, and ends at once when the peer is gone.
+#[tokio::test]
+async fn cli_awaits_a_departure() {
+    let daemon = shared_daemon();
+    let mut peer = TestPeer::start(&daemon.api_multiaddr().to_string(), &[]).await;
+
+    let undecided = ctl(&peer, &["peers", "await-departure", "--timeout", "1s"]).await;
+    assert_eq!(undecided.code, Some(62), "{}{}", undecided.stdout, undecided.stderr);
+    assert!(undecided.stderr.contains("nothing decided within 1s"), "{}", undecided.stderr);
+
+    let waiting = ctl_command(&peer, &["peers", "await-departure", "--timeout", "10m"]).spawn().unwrap();
+    let (status, body) = peer
+        .call(
+            peer.request(reqwest::Method::PUT, "/consensus/departure")
+                .json(&serde_json::json!({"departure": "restart"})),
+        )
+        .await;
+    assert_eq!((status, body), (200, serde_json::json!({"departure": "restart"})));
+    let output = tokio::time::timeout(WAIT, waiting.wait_with_output()).await.expect("await-departure ends").unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("the pod restarts"), "{}: {stdout}", output.status);
+
+    peer.process.kill9().unwrap();
+    let gone = ctl(&peer, &["peers", "await-departure", "--timeout", "10m"]).await.ok("await-departure");
+    assert!(gone.stdout.contains("does not answer"), "{}", gone.stdout);
+}
