@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod common;
+pub mod helm;
 pub mod inprocess;
 pub mod ipfs_daemon;
 pub mod k8s;

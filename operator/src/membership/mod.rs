@@ -29,7 +29,7 @@
 //! The StatefulSet controller deletes condemned pods the moment `replicas` drops, all at once
 //! under `Parallel`. A pod that stopped before it left would count against the quorum: scale 5 to
 //! 1 and four voters of five are gone at once. So each sidecar's preStop hook waits
-//! (`cluster-ctl consensus await-departure`, bounded by the grace period) until its departure is
+//! (`cluster-ctl peers await-departure`, bounded by the grace period) until its departure is
 //! decided: either the peer is out of the membership (the operator removed it; the sidecar exits
 //! by itself), or the operator declared that the pod only restarts (`PUT /consensus/departure`),
 //! which ends the wait at once. The operator tells the two apart by the ordinal: a terminating pod

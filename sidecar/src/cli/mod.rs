@@ -113,8 +113,9 @@ pub enum PeersCommand {
     /// Wait until this peer was removed or its restart declared by the Kubernetes operator (ours:
     /// a peer pod's preStop hook). Exit 62 when nothing was decided in time.
     AwaitDeparture {
-        #[arg(long, default_value = "50s", value_parser = parse_duration)]
-        timeout: Duration,
+        /// How long to wait in all (the pod's grace period, less time to stop).
+        #[arg(long = "wait-timeout", alias = "wt", default_value = "50s", value_parser = parse_duration)]
+        wait_timeout: Duration,
     },
 }
 
@@ -487,8 +488,8 @@ pub async fn run(cli: Cli) -> std::result::Result<(), Failure> {
             out.one(&format!("Peer {peer_id} removed\n"), |text| text.clone())
         }
         Command::Peers(PeersCommand::Consensus) => out.one(&client.consensus().await?, format::consensus),
-        Command::Peers(PeersCommand::AwaitDeparture { timeout }) => {
-            departure::await_departure(&client, &out, timeout).await
+        Command::Peers(PeersCommand::AwaitDeparture { wait_timeout }) => {
+            departure::await_departure(&client, &out, wait_timeout).await
         }
         Command::Pin(PinCommand::Add(args)) => {
             let options = args.options().map_err(local("parsing pin options"))?;

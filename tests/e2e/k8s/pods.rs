@@ -32,7 +32,7 @@ fn pods_act_as_their_service_account_and_restart_as_their_probes_and_policy_say(
         .apply(&format!(
             r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "client", "namespace": "{namespace}"}},
                 "spec": {{"restartPolicy": "Never", "serviceAccountName": "reader", "containers": [{}, {}, {},
-                  {{"name": "ours", "image": "ghcr.io/example/ipfs-cluster-k8s:dev",
+                  {{"name": "ours", "image": "ghcr.io/example/ipfs-cluster-sidecar:dev",
                     "command": ["/usr/local/bin/cluster-ctl", "--version"]}}]}}}}"#,
             container("whoami", r#"["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]"#),
             container("allowed", r#"["get", "pods", "-o", "name"]"#),

@@ -252,11 +252,11 @@ async fn cli_awaits_a_departure() {
     let daemon = shared_daemon();
     let mut peer = TestPeer::start(&daemon.api_multiaddr().to_string(), &[]).await;
 
-    let undecided = ctl(&peer, &["peers", "await-departure", "--timeout", "1s"]).await;
+    let undecided = ctl(&peer, &["peers", "await-departure", "--wait-timeout", "1s"]).await;
     assert_eq!(undecided.code, Some(62), "{}{}", undecided.stdout, undecided.stderr);
     assert!(undecided.stderr.contains("nothing decided within 1s"), "{}", undecided.stderr);
 
-    let waiting = ctl_command(&peer, &["peers", "await-departure", "--timeout", "10m"]).spawn().unwrap();
+    let waiting = ctl_command(&peer, &["peers", "await-departure", "--wait-timeout", "10m"]).spawn().unwrap();
     let (status, body) = peer
         .call(
             peer.request(reqwest::Method::PUT, "/consensus/departure")
@@ -269,6 +269,6 @@ async fn cli_awaits_a_departure() {
     assert!(output.status.success() && stdout.contains("the pod restarts"), "{}: {stdout}", output.status);
 
     peer.process.kill9().unwrap();
-    let gone = ctl(&peer, &["peers", "await-departure", "--timeout", "10m"]).await.ok("await-departure");
+    let gone = ctl(&peer, &["peers", "await-departure", "--wait-timeout", "10m"]).await.ok("await-departure");
     assert!(gone.stdout.contains("does not answer"), "{}", gone.stdout);
 }

@@ -55,13 +55,18 @@ impl Image {
         }
     }
 
-    /// Our image, as the repository's Dockerfile builds it.
-    pub fn ours() -> Image {
+    /// Our peer image, as the repository's Dockerfile builds it (`--target sidecar`).
+    pub fn sidecar() -> Image {
         Image {
             runs: Runs::Workspace { entrypoint: "cluster-sidecar".into() },
             env: vec![("CLUSTER_DATA_DIR".into(), "/data".into())],
             volumes: vec!["/data".into()],
         }
+    }
+
+    /// Our operator image (`--target operator`).
+    pub fn operator() -> Image {
+        Image { runs: Runs::Workspace { entrypoint: "cluster-operator".into() }, env: Vec::new(), volumes: Vec::new() }
     }
 
     /// Host programs, with no `ENV` or `VOLUME`.
@@ -93,12 +98,13 @@ pub struct Images {
 }
 
 impl Default for Images {
-    /// `ipfs/kubo` (the IPFS daemon), `ipfs-cluster-k8s` (our image), `bitnami/kubectl` (kubectl),
+    /// `ipfs/kubo` (the IPFS daemon), `ipfs-cluster-sidecar` and `ipfs-cluster-operator` (our images, as the chart names them), `bitnami/kubectl` (kubectl),
     /// `busybox` (a shell: its `command` names a host program, e.g. `sh`) and `python` (python3).
     fn default() -> Images {
         Images { by_repository: HashMap::new() }
             .with("ipfs/kubo", Image::ipfs_daemon())
-            .with("ipfs-cluster-k8s", Image::ours())
+            .with("ipfs-cluster-sidecar", Image::sidecar())
+            .with("ipfs-cluster-operator", Image::operator())
             .with("bitnami/kubectl", Image::host(&["kubectl"]))
             .with("busybox", Image::host(&[]))
             .with("python", Image::host(&["python3"]))
@@ -112,7 +118,7 @@ impl Images {
     }
 
     /// The entry for the image's repository, whatever registry it comes from (an entry
-    /// `ipfs-cluster-k8s` serves `ghcr.io/someone/ipfs-cluster-k8s:v1` too).
+    /// `ipfs-cluster-sidecar` serves `ghcr.io/someone/ipfs-cluster-sidecar:v1` too).
     pub fn lookup(&self, image: &str) -> Option<&Image> {
         let repository = repository(image);
         self.by_repository.get(repository).or_else(|| {
@@ -269,8 +275,8 @@ mod tests {
             ("docker.io/library/busybox:1.36", "busybox"),
             ("ipfs/kubo:v0.32.1", "ipfs/kubo"),
             ("docker.io/ipfs/kubo@sha256:abcd", "ipfs/kubo"),
-            ("localhost:5000/ipfs-cluster-k8s:dev", "localhost:5000/ipfs-cluster-k8s"),
-            ("localhost:5000/ipfs-cluster-k8s", "localhost:5000/ipfs-cluster-k8s"),
+            ("localhost:5000/ipfs-cluster-sidecar:dev", "localhost:5000/ipfs-cluster-sidecar"),
+            ("localhost:5000/ipfs-cluster-sidecar", "localhost:5000/ipfs-cluster-sidecar"),
         ] {
             assert_eq!(repository(image), repo, "{image}");
         }
@@ -282,8 +288,8 @@ mod tests {
         for (image, found) in [
             ("ipfs/kubo:v0.32.1", Some(Image::ipfs_daemon())),
             ("quay.io/ipfs/kubo", Some(Image::ipfs_daemon())),
-            ("ghcr.io/someone/ipfs-cluster-k8s:v1", Some(Image::ours())),
-            ("localhost:5000/ipfs-cluster-k8s", Some(Image::ours())),
+            ("ghcr.io/someone/ipfs-cluster-sidecar:v1", Some(Image::sidecar())),
+            ("localhost:5000/ipfs-cluster-sidecar", Some(Image::sidecar())),
             ("someone/kubo", None),
             ("nginx", None),
         ] {
@@ -295,7 +301,7 @@ mod tests {
     fn an_image_volume_is_scratch_unless_mounted() {
         let scratch = Path::new("/s");
         let mount = |path: &str| Mount { mount_path: path.into(), host_dir: "/pvc".into() };
-        let image = Image::ours();
+        let image = Image::sidecar();
         assert_eq!(
             image.unmounted_volumes(&[], scratch),
             [Mount { mount_path: "/data".into(), host_dir: "/s/data".into() }]
