@@ -164,7 +164,6 @@ impl Client {
         self.stream(Method::GET, "/peers", &[], empty()).await
     }
 
-    /// `POST /pins/{cid}`: the pin as committed.
     /// `POST /peers`: adds `peer`, reachable at `addresses` (its cluster addresses; empty when it
     /// already connected to that member). The added peer's ID.
     pub async fn add_peer(&self, peer: &PeerId, addresses: &[Multiaddr]) -> Result<Id> {
@@ -194,6 +193,7 @@ impl Client {
         self.json(Method::POST, "/consensus/init", &[]).await
     }
 
+    /// `POST /pins/{cid}`: the pin as committed.
     pub async fn pin(&self, cid: &Cid, options: &PinOptions) -> Result<Pin> {
         self.json(Method::POST, &format!("/pins/{cid}"), &options.to_query()).await
     }
