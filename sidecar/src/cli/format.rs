@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::p2p::bandwidth::BandwidthByProtocol;
+use crate::types::BandwidthByProtocol;
 
 use crate::types::{
     AddedOutput, Alert, ConnectGraph, ConsensusStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinMode, PinType,
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn bandwidth_lines() {
-        let bw = crate::p2p::bandwidth::Bandwidth { total_in: 1500, total_out: 5, rate_in: 12.345, rate_out: 0.0 };
+        let bw = crate::types::Bandwidth { total_in: 1500, total_out: 5, rate_in: 12.345, rate_out: 0.0 };
         let by_protocol = BandwidthByProtocol::from([("/cluster-sidecar/rpc/1.0.0".to_string(), bw)]);
         assert_eq!(
             bandwidth(&by_protocol),

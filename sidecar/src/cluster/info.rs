@@ -4,8 +4,8 @@ use chrono::Utc;
 use multiaddr::{Multiaddr, Protocol};
 
 use super::Cluster;
-use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::protocol::{PeerLinks, RpcRequest, RpcResponse};
+use crate::types::BandwidthByProtocol;
 use crate::types::{
     Alert, ConnectGraph, GlobalRepoGc, Id, Metric, Readiness, RepoGc, COMPATIBLE_VERSION, RPC_PROTOCOL_VERSION,
 };

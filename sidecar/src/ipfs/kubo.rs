@@ -402,7 +402,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::ndjson::tests::body_of;
+    use crate::ndjson::fixtures::body_of;
 
     const CHUNKED_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
                                 Trailer: X-Stream-Error\r\nTransfer-Encoding: chunked\r\n\r\n";

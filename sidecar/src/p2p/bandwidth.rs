@@ -14,23 +14,11 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::request_response::Codec;
-use serde::{Deserialize, Serialize};
+
+use crate::types::{Bandwidth, BandwidthByProtocol};
 
 /// Readings closer together than this keep the previous rates.
 const MIN_RATE_WINDOW: Duration = Duration::from_secs(1);
-
-/// One protocol's traffic, as the reference's `api.Bandwidth`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Bandwidth {
-    pub total_in: u64,
-    pub total_out: u64,
-    /// Bytes per second.
-    pub rate_in: f64,
-    pub rate_out: f64,
-}
-
-/// `GET /health/bandwidth`: per protocol ID.
-pub type BandwidthByProtocol = BTreeMap<String, Bandwidth>;
 
 /// The counter every stream adds to; cheap to clone.
 #[derive(Clone, Debug, Default)]

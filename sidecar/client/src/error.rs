@@ -1,5 +1,6 @@
-//! The crate's one error type. The REST layer maps each variant to a status code, so the variant
-//! says what kind of failure it is and the text says what went wrong, in the reference's words.
+//! The one error type of the peer and of its client (the sidecar re-exports it). The REST layer
+//! maps each variant to a status code, so the variant says what kind of failure it is and the text
+//! says what went wrong, in the reference's words.
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -177,8 +177,9 @@ pub(crate) mod null_as_empty {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// Pins for tests (the `fixtures` feature).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
     use super::*;
     use crate::types::parse_cid;
 

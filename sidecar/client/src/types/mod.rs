@@ -17,13 +17,14 @@ pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey, MAX_CID_TE
 pub use api_error::{ApiError, Token};
 pub use consensus::{AddPeer, ConsensusRole, ConsensusStatus, Departure, DepartureStatus, MemberStatus};
 pub use duration::{format_go_duration, go_duration, parse_go_duration, parse_std_duration};
-pub use health::{AddedOutput, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey};
+pub use health::{
+    AddedOutput, Bandwidth, BandwidthByProtocol, ConnectGraph, GlobalRepoGc, Readiness, RepoGc, RepoGcKey,
+};
 pub use metric::{Alert, Metric};
 pub use peer::{parse_peer_id, Id, IpfsId, Version, COMPATIBLE_VERSION, MAX_PEER_ID_TEXT, RPC_PROTOCOL_VERSION};
 pub use pin::{Pin, PinMode, PinType};
 pub use pin_options::{expiry_after, PinOptions};
 pub use status::{GlobalPinInfo, PinInfoShort, StatusFilter, TrackerStatus};
 
-#[cfg(test)]
-#[allow(unused_imports)] // used by the state and tracker tests
-pub(crate) use pin::fixtures;
+#[cfg(any(test, feature = "fixtures"))]
+pub use pin::fixtures;

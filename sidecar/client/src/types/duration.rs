@@ -80,7 +80,7 @@ fn decimal(value: u128, unit: u128) -> String {
 /// Serde for a [`Duration`] as a Go-style string. Reading also accepts an integer number of
 /// nanoseconds, which is how Go's `encoding/json` writes a bare `time.Duration`.
 ///
-/// `#[serde(with = "sidecar::types::go_duration")]`
+/// `#[serde(with = "cluster_client::types::go_duration")]`
 pub mod go_duration {
     use std::fmt;
     use std::time::Duration;

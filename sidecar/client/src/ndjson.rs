@@ -1,6 +1,6 @@
 //! Reading streamed HTTP responses: NDJSON line by line, and the `X-Stream-Error` trailer through
 //! which a server (an IPFS daemon, or a cluster peer) reports an error that happened after it sent
-//! `200 OK`. Both our IPFS connector and our REST client read their streams through this.
+//! `200 OK`. Both the peer's IPFS connector and the REST client read their streams through this.
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -28,16 +28,20 @@ fn too_long(source: Source) -> Error {
 
 /// The server at the other end: how messages name it, and which error its failures become.
 #[derive(Clone, Copy)]
-pub(crate) struct Source {
+pub struct Source {
+    /// The server as messages name it (`the IPFS daemon`).
     pub name: &'static str,
+    /// Makes the error for a failure the server reported, or for a response that makes no sense.
     pub error: fn(String) -> Error,
 }
 
-pub(crate) const IPFS_DAEMON: Source = Source { name: "the IPFS daemon", error: Error::Ipfs };
+/// An IPFS daemon's RPC API: its failures are [`Error::Ipfs`].
+pub const IPFS_DAEMON: Source = Source { name: "the IPFS daemon", error: Error::Ipfs };
 
 /// The error envelope of the Kubo RPC API (`{"Message","Code","Type"}`), also seen in trailers.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ErrorEnvelope {
+pub struct ErrorEnvelope {
+    /// What went wrong, in the daemon's words.
     #[serde(rename = "Message")]
     pub message: String,
 }
@@ -61,7 +65,7 @@ fn stream_error(trailers: &HeaderMap, source: Source) -> Option<Error> {
 /// Reads a response body as newline-delimited JSON, one value at a time, without holding more than
 /// the current line in memory. The end of the stream is only reported once the trailers have been
 /// checked, so a stream cut short by a daemon-side error never looks complete.
-pub(crate) struct NdjsonReader<B> {
+pub struct NdjsonReader<B> {
     body: B,
     source: Source,
     buffer: BytesMut,
@@ -76,12 +80,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    pub(crate) fn new(body: B, source: Source) -> Self {
+    /// Reads `body`, a response of `source`.
+    pub fn new(body: B, source: Source) -> Self {
         NdjsonReader { body, source, buffer: BytesMut::new(), scanned: 0, finished: false }
     }
 
     /// The next non-empty line (without its newline), or `None` at the end of a clean stream.
-    pub(crate) async fn next_line(&mut self) -> Result<Option<Bytes>> {
+    pub async fn next_line(&mut self) -> Result<Option<Bytes>> {
         loop {
             if let Some(offset) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
                 let mut line = self.buffer.split_to(self.scanned + offset + 1);
@@ -110,7 +115,7 @@ where
     }
 
     /// The next line decoded as `T`, or `None` at the end of a clean stream.
-    pub(crate) async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         match self.next_line().await? {
             Some(line) => decode_line(&line, self.source).map(Some),
             None => Ok(None),
@@ -118,7 +123,7 @@ where
     }
 
     /// The decoded items as a stream that ends after the first error.
-    pub(crate) fn into_stream<T>(self) -> BoxStream<'static, Result<T>>
+    pub fn into_stream<T>(self) -> BoxStream<'static, Result<T>>
     where
         T: DeserializeOwned + Send + 'static,
         B: Send + 'static,
@@ -149,7 +154,7 @@ where
 
 /// Reads a whole (small) response body, failing on an `X-Stream-Error` trailer, or past
 /// [`MAX_LINE_BYTES`].
-pub(crate) async fn read_to_end<B>(mut body: B, source: Source) -> Result<Bytes>
+pub async fn read_to_end<B>(mut body: B, source: Source) -> Result<Bytes>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -170,25 +175,27 @@ where
     Ok(buffer.freeze())
 }
 
-pub(crate) fn decode_line<T: DeserializeOwned>(line: &[u8], source: Source) -> Result<T> {
+/// One line or body as `T`; one that is not is `source`'s error, showing the start of it.
+pub fn decode_line<T: DeserializeOwned>(line: &[u8], source: Source) -> Result<T> {
     serde_json::from_slice(line).map_err(|e| {
         let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
         (source.error)(format!("unexpected response from {} ({e}): {shown}", source.name))
     })
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Response bodies for tests (the `fixtures` feature).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures {
     use std::convert::Infallible;
 
-    use super::*;
+    use bytes::Bytes;
     use futures::stream;
-    use http::HeaderValue;
+    use http::HeaderMap;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
 
     /// A body delivered in the given chunks, optionally followed by trailers.
-    pub(crate) fn body_of(
+    pub fn body_of(
         chunks: Vec<&'static str>,
         trailers: Option<HeaderMap>,
     ) -> StreamBody<impl futures::Stream<Item = std::result::Result<Frame<Bytes>, Infallible>> + Unpin> {
@@ -196,6 +203,15 @@ pub(crate) mod tests {
         let trailers = trailers.into_iter().map(|t| Ok(Frame::trailers(t)));
         StreamBody::new(stream::iter(data.chain(trailers).collect::<Vec<_>>()))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use super::fixtures::body_of;
+    use super::*;
+    use http::HeaderValue;
 
     fn trailer(value: &'static str) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -1,4 +1,5 @@
-//! Health objects: `/health/graph`, `/ipfs/gc`, `/add` output and the readiness report.
+//! Health objects: `/health/graph`, `/health/bandwidth`, `/ipfs/gc`, `/add` output and the
+//! readiness report.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,19 @@ pub struct ConnectGraph {
     #[serde(default)]
     pub cluster_to_ipfs: BTreeMap<String, String>,
 }
+
+/// One protocol's traffic, as the reference's `api.Bandwidth`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bandwidth {
+    pub total_in: u64,
+    pub total_out: u64,
+    /// Bytes per second.
+    pub rate_in: f64,
+    pub rate_out: f64,
+}
+
+/// `GET /health/bandwidth`: per protocol ID.
+pub type BandwidthByProtocol = BTreeMap<String, Bandwidth>;
 
 /// One line of `POST /add`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

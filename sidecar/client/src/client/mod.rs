@@ -4,9 +4,9 @@
 //! HTTP trailer, which reqwest cannot read. Plain HTTP only.
 //!
 //! ```no_run
-//! # async fn demo() -> sidecar::Result<()> {
+//! # async fn demo() -> cluster_client::Result<()> {
 //! use futures::TryStreamExt;
-//! let client = sidecar::client::Client::new("/ip4/127.0.0.1/tcp/9094")?.with_basic_auth("admin", "pw");
+//! let client = cluster_client::client::Client::new("/ip4/127.0.0.1/tcp/9094")?.with_basic_auth("admin", "pw");
 //! let pins: Vec<_> = client.status_all(None, &[], false).await?.try_collect().await?;
 //! # Ok(()) }
 //! ```
@@ -31,10 +31,9 @@ use multiaddr::{Multiaddr, Protocol};
 use serde::de::DeserializeOwned;
 
 use crate::ndjson::{NdjsonReader, Source};
-use crate::p2p::bandwidth::BandwidthByProtocol;
 use crate::types::{
-    format_go_duration, AddPeer, Alert, ApiError, Cid, ConnectGraph, ConsensusStatus, Departure, DepartureStatus,
-    GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness, Token, Version,
+    format_go_duration, AddPeer, Alert, ApiError, BandwidthByProtocol, Cid, ConnectGraph, ConsensusStatus, Departure,
+    DepartureStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness, Token, Version,
 };
 use crate::{Error, Result};
 
@@ -165,7 +164,6 @@ impl Client {
         self.stream(Method::GET, "/peers", &[], empty()).await
     }
 
-    /// `POST /pins/{cid}`: the pin as committed.
     /// `POST /peers`: adds `peer`, reachable at `addresses` (its cluster addresses; empty when it
     /// already connected to that member). The added peer's ID.
     pub async fn add_peer(&self, peer: &PeerId, addresses: &[Multiaddr]) -> Result<Id> {
@@ -212,6 +210,7 @@ impl Client {
         self.json(Method::POST, "/consensus/init", &[]).await
     }
 
+    /// `POST /pins/{cid}`: the pin as committed.
     pub async fn pin(&self, cid: &Cid, options: &PinOptions) -> Result<Pin> {
         self.json(Method::POST, &format!("/pins/{cid}"), &options.to_query()).await
     }
@@ -442,7 +441,7 @@ async fn parse_body<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Resu
 
 /// The crate error for a status and the server's message: the statuses clients act on map to
 /// their variants, anything else keeps its code and message.
-pub(crate) fn error_from_message(status: u16, message: String) -> Error {
+fn error_from_message(status: u16, message: String) -> Error {
     match status {
         400 if message.starts_with("error decoding Cid") => Error::InvalidCid(message),
         400 => Error::BadRequest(message),
