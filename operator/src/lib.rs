@@ -3,4 +3,11 @@
 //! into cluster pins. It drives the peers only through their REST API.
 
 pub mod crd;
+mod error;
 pub mod membership;
+pub mod metrics;
+pub mod run;
+mod server;
+pub mod sidecars;
+
+pub use error::{Error, Result};

@@ -66,6 +66,10 @@
 //! - **Scale to zero.** The last member is never removed; its pod's preStop ends at the bound.
 //!   The cluster's data goes with the last PVC.
 
+pub mod controller;
+mod execute;
+mod observe;
 pub mod plan;
 
+pub use execute::{CLUSTER_LABEL, FINALIZER, MANAGER};
 pub use plan::{plan, Action, Observed};
