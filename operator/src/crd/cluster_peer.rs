@@ -42,9 +42,10 @@ pub struct ClusterPeerStatus {
     /// The peer's libp2p ID, once its sidecar answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<String>,
-    /// Its Raft node ID (a pod with wiped data comes back as a new node).
+    /// Its Raft node ID (a pod with wiped data comes back as a new node), in decimal: node IDs
+    /// are unsigned 64-bit, beyond what a Kubernetes integer (int64) holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<u64>,
+    pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<PeerRole>,
     #[serde(default)]

@@ -103,7 +103,7 @@ impl Executor<'_> {
         let before = current.and_then(|r| r.status.as_ref()).and_then(|s| ready_condition(&s.conditions));
         let status = ClusterPeerStatus {
             peer_id: state.peer_id.clone(),
-            node_id: state.node_id,
+            node_id: state.node_id.map(|id| id.to_string()),
             role: state.role,
             phase: state.phase,
             conditions: vec![ready(state.phase, generation, before)],

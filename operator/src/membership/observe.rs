@@ -76,7 +76,12 @@ fn record(peer: &ClusterPeer) -> Option<Record> {
         ordinal: name_ordinal(&peer.spec.pod)?,
         pod: peer.spec.pod.clone(),
         deleting: peer.metadata.deletion_timestamp.is_some(),
-        state: PeerState { peer_id: status.peer_id, node_id: status.node_id, role: status.role, phase: status.phase },
+        state: PeerState {
+            peer_id: status.peer_id,
+            node_id: status.node_id.and_then(|id| id.parse().ok()),
+            role: status.role,
+            phase: status.phase,
+        },
     })
 }
 

@@ -66,7 +66,7 @@ fn the_operator_has_exactly_the_permissions_it_needs() {
             ("ipfscluster.io", "clusterpeers/finalizers", None, "update"),
             ("events.k8s.io", "events", None, "create patch"),
             ("coordination.k8s.io", "leases", None, "create"),
-            ("coordination.k8s.io", "leases", Some(lease.as_str()), "get update"),
+            ("coordination.k8s.io", "leases", Some(lease.as_str()), "get patch update"),
             ("", "secrets", Some(credentials.as_str()), "get"),
         ]
         .into();

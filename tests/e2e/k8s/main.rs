@@ -2,6 +2,7 @@
 //! stock kubectl. With `E2E_KUBECONFIG` set, the same tests run against that cluster instead, but
 //! for the kubelet stand-in's own (`pods`, `statefulset`, `volumes`), which are skipped there.
 
+mod membership;
 mod pods;
 mod statefulset;
 mod volumes;

@@ -128,7 +128,7 @@ pub fn pod_status(view: &PodView<'_>) -> PodStatus {
         host_ip: Some(view.host_ip.into()),
         host_ips: Some(vec![HostIP { ip: view.host_ip.into() }]),
         start_time: Some(Time(view.start_time)),
-        qos_class: Some("BestEffort".into()),
+        // qosClass is left as the API server set it at creation (it is immutable).
         ..Default::default()
     }
 }
