@@ -110,3 +110,109 @@ impl Drop for Diagnose<'_> {
         }
     }
 }
+
+/// A client of one pod's REST API, with the cluster's credentials (as the operator reads them).
+fn api_of(kubectl: &Kubectl, namespace: &str, pod: &str) -> (String, String) {
+    let jsonpath = |kind: &str, name: &str, path: &str| {
+        kubectl.run(&["get", kind, name, "-n", namespace, "-o", &format!("jsonpath={path}")]).unwrap()
+    };
+    let secret = jsonpath("statefulset", "ipfs-cluster", r"{.metadata.annotations.ipfscluster\.io/api-credentials}");
+    let encoded = jsonpath("secret", &secret, "{.data.credentials}");
+    let credentials =
+        String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).unwrap())
+            .unwrap();
+    (format!("http://{}:9094", jsonpath("pod", pod, "{.status.podIP}")), credentials)
+}
+
+/// Pins new CIDs one after the other through `api` until stopped; the longest stretch in which
+/// every write was refused, and how many were acknowledged and refused.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(std::time::Duration, usize, usize)>,
+}
+
+impl Writer {
+    fn start((api, credentials): (String, String)) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let (user, password) = credentials.split_once(':').unwrap();
+                let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+                let (mut longest, mut acknowledged, mut refused) = (std::time::Duration::ZERO, 0, 0);
+                let mut refused_since: Option<std::time::Instant> = None;
+                for n in 0.. {
+                    if stopping.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let cid = e2e::common::raw_cid(format!("written during a scale {n}").as_bytes());
+                    let sent = http.post(format!("{api}/pins/{cid}")).basic_auth(user, Some(password)).send().await;
+                    if sent.is_ok_and(|r| r.status().is_success()) {
+                        acknowledged += 1;
+                        if let Some(since) = refused_since.take() {
+                            longest = longest.max(since.elapsed());
+                        }
+                    } else {
+                        refused += 1;
+                        refused_since.get_or_insert_with(std::time::Instant::now);
+                    }
+                }
+                if let Some(since) = refused_since {
+                    longest = longest.max(since.elapsed());
+                }
+                (longest, acknowledged, refused)
+            })
+        });
+        Writer { stop, thread }
+    }
+
+    fn finish(self) -> (std::time::Duration, usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Scale 3 to 1 (OrderedReady): each condemned peer is removed while its pod waits in preStop,
+/// writes through the staying pod keep being acknowledged, and the removed pods' ClusterPeers and
+/// PVCs go.
+#[test]
+fn scaling_down_removes_peers_while_they_live_and_writes_go_on() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let namespace = install(&kube, &kubectl, "scale-down", &["peers.terminationGracePeriodSeconds=30"]);
+    wait_joined(&kube, &namespace, &["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"], &["Voter"; 3]);
+
+    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
+    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
+    wait_joined(&kube, &namespace, &["ipfs-cluster-0"], &["Voter"]);
+    wait_until("the condemned pods and their claims gone", || {
+        let left = kubectl
+            .run(&["get", "pods,pvc", "-n", &namespace, "-o", "name"])
+            .map_err(|e| e.to_string())?
+            .lines()
+            .filter(|l| l.contains("ipfs-cluster-1") || l.contains("ipfs-cluster-2"))
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+    let (longest, acknowledged, refused) = writer.finish();
+    eprintln!("scale 3 -> 1: {acknowledged} writes acknowledged, {refused} refused, longest refusal {longest:?}");
+    assert!(acknowledged > 0, "no write went through");
+    // Generous for a loaded machine: one election at most (the benchmark reports the figure).
+    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
+
+    // Each was removed by the operator, while alive (its preStop waited for it), not lost.
+    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
+    for pod in ["ipfs-cluster-1", "ipfs-cluster-2"] {
+        assert!(
+            events.lines().any(|l| l.contains(pod) && l.contains("its pod is scaled away")),
+            "no removal event for {pod}:\n{events}"
+        );
+    }
+}
