@@ -216,3 +216,57 @@ fn scaling_down_removes_peers_while_they_live_and_writes_go_on() {
         );
     }
 }
+
+/// The peers' IDs by pod, from their ClusterPeers.
+fn peer_ids(peers: &[Value]) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    peers.iter().map(|p| (text(&p["spec"]["pod"]), text(&p["status"]["peerId"]))).collect()
+}
+
+/// Deleting a pod restarts it: the operator declares the restart, so its preStop returns at once
+/// (far within the grace period), and it comes back as the same peer, membership unchanged.
+#[test]
+fn a_deleted_pod_comes_back_as_the_same_peer_without_waiting() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let namespace = install(&kube, &kubectl, "restart", &["peers.terminationGracePeriodSeconds=60"]);
+    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
+    let before = peer_ids(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+
+    let started = std::time::Instant::now();
+    kubectl.run(&["delete", "pod", "ipfs-cluster-1", "-n", &namespace]).unwrap();
+    let took = started.elapsed();
+    // The preStop bound is 50 s: a stop far below it was not left to run out.
+    assert!(took < std::time::Duration::from_secs(30), "deleting the pod took {took:?}");
+
+    let after = peer_ids(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+    assert_eq!(after, before, "the restarted pod is the same peer");
+    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
+    assert!(!events.contains("ipfs-cluster"), "no peer was removed:\n{events}");
+}
+
+/// Parallel pod management: 3 -> 5 (two fresh peers join), then 5 -> 1 all at once, with a writer
+/// running: the four condemned pods wait in preStop while the operator removes them one by one.
+#[test]
+fn parallel_scale_up_then_down_to_one_keeps_the_quorum() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let values = ["peers.terminationGracePeriodSeconds=60", "peers.podManagementPolicy=Parallel"];
+    let namespace = install(&kube, &kubectl, "parallel", &values);
+    let all: Vec<String> = (0..5).map(|i| format!("ipfs-cluster-{i}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_joined(&kube, &namespace, &all[..3], &["Voter"; 3]);
+
+    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=5"]).unwrap();
+    wait_joined(&kube, &namespace, &all, &["Voter"; 5]);
+
+    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
+    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
+    wait_joined(&kube, &namespace, &all[..1], &["Voter"]);
+    let (longest, acknowledged, refused) = writer.finish();
+    eprintln!(
+        "scale 5 -> 1 (Parallel): {acknowledged} writes acknowledged, {refused} refused, longest refusal {longest:?}"
+    );
+    assert!(acknowledged > 0, "no write went through");
+    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
+}
