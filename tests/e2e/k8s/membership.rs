@@ -270,3 +270,37 @@ fn parallel_scale_up_then_down_to_one_keeps_the_quorum() {
     assert!(acknowledged > 0, "no write went through");
     assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
 }
+
+/// The leading operator's pod force-deleted right as a scale-down starts: the standby takes the
+/// Lease over and removes the condemned peers while their preStop still waits. (A force delete
+/// still sends SIGTERM first, so the leader releases the Lease; a SIGKILL leaves it to expire,
+/// which is not tested yet.)
+#[test]
+fn the_standby_operator_finishes_a_scale_down_when_the_leader_dies() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let values = ["peers.terminationGracePeriodSeconds=60", "peers.podManagementPolicy=Parallel"];
+    let namespace = install(&kube, &kubectl, "failover", &values);
+    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
+    wait_joined(&kube, &namespace, &pods, &["Voter"; 3]);
+    let holder = |kubectl: &Kubectl| {
+        let path = "jsonpath={.spec.holderIdentity}";
+        kubectl.run(&["get", "lease", "ipfs-cluster-operator", "-n", &namespace, "-o", path]).unwrap()
+    };
+    let leader = holder(&kubectl);
+
+    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
+    kubectl.run(&["delete", "pod", &leader, "-n", &namespace, "--grace-period=0", "--force"]).unwrap();
+    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
+    wait_joined(&kube, &namespace, &pods[..1], &["Voter"]);
+    let (longest, acknowledged, refused) = writer.finish();
+    eprintln!(
+        "operator replaced during scale 3 -> 1: {acknowledged} acknowledged, {refused} refused, longest {longest:?}"
+    );
+    assert_ne!(holder(&kubectl), leader, "another replica holds the Lease");
+    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
+    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
+    for pod in &pods[1..] {
+        assert!(events.contains(pod), "{pod} was removed by the operator, not lost:\n{events}");
+    }
+}
