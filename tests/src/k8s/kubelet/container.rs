@@ -79,7 +79,12 @@ impl Supervisor {
             };
             let started_at = Timestamp::now();
             let outcome = match runtime::spawn(&launch, &self.log_path()) {
-                Ok(child) => self.watch_process(child, &launch, started_at).await,
+                Ok(child) => {
+                    if let Some(pid) = child.id() {
+                        let _ = std::fs::write(self.log_path().with_extension("pid"), pid.to_string());
+                    }
+                    self.watch_process(child, &launch, started_at).await
+                }
                 Err(e) => {
                     let message = format!("{e:#}");
                     self.set_phase(Phase::Waiting { reason: "RunContainerError".into(), message });

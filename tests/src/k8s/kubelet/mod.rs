@@ -91,6 +91,11 @@ impl Context {
         let _ = std::fs::create_dir_all(&dir);
         dir.join(format!("{container}.log"))
     }
+
+    /// Where the current run of a container notes its process ID (its process group's, too).
+    fn pid_path(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.log_path(namespace, pod, container).with_extension("pid")
+    }
 }
 
 /// A kubelet stand-in beside a control plane; stopping it (drop) stops every process it runs.
@@ -149,6 +154,22 @@ impl Kubelet {
     /// Everything a container of this name in this pod wrote so far (every run of it).
     pub fn logs(&self, namespace: &str, pod: &str, container: &str) -> String {
         std::fs::read_to_string(self.ctx.log_path(namespace, pod, container)).unwrap_or_default()
+    }
+
+    /// Kills the current run of a container with SIGKILL, as a crash would (no hook, no SIGTERM);
+    /// the stand-in then restarts it as the pod's restartPolicy says.
+    pub fn crash(&self, namespace: &str, pod: &str, container: &str) -> Result<()> {
+        let path = self.ctx.pid_path(namespace, pod, container);
+        let pid: libc::pid_t = std::fs::read_to_string(&path)
+            .with_context(|| format!("{namespace}/{pod}/{container} has not run"))?
+            .trim()
+            .parse()
+            .context("a malformed pid file")?;
+        // The container is a process group of its own.
+        if unsafe { libc::kill(-pid, libc::SIGKILL) } != 0 {
+            anyhow::bail!("killing {namespace}/{pod}/{container}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The kubelet's own notes (pods started and stopped, failures), for a test's failure message.
