@@ -306,3 +306,22 @@ fn a_scale_down_finishes_safely_when_the_leading_operator_crashes() {
         assert!(events.contains(pod), "{pod} was removed by the operator, not lost:\n{events}");
     }
 }
+
+/// A ClusterPeer deleted by hand force-removes its peer (its finalizer holds the object until the
+/// peer is out); the pod, still there, then comes back through a fresh ClusterPeer as a new node.
+#[test]
+fn deleting_a_cluster_peer_removes_its_peer_which_rejoins_as_a_new_node() {
+    let kube = Kube::start().unwrap();
+    let kubectl = kube.kubectl();
+    let values = ["peers.terminationGracePeriodSeconds=30", "peers.podManagementPolicy=Parallel"];
+    let namespace = install(&kube, &kubectl, "forget", &values);
+    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
+    let node_of = |peers: &[Value]| peers[2]["status"]["nodeId"].as_str().unwrap_or_default().to_string();
+    let before = node_of(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+
+    kubectl.run(&["delete", "clusterpeer", "ipfs-cluster-2", "-n", &namespace]).unwrap();
+    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
+    assert!(events.contains("its ClusterPeer is being deleted"), "{events}");
+    let after = node_of(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+    assert_ne!(after, before, "ipfs-cluster-2 rejoined as a new node");
+}
