@@ -13,7 +13,7 @@ use crate::membership::Action;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
-    action: String,
+    action: &'static str,
 }
 
 pub struct Metrics {
@@ -52,9 +52,7 @@ impl Metrics {
     }
 
     pub fn acted(&self, action: &Action) {
-        let kind = format!("{action:?}");
-        let kind = kind.split([' ', '{']).next().unwrap_or_default().to_string();
-        self.actions.get_or_create(&ActionLabels { action: kind }).inc();
+        self.actions.get_or_create(&ActionLabels { action: action.kind() }).inc();
     }
 
     pub fn set_leading(&self, leading: bool) {

@@ -50,8 +50,7 @@ impl Sidecars {
     }
 
     fn client_with(&self, pod: &str, timeout: Duration) -> Result<Client> {
-        let address =
-            self.addresses.get(pod).ok_or_else(|| Error::Misconfigured(format!("pod {pod} has no IP address yet")))?;
+        let address = self.address(pod)?;
         let client = Client::new(&format!("http://{address}:{API_PORT}"))
             .map_err(|source| Error::Sidecar { pod: pod.to_string(), source })?
             .with_timeout(timeout);
@@ -63,9 +62,12 @@ impl Sidecars {
 
     /// The pod's cluster (libp2p) address, as other peers dial it.
     pub fn cluster_address(&self, pod: &str) -> Result<String> {
-        let address =
-            self.addresses.get(pod).ok_or_else(|| Error::Misconfigured(format!("pod {pod} has no IP address yet")))?;
-        Ok(format!("/ip4/{address}/tcp/{CLUSTER_PORT}"))
+        Ok(format!("/ip4/{}/tcp/{CLUSTER_PORT}", self.address(pod)?))
+    }
+
+    fn address(&self, pod: &str) -> Result<&str> {
+        let address = self.addresses.get(pod).map(String::as_str);
+        address.ok_or_else(|| Error::Misconfigured(format!("pod {pod} has no IP address yet")))
     }
 
     /// `GET /consensus` of every sidecar at once; those that do not answer are left out.

@@ -105,6 +105,22 @@ pub enum Action {
     Forget { pod: String },
 }
 
+impl Action {
+    /// The action's name, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Record { .. } => "record",
+            Action::Initialize { .. } => "initialize",
+            Action::Join { .. } => "join",
+            Action::Remove { .. } => "remove",
+            Action::DeclareRestart { .. } => "declare_restart",
+            Action::SetState { .. } => "set_state",
+            Action::Release { .. } => "release",
+            Action::Forget { .. } => "forget",
+        }
+    }
+}
+
 /// Why a peer is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Removal {
