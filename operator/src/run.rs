@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kube::runtime::events::{Recorder, Reporter};
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::membership::controller::{self, Context};
@@ -42,6 +42,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .with_identity(&settings.identity)
         .with_duration(LEASE_SECONDS)
         .with_grace(LEASE_GRACE)
+        // The chart makes the Lease (and grants no `create`), so that uninstalling removes it.
+        .with_create_mode(LeaseCreateMode::UseExistent)
         .build()
         .await?;
     let (mut leading, lease_task) = lease.watch().await;

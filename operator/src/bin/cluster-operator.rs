@@ -16,7 +16,8 @@ struct Args {
     /// The namespace whose clusters (StatefulSets labelled ipfscluster.io/cluster) to drive.
     #[arg(long, env = "OPERATOR_NAMESPACE")]
     namespace: String,
-    /// The Lease through which replicas elect the one that acts.
+    /// The Lease through which replicas elect the one that acts; it must exist (the chart makes
+    /// it), as the operator is granted no `create` on Leases.
     #[arg(long, env = "OPERATOR_LEASE_NAME", default_value = "cluster-operator")]
     lease_name: String,
     /// Where to serve /livez, /readyz and /metrics.

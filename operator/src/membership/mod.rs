@@ -63,8 +63,11 @@
 //!   and each is idempotent on the sidecar (adding a member or removing a non-member is a no-op;
 //!   a second initialisation is refused), so the successor picks up where it stopped.
 //! - **A change is half-way (joint consensus).** Nothing else is planned until it completes.
-//! - **Scale to zero.** The last member is never removed; its pod's preStop ends at the bound.
-//!   The cluster's data goes with the last PVC.
+//! - **Scale to zero.** The last member is never removed: it is told it stops as a member (the
+//!   restart verdict), so its preStop returns at once. Once every pod is gone the ClusterPeers are
+//!   deleted (no cluster is left; with `whenScaled: Delete` its data went with the claims). Scaled
+//!   up again, the first pod starts a cluster anew, or, with its claim retained, restarts as the
+//!   one member it was.
 
 pub mod controller;
 mod execute;

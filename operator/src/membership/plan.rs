@@ -148,6 +148,16 @@ impl Observed {
     fn member(&self, peer_id: &str) -> Option<&Member> {
         self.membership.as_ref()?.members.iter().find(|m| m.peer_id == peer_id)
     }
+
+    fn is_last_member(&self, sidecar: &Sidecar) -> bool {
+        let members = self.membership.as_ref().map(|m| m.members.as_slice()).unwrap_or_default();
+        sidecar.standing == Standing::Member && matches!(members, [only] if only.peer_id == sidecar.peer_id)
+    }
+
+    /// Scaled to zero and every pod gone: there is no cluster left to be a member of.
+    fn gone(&self) -> bool {
+        self.replicas == 0 && self.pods.is_empty()
+    }
 }
 
 /// Everything to do now, in order.
@@ -158,7 +168,10 @@ pub fn plan(observed: &Observed) -> Vec<Action> {
         if stays && !pod.terminating && observed.record(&pod.name).is_none() {
             actions.push(Action::Record { pod: pod.name.clone() });
         }
-        if stays && pod.terminating && pod.sidecar.as_ref().is_some_and(|s| !s.restart_declared) {
+        // A staying pod only restarts; the last member of a cluster scaled to zero stops as a
+        // member too (it cannot be removed): either way its preStop need not wait.
+        let undeclared = pod.sidecar.as_ref().filter(|s| !s.restart_declared);
+        if pod.terminating && undeclared.is_some_and(|s| stays || observed.is_last_member(s)) {
             actions.push(Action::DeclareRestart { pod: pod.name.clone() });
         }
     }
@@ -271,8 +284,9 @@ fn record_actions(observed: &Observed, record: &Record) -> Vec<Action> {
     let mut actions = Vec::new();
     let state = state_of(observed, record);
     let member = state.peer_id.as_deref().and_then(|id| observed.member(id));
-    // Out of consensus for sure: the membership is known and lacks it, or it never had a peer.
-    let out = member.is_none() && (observed.membership.is_some() || state.peer_id.is_none());
+    // Out of consensus for sure: the membership is known and lacks it, it never had a peer, or
+    // the cluster itself is gone.
+    let out = observed.gone() || (member.is_none() && (observed.membership.is_some() || state.peer_id.is_none()));
     if state != record.state {
         actions.push(Action::SetState { pod: record.pod.clone(), state });
     }

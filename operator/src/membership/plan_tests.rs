@@ -225,9 +225,24 @@ fn plans() {
             ],
         ),
         (
-            "the last member is never removed (scale to zero)",
+            "the last member is never removed (scale to zero): it stops as a member, at once",
             Observed { replicas: 0, ..settled(1).terminating(&[0]) },
-            vec![state(0, PeerPhase::Leaving)],
+            vec![Action::DeclareRestart { pod: name(0) }, state(0, PeerPhase::Leaving)],
+        ),
+        (
+            "a condemned member that is not the last waits for its removal",
+            Observed { replicas: 0, ..settled(2).terminating(&[0, 1]).leader(1) },
+            vec![remove(0, 1, Removal::Condemned), state(0, PeerPhase::Leaving), state(1, PeerPhase::Leaving)],
+        ),
+        (
+            "scaled to zero and every pod gone: the ClusterPeers go, a deleted one included",
+            {
+                let mut o = Observed { replicas: 0, ..settled(2).without_pods(&[0, 1]) };
+                o.membership = None;
+                o.record_mut(1).deleting = true;
+                o
+            },
+            vec![Action::Forget { pod: name(0) }, Action::Release { pod: name(1) }],
         ),
     ];
     for (case, observed, expected) in cases {

@@ -36,6 +36,7 @@ fn the_chart_renders_these_objects_in_its_namespace() {
         ("ConfigMap", "demo-ipfs-cluster-ipfs-init"),
         ("CustomResourceDefinition", "clusterpeers.ipfscluster.io"),
         ("Deployment", "demo-ipfs-cluster-operator"),
+        ("Lease", "demo-ipfs-cluster-operator"),
         ("PodDisruptionBudget", "demo-ipfs-cluster"),
         ("Role", "demo-ipfs-cluster-operator"),
         ("RoleBinding", "demo-ipfs-cluster-operator"),

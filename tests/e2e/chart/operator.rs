@@ -65,7 +65,6 @@ fn the_operator_has_exactly_the_permissions_it_needs() {
             ("ipfscluster.io", "clusterpeers/status", None, "patch update"),
             ("ipfscluster.io", "clusterpeers/finalizers", None, "update"),
             ("events.k8s.io", "events", None, "create patch"),
-            ("coordination.k8s.io", "leases", None, "create"),
             ("coordination.k8s.io", "leases", Some(lease.as_str()), "get patch update"),
             ("", "secrets", Some(credentials.as_str()), "get"),
         ]

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use e2e::helm::{chart_dir, Helm};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -149,6 +150,7 @@ fn assert_typed_round_trip(doc: &Value) {
         "ConfigMap" => again::<ConfigMap>(doc),
         "CustomResourceDefinition" => again::<CustomResourceDefinition>(doc),
         "Deployment" => again::<Deployment>(doc),
+        "Lease" => again::<Lease>(doc),
         "NetworkPolicy" => again::<NetworkPolicy>(doc),
         "PodDisruptionBudget" => again::<PodDisruptionBudget>(doc),
         "Role" => again::<Role>(doc),

@@ -2,29 +2,24 @@
 //! stock kubectl. With `E2E_KUBECONFIG` set, the same tests run against that cluster instead, but
 //! for the kubelet stand-in's own (`pods`, `statefulset`, `volumes`), which are skipped there.
 
+mod lifecycle;
 mod membership;
+mod playground;
 mod pods;
+mod races;
 mod statefulset;
 mod volumes;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::k8s::{Kube, Kubectl};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(120);
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
-/// Polls `probe` (blocking) until it returns `Some`, or fails with the last state it saw.
-fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = match probe() {
-            Ok(value) => return value,
-            Err(seen) => seen,
-        };
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}; last seen: {last}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Polls `probe` (blocking) until it returns `Ok`, or fails with the last state it saw.
+fn wait_until<T>(what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+    e2e::k8s::release::wait_for(what, WAIT, probe).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn pod_names(kubectl: &Kubectl, namespace: &str, selector: &str) -> Result<Vec<String>, String> {
@@ -74,9 +69,9 @@ fn the_crds_install_and_print_their_columns() {
 }
 
 /// A control plane of the harness's own with the kubelet stand-in, for the tests of the stand-in
-/// itself (they look at its processes' files and pod IPs); `None`, with a note, when
-/// `E2E_KUBECONFIG` names a cluster.
-fn stand_in() -> Option<Kube> {
+/// itself (they look at its processes' files and pod IPs) and those that need its powers (freezing
+/// a container); `None`, with a note, when `E2E_KUBECONFIG` names a cluster.
+pub(crate) fn stand_in() -> Option<Kube> {
     if std::env::var_os("E2E_KUBECONFIG").is_some() {
         eprintln!("skipped: a test of the kubelet stand-in, and E2E_KUBECONFIG names a cluster");
         return None;

@@ -2,225 +2,155 @@
 //! daemons beside our sidecars) run as the chart says, membership watched through
 //! `kubectl get clusterpeers` as a person would.
 
-use e2e::helm::{chart_dir, Helm};
-use e2e::k8s::{Kube, Kubectl};
+use std::time::Duration;
+
+use e2e::k8s::release::phases;
+use e2e::k8s::{Kube, Release, Writer, Written};
 use serde_json::Value;
 
-use super::{namespace, wait_until};
-
-/// The release every test installs; its objects are named after it.
-const RELEASE: &str = "ipfs-cluster";
+use super::{wait_until, WAIT};
 
 /// `helm install` of the chart into a namespace of the test's own, with `values` (`--set`).
-fn install(kube: &Kube, kubectl: &Kubectl, test: &str, values: &[&str]) -> String {
-    let namespace = namespace(kubectl, test);
-    let chart = chart_dir();
-    let mut args = vec!["install", RELEASE, chart.to_str().unwrap(), "--namespace", &namespace];
-    args.extend(["--kubeconfig", kube.kubeconfig().to_str().unwrap()]);
-    for value in values {
-        args.extend(["--set", value]);
-    }
-    Helm::installed().unwrap().run(&args).unwrap();
-    namespace
+pub(crate) fn install<'k>(kube: &'k Kube, test: &str, values: &[&str]) -> Release<'k> {
+    Release::install(kube, &format!("{test}-{}", std::process::id()), values).unwrap()
 }
 
-/// The ClusterPeers, sorted by name, or what `kubectl` said.
-fn cluster_peers(kubectl: &Kubectl, namespace: &str) -> Result<Vec<Value>, String> {
-    let out = kubectl.run(&["get", "clusterpeers", "-n", namespace, "-o", "json"]).map_err(|e| e.to_string())?;
-    let list: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
-    let mut items = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by_key(|item| item["metadata"]["name"].as_str().unwrap_or_default().to_string());
-    Ok(items)
+/// Waits until exactly `pods` have ClusterPeers, all Joined, `voters` of them voting.
+pub(crate) fn wait_joined(release: &Release, pods: &[&str], voters: usize) -> Vec<Value> {
+    release.wait_joined(pods, voters, WAIT).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// What to read when a wait fails: the pods, and the logs of the operator and the sidecars.
-fn diagnose(kube: &Kube, namespace: &str) -> String {
-    let kubectl = kube.kubectl();
-    let mut report = kubectl.run(&["get", "pods", "-n", namespace, "-o", "wide"]).unwrap_or_else(|e| e.to_string());
-    let names = kubectl.run(&["get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}"]);
-    for pod in names.unwrap_or_default().split_whitespace() {
-        for container in ["operator", "cluster"] {
-            if let Ok(log) = kube.logs(namespace, pod, container) {
-                let tail: Vec<&str> = log.lines().rev().take(12).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                report.push_str(&format!("\n--- {pod}/{container}\n{}", tail.join("\n")));
-            }
-        }
-    }
-    if let Some(kubelet) = kube.kubelet() {
-        let journal = kubelet.journal();
-        let tail: Vec<&str> = journal.lines().rev().take(30).collect();
-        report.push_str(&format!("\n--- kubelet\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-    }
-    report
+/// `ipfs-cluster-0` .. `ipfs-cluster-{n-1}`.
+pub(crate) fn pods(n: usize) -> Vec<String> {
+    (0..n).map(Release::pod).collect()
 }
 
-/// Waits until exactly `pods` have ClusterPeers, all Joined with these roles (in pod order).
-fn wait_joined(kube: &Kube, namespace: &str, pods: &[&str], roles: &[&str]) -> Vec<Value> {
-    let kubectl = &kube.kubectl();
-    let _report = Diagnose { kube, namespace };
-    wait_until(&format!("ClusterPeers of {pods:?} joined as {roles:?}"), || {
-        let peers = cluster_peers(kubectl, namespace)?;
-        let seen: Vec<(String, String, String)> = peers
-            .iter()
-            .map(|p| {
-                let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-                (text(&p["spec"]["pod"]), text(&p["status"]["phase"]), text(&p["status"]["role"]))
-            })
-            .collect();
-        let wanted: Vec<(String, String, String)> =
-            pods.iter().zip(roles).map(|(pod, role)| (pod.to_string(), "Joined".into(), role.to_string())).collect();
-        if seen == wanted {
-            Ok(peers)
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
+/// Borrowed names, for [`wait_joined`].
+pub(crate) fn names(pods: &[String]) -> Vec<&str> {
+    pods.iter().map(String::as_str).collect()
+}
+
+/// Events of one reason in the namespace, as `kubectl get events` prints them.
+pub(crate) fn events(release: &Release, reason: &str) -> String {
+    let selector = format!("reason={reason}");
+    release.kubectl.run(&["get", "events", "-n", &release.namespace, "--field-selector", &selector]).unwrap()
+}
+
+/// Generous for a loaded machine: one election at most (the benchmark reports the figure).
+pub(crate) fn assert_writes_went_on(what: &str, written: Written) {
+    eprintln!(
+        "{what}: {} writes acknowledged, {} refused, longest refusal {:?}",
+        written.acknowledged, written.refused, written.longest_refusal
+    );
+    assert!(written.acknowledged > 0, "{what}: no write went through");
+    assert!(written.longest_refusal < Duration::from_secs(15), "{what}: writes refused for {written:?}");
 }
 
 #[test]
 fn helm_install_makes_a_cluster_of_three_joined_voters() {
     let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
-    let namespace = install(&kube, &kubectl, "install", &["peers.terminationGracePeriodSeconds=20"]);
-    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
-    let peers = wait_joined(&kube, &namespace, &pods, &["Voter"; 3]);
+    let release = install(&kube, "install", &["peers.terminationGracePeriodSeconds=20"]);
+    let pods = pods(3);
+    let peers = wait_joined(&release, &names(&pods), 3);
 
     // Three peers of one cluster: distinct identities, and the table a person reads says so.
     let mut ids: Vec<&str> = peers.iter().filter_map(|p| p["status"]["peerId"].as_str()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 3, "{peers:?}");
-    let table = kubectl.run(&["get", "clusterpeers", "-n", &namespace]).unwrap();
+    let table = release.kubectl.run(&["get", "clusterpeers", "-n", &release.namespace]).unwrap();
     for (pod, id) in pods.iter().zip(&ids) {
-        let row = table.lines().find(|l| l.starts_with(pod)).unwrap_or_else(|| panic!("{pod} in\n{table}"));
+        let row = table.lines().find(|l| l.starts_with(pod.as_str())).unwrap_or_else(|| panic!("{pod} in\n{table}"));
         assert!(row.contains(id) && row.contains("Voter") && row.contains("Joined"), "{table}");
     }
+    // One leader, which every peer names.
+    let leaders: Vec<String> = pods.iter().map(|pod| leader_seen_by(&release, pod).unwrap()).collect();
+    assert!(ids.contains(&leaders[0].as_str()) && leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
 }
 
-/// Prints [`diagnose`] when dropped by a failing test.
-struct Diagnose<'a> {
-    kube: &'a Kube,
-    namespace: &'a str,
+/// `GET /consensus` of `pod`, or why it did not answer.
+fn consensus_of(release: &Release, pod: &str) -> Result<Value, String> {
+    let (api, credentials) = release.api_of(pod).map_err(|e| e.to_string())?;
+    let (user, password) = credentials.split_once(':').unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let sent = http.get(format!("{api}/consensus")).basic_auth(user, Some(password)).send().await;
+        sent.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())
+    })
 }
 
-impl Drop for Diagnose<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", diagnose(self.kube, self.namespace));
-        }
-    }
+/// The peer ID of the leader as `pod`'s `GET /consensus` reports it.
+pub(crate) fn leader_seen_by(release: &Release, pod: &str) -> Result<String, String> {
+    let status = consensus_of(release, pod)?;
+    status["leader"].as_str().map(str::to_string).ok_or_else(|| format!("no leader in {status}"))
 }
 
-/// A client of one pod's REST API, with the cluster's credentials (as the operator reads them).
-fn api_of(kubectl: &Kubectl, namespace: &str, pod: &str) -> (String, String) {
-    let jsonpath = |kind: &str, name: &str, path: &str| {
-        kubectl.run(&["get", kind, name, "-n", namespace, "-o", &format!("jsonpath={path}")]).unwrap()
-    };
-    let secret = jsonpath("statefulset", "ipfs-cluster", r"{.metadata.annotations.ipfscluster\.io/api-credentials}");
-    let encoded = jsonpath("secret", &secret, "{.data.credentials}");
-    let credentials =
-        String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).unwrap())
-            .unwrap();
-    (format!("http://{}:9094", jsonpath("pod", pod, "{.status.podIP}")), credentials)
+/// The consensus members as `pod` sees them.
+pub(crate) fn consensus_members(release: &Release, pod: &str) -> Vec<Value> {
+    consensus_of(release, pod).unwrap()["members"].as_array().cloned().unwrap_or_default()
 }
 
-/// Pins new CIDs one after the other through `api` until stopped; the longest stretch in which
-/// every write was refused, and how many were acknowledged and refused.
-struct Writer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(std::time::Duration, usize, usize)>,
+/// The peers' IDs by pod, from their ClusterPeers.
+pub(crate) fn peer_ids(peers: &[Value]) -> Vec<(String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    peers.iter().map(|p| (text(&p["spec"]["pod"]), text(&p["status"]["peerId"]))).collect()
 }
 
-impl Writer {
-    fn start((api, credentials): (String, String)) -> Writer {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let (user, password) = credentials.split_once(':').unwrap();
-                let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
-                let (mut longest, mut acknowledged, mut refused) = (std::time::Duration::ZERO, 0, 0);
-                let mut refused_since: Option<std::time::Instant> = None;
-                for n in 0.. {
-                    if stopping.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let cid = e2e::common::raw_cid(format!("written during a scale {n}").as_bytes());
-                    let sent = http.post(format!("{api}/pins/{cid}")).basic_auth(user, Some(password)).send().await;
-                    if sent.is_ok_and(|r| r.status().is_success()) {
-                        acknowledged += 1;
-                        if let Some(since) = refused_since.take() {
-                            longest = longest.max(since.elapsed());
-                        }
-                    } else {
-                        refused += 1;
-                        refused_since.get_or_insert_with(std::time::Instant::now);
-                    }
-                }
-                if let Some(since) = refused_since {
-                    longest = longest.max(since.elapsed());
-                }
-                (longest, acknowledged, refused)
-            })
-        });
-        Writer { stop, thread }
-    }
-
-    fn finish(self) -> (std::time::Duration, usize, usize) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
-}
-
-/// Scale 3 to 1 (OrderedReady): each condemned peer is removed while its pod waits in preStop,
-/// writes through the staying pod keep being acknowledged, and the removed pods' ClusterPeers and
-/// PVCs go.
-#[test]
-fn scaling_down_removes_peers_while_they_live_and_writes_go_on() {
-    let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
-    let namespace = install(&kube, &kubectl, "scale-down", &["peers.terminationGracePeriodSeconds=30"]);
-    wait_joined(&kube, &namespace, &["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"], &["Voter"; 3]);
-
-    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
-    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
-    wait_joined(&kube, &namespace, &["ipfs-cluster-0"], &["Voter"]);
+/// Waits until no pod or PVC of these pods is left.
+pub(crate) fn wait_pods_and_claims_gone(release: &Release, gone: &[&str]) {
     wait_until("the condemned pods and their claims gone", || {
-        let left = kubectl
-            .run(&["get", "pods,pvc", "-n", &namespace, "-o", "name"])
+        let listed = release.kubectl.run(&["get", "pods,pvc", "-n", &release.namespace, "-o", "name"]);
+        let left: Vec<String> = listed
             .map_err(|e| e.to_string())?
             .lines()
-            .filter(|l| l.contains("ipfs-cluster-1") || l.contains("ipfs-cluster-2"))
+            .filter(|line| {
+                gone.iter().any(|pod| line.ends_with(&format!("/{pod}")) || line.ends_with(&format!("-{pod}")))
+            })
             .map(str::to_string)
-            .collect::<Vec<_>>();
+            .collect();
         if left.is_empty() {
             Ok(())
         } else {
             Err(format!("{left:?}"))
         }
     });
-    let (longest, acknowledged, refused) = writer.finish();
-    eprintln!("scale 3 -> 1: {acknowledged} writes acknowledged, {refused} refused, longest refusal {longest:?}");
-    assert!(acknowledged > 0, "no write went through");
-    // Generous for a loaded machine: one election at most (the benchmark reports the figure).
-    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
-
-    // Each was removed by the operator, while alive (its preStop waited for it), not lost.
-    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
-    for pod in ["ipfs-cluster-1", "ipfs-cluster-2"] {
-        assert!(
-            events.lines().any(|l| l.contains(pod) && l.contains("its pod is scaled away")),
-            "no removal event for {pod}:\n{events}"
-        );
-    }
 }
 
-/// The peers' IDs by pod, from their ClusterPeers.
-fn peer_ids(peers: &[Value]) -> Vec<(String, String)> {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    peers.iter().map(|p| (text(&p["spec"]["pod"]), text(&p["status"]["peerId"]))).collect()
+/// Scale 3 -> 5 -> 2 -> 1 (OrderedReady) with a writer through the staying pod: each condemned peer
+/// is removed while its pod waits in preStop, and the removed pods' ClusterPeers and PVCs go.
+/// Then 1 -> 3: the new pods join with fresh identities.
+#[test]
+fn scaling_down_removes_peers_while_they_live_and_writes_go_on() {
+    let kube = Kube::start().unwrap();
+    let release = install(&kube, "scale-down", &["peers.terminationGracePeriodSeconds=30"]);
+    let all = pods(5);
+    let all = names(&all);
+    wait_joined(&release, &all[..3], 3);
+    release.scale(5).unwrap();
+    let first = peer_ids(&wait_joined(&release, &all, 5));
+
+    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    release.scale(2).unwrap();
+    wait_joined(&release, &all[..2], 1);
+    wait_pods_and_claims_gone(&release, &all[2..]);
+    release.scale(1).unwrap();
+    wait_joined(&release, &all[..1], 1);
+    wait_pods_and_claims_gone(&release, &all[1..]);
+    assert_writes_went_on("scale 5 -> 2 -> 1", writer.finish());
+
+    // Each was removed by the operator, while alive (its preStop waited for it), not lost.
+    let removed = events(&release, "Removed");
+    for pod in &all[1..] {
+        let removal = removed.lines().any(|l| l.contains(pod) && l.contains("its pod is scaled away"));
+        assert!(removal, "no removal event for {pod}:\n{removed}");
+    }
+
+    release.scale(3).unwrap();
+    let again = peer_ids(&wait_joined(&release, &all[..3], 3));
+    assert_eq!(again[0], first[0], "the staying peer is the same");
+    for (fresh, old) in again[1..].iter().zip(&first[1..3]) {
+        assert_ne!(fresh.1, old.1, "{} joined with a fresh identity", fresh.0);
+    }
 }
 
 /// Deleting a pod restarts it: the operator declares the restart, so its preStop returns at once
@@ -228,21 +158,22 @@ fn peer_ids(peers: &[Value]) -> Vec<(String, String)> {
 #[test]
 fn a_deleted_pod_comes_back_as_the_same_peer_without_waiting() {
     let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
-    let namespace = install(&kube, &kubectl, "restart", &["peers.terminationGracePeriodSeconds=60"]);
-    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
-    let before = peer_ids(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+    let release = install(&kube, "restart", &["peers.terminationGracePeriodSeconds=60"]);
+    let pods = pods(3);
+    let pods = names(&pods);
+    let before = peer_ids(&wait_joined(&release, &pods, 3));
 
+    let writer = Writer::start(vec![release.api_of(pods[0]).unwrap()]);
     let started = std::time::Instant::now();
-    kubectl.run(&["delete", "pod", "ipfs-cluster-1", "-n", &namespace]).unwrap();
+    release.kubectl.run(&["delete", "pod", pods[1], "-n", &release.namespace]).unwrap();
     let took = started.elapsed();
     // The preStop bound is 50 s: a stop far below it was not left to run out.
-    assert!(took < std::time::Duration::from_secs(30), "deleting the pod took {took:?}");
+    assert!(took < Duration::from_secs(30), "deleting the pod took {took:?}");
 
-    let after = peer_ids(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+    let after = peer_ids(&wait_joined(&release, &pods, 3));
     assert_eq!(after, before, "the restarted pod is the same peer");
-    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
-    assert!(!events.contains("ipfs-cluster"), "no peer was removed:\n{events}");
+    assert!(!events(&release, "Removed").contains("ipfs-cluster"), "no peer was removed");
+    assert_writes_went_on("a pod restarted", writer.finish());
 }
 
 /// Parallel pod management: 3 -> 5 (two fresh peers join), then 5 -> 1 all at once, with a writer
@@ -250,61 +181,20 @@ fn a_deleted_pod_comes_back_as_the_same_peer_without_waiting() {
 #[test]
 fn parallel_scale_up_then_down_to_one_keeps_the_quorum() {
     let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
     let values = ["peers.terminationGracePeriodSeconds=60", "peers.podManagementPolicy=Parallel"];
-    let namespace = install(&kube, &kubectl, "parallel", &values);
-    let all: Vec<String> = (0..5).map(|i| format!("ipfs-cluster-{i}")).collect();
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    wait_joined(&kube, &namespace, &all[..3], &["Voter"; 3]);
+    let release = install(&kube, "parallel", &values);
+    let all = pods(5);
+    let all = names(&all);
+    wait_joined(&release, &all[..3], 3);
 
-    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=5"]).unwrap();
-    wait_joined(&kube, &namespace, &all, &["Voter"; 5]);
+    release.scale(5).unwrap();
+    wait_joined(&release, &all, 5);
 
-    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
-    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
-    wait_joined(&kube, &namespace, &all[..1], &["Voter"]);
-    let (longest, acknowledged, refused) = writer.finish();
-    eprintln!(
-        "scale 5 -> 1 (Parallel): {acknowledged} writes acknowledged, {refused} refused, longest refusal {longest:?}"
-    );
-    assert!(acknowledged > 0, "no write went through");
-    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
-}
-
-/// The leading operator crashes (SIGKILL: no Lease released) right as a scale-down starts: a
-/// replica (the standby once the Lease expires, or the crashed one restarted under the same
-/// identity, whichever comes first) removes the condemned peers while their preStop still waits.
-/// (On a cluster of `E2E_KUBECONFIG`, the pod is force-deleted instead.)
-#[test]
-fn a_scale_down_finishes_safely_when_the_leading_operator_crashes() {
-    let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
-    let values = ["peers.terminationGracePeriodSeconds=60", "peers.podManagementPolicy=Parallel"];
-    let namespace = install(&kube, &kubectl, "failover", &values);
-    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
-    wait_joined(&kube, &namespace, &pods, &["Voter"; 3]);
-    let holder = |kubectl: &Kubectl| {
-        let path = "jsonpath={.spec.holderIdentity}";
-        kubectl.run(&["get", "lease", "ipfs-cluster-operator", "-n", &namespace, "-o", path]).unwrap()
-    };
-    let leader = holder(&kubectl);
-
-    let writer = Writer::start(api_of(&kubectl, &namespace, "ipfs-cluster-0"));
-    match kube.kubelet() {
-        Some(kubelet) => kubelet.crash(&namespace, &leader, "operator").unwrap(),
-        None => drop(kubectl.run(&["delete", "pod", &leader, "-n", &namespace, "--grace-period=0", "--force"])),
-    }
-    kubectl.run(&["scale", "statefulset", "ipfs-cluster", "-n", &namespace, "--replicas=1"]).unwrap();
-    wait_joined(&kube, &namespace, &pods[..1], &["Voter"]);
-    let (longest, acknowledged, refused) = writer.finish();
-    eprintln!(
-        "operator crashed during scale 3 -> 1: {acknowledged} acknowledged, {refused} refused, longest {longest:?}"
-    );
-    assert!(longest < std::time::Duration::from_secs(15), "writes refused for {longest:?}");
-    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
-    for pod in &pods[1..] {
-        assert!(events.contains(pod), "{pod} was removed by the operator, not lost:\n{events}");
-    }
+    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    release.scale(1).unwrap();
+    wait_joined(&release, &all[..1], 1);
+    wait_pods_and_claims_gone(&release, &all[1..]);
+    assert_writes_went_on("scale 5 -> 1 (Parallel)", writer.finish());
 }
 
 /// A ClusterPeer deleted by hand force-removes its peer (its finalizer holds the object until the
@@ -312,16 +202,44 @@ fn a_scale_down_finishes_safely_when_the_leading_operator_crashes() {
 #[test]
 fn deleting_a_cluster_peer_removes_its_peer_which_rejoins_as_a_new_node() {
     let kube = Kube::start().unwrap();
-    let kubectl = kube.kubectl();
     let values = ["peers.terminationGracePeriodSeconds=30", "peers.podManagementPolicy=Parallel"];
-    let namespace = install(&kube, &kubectl, "forget", &values);
-    let pods = ["ipfs-cluster-0", "ipfs-cluster-1", "ipfs-cluster-2"];
+    let release = install(&kube, "forget", &values);
+    let pods = pods(3);
+    let pods = names(&pods);
     let node_of = |peers: &[Value]| peers[2]["status"]["nodeId"].as_str().unwrap_or_default().to_string();
-    let before = node_of(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
+    let before = node_of(&wait_joined(&release, &pods, 3));
 
-    kubectl.run(&["delete", "clusterpeer", "ipfs-cluster-2", "-n", &namespace]).unwrap();
-    let events = kubectl.run(&["get", "events", "-n", &namespace, "--field-selector", "reason=Removed"]).unwrap();
-    assert!(events.contains("its ClusterPeer is being deleted"), "{events}");
-    let after = node_of(&wait_joined(&kube, &namespace, &pods, &["Voter"; 3]));
-    assert_ne!(after, before, "ipfs-cluster-2 rejoined as a new node");
+    release.kubectl.run(&["delete", "clusterpeer", pods[2], "-n", &release.namespace]).unwrap();
+    assert!(events(&release, "Removed").contains("its ClusterPeer is being deleted"));
+    let after = node_of(&wait_joined(&release, &pods, 3));
+    assert_ne!(after, before, "{} rejoined as a new node", pods[2]);
+}
+
+/// A pod whose data is lost for good (its PVC deleted with it) comes back empty: the operator
+/// removes the old peer and the pod joins as a new node, new peer ID and node ID.
+#[test]
+fn a_pod_back_with_wiped_data_joins_as_a_new_node() {
+    let kube = Kube::start().unwrap();
+    let values = ["peers.terminationGracePeriodSeconds=30", "peers.podManagementPolicy=Parallel"];
+    let release = install(&kube, "wiped", &values);
+    let pods = pods(3);
+    let pods = names(&pods);
+    let before = wait_joined(&release, &pods, 3);
+
+    // The claim waits (kubernetes.io/pvc-protection) until its pod is gone; then the pod is
+    // recreated with a fresh claim.
+    let namespace = release.namespace.as_str();
+    release.kubectl.run(&["delete", "pvc", "cluster-data-ipfs-cluster-2", "-n", namespace, "--wait=false"]).unwrap();
+    release.kubectl.run(&["delete", "pod", pods[2], "-n", namespace]).unwrap();
+    let joined: Vec<_> = pods.iter().map(|pod| (pod.to_string(), "Joined".to_string(), "Voter".to_string())).collect();
+    let after = wait_until("ipfs-cluster-2 back as a new node", || {
+        let peers = release.cluster_peers().map_err(|e| e.to_string())?;
+        if phases(&peers) == joined && peers[2]["status"]["nodeId"] != before[2]["status"]["nodeId"] {
+            Ok(peers)
+        } else {
+            Err(format!("{:?}", peer_ids(&peers)))
+        }
+    });
+    assert_ne!(after[2]["status"]["peerId"], before[2]["status"]["peerId"], "a new identity");
+    assert_eq!(peer_ids(&after)[..2], peer_ids(&before)[..2], "the others are the same peers");
 }

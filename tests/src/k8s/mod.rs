@@ -5,6 +5,7 @@
 
 mod control_plane;
 pub mod kubelet;
+pub mod release;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 pub use control_plane::ControlPlane;
 pub use kubelet::{Image, Images, Kubelet};
+pub use release::{Release, Writer, Written};
 
 /// Where the tests run: a control plane of their own, or an existing cluster.
 pub enum Kube {

@@ -159,15 +159,30 @@ impl Kubelet {
     /// Kills the current run of a container with SIGKILL, as a crash would (no hook, no SIGTERM);
     /// the stand-in then restarts it as the pod's restartPolicy says.
     pub fn crash(&self, namespace: &str, pod: &str, container: &str) -> Result<()> {
+        self.signal(namespace, pod, container, libc::SIGKILL)
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the current run of a container, as a machine that
+    /// hangs: it neither answers nor notices time pass.
+    pub fn freeze(&self, namespace: &str, pod: &str, container: &str, frozen: bool) -> Result<()> {
+        self.signal(namespace, pod, container, if frozen { libc::SIGSTOP } else { libc::SIGCONT })
+    }
+
+    /// The process ID of the current (or last) run of a container; its process group's, too.
+    pub fn pid(&self, namespace: &str, pod: &str, container: &str) -> Result<u32> {
         let path = self.ctx.pid_path(namespace, pod, container);
-        let pid: libc::pid_t = std::fs::read_to_string(&path)
+        std::fs::read_to_string(&path)
             .with_context(|| format!("{namespace}/{pod}/{container} has not run"))?
             .trim()
             .parse()
-            .context("a malformed pid file")?;
+            .context("a malformed pid file")
+    }
+
+    fn signal(&self, namespace: &str, pod: &str, container: &str, signal: libc::c_int) -> Result<()> {
+        let pid = self.pid(namespace, pod, container)? as libc::pid_t;
         // The container is a process group of its own.
-        if unsafe { libc::kill(-pid, libc::SIGKILL) } != 0 {
-            anyhow::bail!("killing {namespace}/{pod}/{container}: {}", std::io::Error::last_os_error());
+        if unsafe { libc::kill(-pid, signal) } != 0 {
+            anyhow::bail!("signalling {namespace}/{pod}/{container}: {}", std::io::Error::last_os_error());
         }
         Ok(())
     }
