@@ -1,7 +1,8 @@
 //! `cluster-bench`: figures for sidecar peers on durable storage with the in-process fake IPFS:
 //! one peer in this process (`ingest`, `startup`, `stream`, `all`), or a 3-peer loopback cluster
 //! with each peer in its own process (`cluster-ingest`, `failover`, `catch-up`, `cluster`), or a
-//! 3-peer cluster in this process whose network fails (`outage`).
+//! 3-peer cluster in this process whose network fails (`outage`), or the operator on a real
+//! Kubernetes control plane (`operator`).
 //!
 //! `cargo run --release -p bench -- <scenario> [flags]`; see `benches/README.md`.
 //! Each scenario prints a human summary and then one line of JSON with its figures.
@@ -13,6 +14,7 @@ mod cluster_ingest;
 mod failover;
 mod ingest;
 mod measure;
+mod operator;
 mod outage;
 mod peer;
 mod startup;
@@ -47,6 +49,10 @@ enum Scenario {
     /// off (5 s, 15 s), a follower is cut off, or the leader's link is slowed; acknowledged
     /// writes lost (none may be).
     Outage,
+    /// The operator on a real Kubernetes control plane (the test harness's, or `E2E_KUBECONFIG`'s):
+    /// pod -> ClusterPeer Joined over `--joins` joins, scale 5 -> 1 with a writer (the longest
+    /// refusal), the operators' memory. Real IPFS daemons; see `benches/README.md`.
+    Operator,
     /// Internal: the measured child process of `startup`.
     #[value(hide = true)]
     StartupChild,
@@ -77,6 +83,9 @@ pub struct Args {
     /// failover: how many times the leader is killed (and restarted).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// operator: joins to measure (rounds of scale 1 -> 5 -> 1, four joins each).
+    #[arg(long, default_value_t = 10)]
+    pub joins: usize,
     /// outage: how many times each fault is tried.
     #[arg(long, default_value_t = 2)]
     pub fault_rounds: usize,
@@ -166,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Failover => failover::run(&args)?,
         Scenario::CatchUp => catch_up::run(&args)?,
         Scenario::Outage => outage::run(&args)?,
+        Scenario::Operator => operator::run(&args)?,
         Scenario::Cluster => {
             // Each one, even when an earlier one failed; the failures at the end.
             let failures: Vec<String> = [cluster_ingest::run, failover::run, catch_up::run]

@@ -2,7 +2,7 @@
 //! own loopback address with the standard ports, killed with SIGKILL and restarted at will.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -24,11 +24,12 @@ pub fn unique_loopback() -> Ipv4Addr {
     Ipv4Addr::new(127, (pid % 250 + 2) as u8, ((pid / 250 + n) % 250 + 1) as u8, 1 + (n / 250 % 250) as u8)
 }
 
-/// The directory of the workspace's build outputs (`target/debug`), found from this test binary.
+/// The directory of the workspace's build outputs (`target/debug`), found from this test binary
+/// (`target/debug/deps/<test>`) or workspace binary (`target/debug/<binary>`).
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/debug/deps/<test> -> target/debug
-    let dir = exe.parent().and_then(Path::parent).context("test binary has no parent directory")?;
+    let dir = exe.parent().context("the executable has no parent directory")?;
+    let dir = if dir.ends_with("deps") { dir.parent().context("deps/ has no parent directory")? } else { dir };
     Ok(dir.to_path_buf())
 }
 
