@@ -1,6 +1,6 @@
 //! The peer's periodic work: probe the daemon and share metrics with the other members; link the
-//! IPFS daemons; and, on the leader, unpin expired pins, keep the voters right and re-allocate the
-//! pins of gone peers.
+//! IPFS daemons; record this peer's address when it changed; and, on the leader, unpin expired
+//! pins, keep the voters right and re-allocate the pins of gone peers.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,6 +22,14 @@ impl Cluster {
         self.spawn_every(expiry, |c| async move { c.unpin_expired().await }).await;
         self.spawn_every(monitor, |c| async move { c.link_ipfs_daemons().await }).await;
         self.spawn_every(monitor, |c| async move { c.leader_housekeeping().await }).await;
+        self.spawn_every(monitor, |c| async move { c.announce_address().await }).await;
+    }
+
+    /// A member that came back on another address says so (see `Consensus::announce_address`).
+    async fn announce_address(&self) {
+        if let Err(e) = self.inner.consensus.announce_address().await {
+            tracing::warn!(error = %e, "could not record this peer's new address; retrying");
+        }
     }
 
     /// Runs `work` every `period` on a task of its own until shutdown.

@@ -33,6 +33,8 @@ const REMOVED_LEADER_GRACE: Duration = Duration::from_secs(2);
 /// How long a peer that asked for its own removal waits to learn it is out (from the leader's
 /// notice, or its own grace when it leads).
 const LEAVING_WAIT: Duration = Duration::from_secs(10);
+/// How many addresses the membership keeps for a peer (its current ones first).
+const MAX_RECORDED_ADDRS: usize = 4;
 /// A member within this many log entries of the leader counts as healthy (each entry is a batch).
 const HEALTHY_LAG: u64 = 100;
 
@@ -84,6 +86,29 @@ impl Consensus {
     pub(crate) async fn me(&self) -> Result<ClusterNode> {
         let addrs: Vec<Multiaddr> = self.p2p.listen_addrs().await?.into_iter().filter(is_dialable).collect();
         Ok(ClusterNode::new(self.p2p.peer_id(), &addrs))
+    }
+
+    /// A member that restarted on another address (a pod's new IP) records where it is now, so
+    /// that the peers restarting after it can still reach it (a rolling restart moves every
+    /// peer). Its current addresses go first; older ones stay behind them, up to
+    /// [`MAX_RECORDED_ADDRS`] in all, for an address given from outside (a NAT's) that the peer
+    /// does not listen on. Nothing to do when the membership knows every current address.
+    pub async fn announce_address(&self) -> Result<()> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(recorded) = metrics.membership_config.membership().get_node(&self.node_id).cloned() else {
+            return Ok(());
+        };
+        let mut me = self.me().await?;
+        if metrics.current_leader.is_none() || me.addrs.iter().all(|a| recorded.addrs.contains(a)) {
+            return Ok(());
+        }
+        for older in recorded.addrs.iter().filter(|a| !me.addrs.contains(a)).cloned().collect::<Vec<_>>() {
+            if me.addrs.len() < MAX_RECORDED_ADDRS {
+                me.addrs.push(older);
+            }
+        }
+        tracing::info!(recorded = ?recorded.addrs, now = ?me.addrs, "this peer's address changed: recording it");
+        self.on_leader(RpcRequest::AddMember { node_id: self.node_id, node: me }).await
     }
 
     /// Asks the members at `bootstrap` to add this peer, one after the other until one does.
@@ -200,6 +225,14 @@ impl Consensus {
     async fn add_member(&self, node_id: NodeId, node: ClusterNode) -> Result<()> {
         self.check_quorum().await?;
         let before = self.raft.metrics().borrow().membership_config.membership().clone();
+        if let Some(known) = before.get_node(&node_id).filter(|known| known.peer_id == node.peer_id) {
+            // Already a member: only where it is may have changed (see `announce_address`).
+            if known.addrs != node.addrs {
+                self.change(ChangeMembers::SetNodes(BTreeMap::from([(node_id, node.clone())])), true).await?;
+                tracing::info!(peer = %node.peer_id, addrs = ?node.addrs, "recorded a member's new address");
+            }
+            return Ok(());
+        }
         // The same identity under another node id: the peer's data was wiped, its old node is gone
         // for good. Remove it first so it does not count towards quorum.
         let stale: BTreeSet<NodeId> =

@@ -426,3 +426,35 @@ async fn a_wrong_secret_can_neither_join_nor_read() {
         assert!(!body.contains(&cid), "GET {path} of the stranger lists the cluster's pin: {status} {body}");
     }
 }
+
+/// A rolling restart on new addresses, as Kubernetes moves pods to new IPs: each peer stops, comes
+/// back on another loopback address, and records it in the membership, so that the peers moving
+/// after it (the last one knows only what the membership recorded) still reach it. Every peer
+/// has moved at the end; the cluster is whole and takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_restarted_one_by_one_on_new_addresses_stay_connected() {
+    let mut cluster = TestCluster::start(3, Daemons::Shared, &[]).await;
+    for i in (0..3).rev() {
+        let member = &mut cluster.members[i];
+        member.peer.stop().await;
+        let moved = unique_loopback();
+        member.peer.process.options.host = moved;
+        member.peer.process.restart().await.expect("the peer restarts on its new address");
+        cluster.wait_converged(&[0, 1, 2]).await;
+        let recorded = |consensus: &Value| {
+            consensus["members"].as_array().into_iter().flatten().any(|m| {
+                m["addresses"].as_array().into_iter().flatten().next().and_then(|a| a.as_str())
+                    == Some(&format!("/ip4/{moved}/tcp/{}", e2e::peer::CLUSTER_PORT))
+            })
+        };
+        let observer = (i + 1) % 3;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !recorded(&cluster.members[observer].consensus().await) {
+            assert!(Instant::now() < deadline, "peer {i}'s new address {moved} was not recorded");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let cid = fresh_content("after every peer moved").await;
+    let pin = cluster.members[0].peer.pin(&cid, &[("replication", "1")]).await;
+    assert!(pin.is_object(), "{pin}");
+}
