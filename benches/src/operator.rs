@@ -4,8 +4,8 @@
 //! `--joins` joins were seen.
 //!
 //! - Join: from the moment the new pod's sidecar first answers `GET /health` (the operator can act
-//!   from then on) to the moment its ClusterPeer first reads `Joined`; both polled every
-//!   [`POLL`]. (The pod turns Ready only after it joined: its readiness is the sidecar's `/readyz`,
+//!   from then on) to the moment its ClusterPeer first reads `Joined`; both polled back
+//!   to back, [`POLL`] apart. (The pod turns Ready only after it joined: its readiness is the sidecar's `/readyz`,
 //!   which wants a member.) Also reported: pod created -> Joined.
 //! - Scale 5 -> 1: from `kubectl scale` to one ClusterPeer left and the condemned pods and claims
 //!   gone, with a writer pinning through the staying pod all along; the longest window in which
@@ -24,7 +24,7 @@ use e2e::k8s::{Kube, Release, Writer, Written};
 use crate::measure::{self, median, round2, secs, verdict};
 use crate::Args;
 
-/// How often the join's two ends are polled.
+/// The pause between two polls of a join's two ends (each poll takes a few `kubectl` calls).
 const POLL: Duration = Duration::from_millis(50);
 /// Generous, for a loaded 2-core machine with IPFS daemons starting.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -65,7 +65,7 @@ pub fn run(args: &Args) -> Result<()> {
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         release.wait_joined(&all, 5, STEP_TIMEOUT)?;
 
-        let writer = Writer::start(vec![release.api_of(all[0])?]);
+        let writer = Writer::start(&release, &all[..1])?;
         let started = Instant::now();
         release.scale(1)?;
         wait_for("one ClusterPeer left, the other pods and claims gone", STEP_TIMEOUT, || {

@@ -32,7 +32,7 @@ fn helm_upgrade_keeps_peers_and_secret_and_uninstall_leaves_nothing() {
     };
     let first_revision = revision(&release);
 
-    let writer = Writer::start(pods.iter().map(|pod| release.api_of(pod).unwrap()).collect());
+    let writer = Writer::start(&release, &pods).unwrap();
     release.helm("upgrade", &["peers.terminationGracePeriodSeconds=40"]).unwrap();
     wait_until("every peer pod rolled to the new revision", || {
         let path = "jsonpath={.status.updatedReplicas} {.status.readyReplicas} {.status.currentRevision}";

@@ -39,8 +39,8 @@ pub(crate) fn events(release: &Release, reason: &str) -> String {
 /// Generous for a loaded machine: one election at most (the benchmark reports the figure).
 pub(crate) fn assert_writes_went_on(what: &str, written: Written) {
     eprintln!(
-        "{what}: {} writes acknowledged, {} refused, longest refusal {:?}",
-        written.acknowledged, written.refused, written.longest_refusal
+        "{what}: {} writes acknowledged, {} refused, longest refusal {:?}, slowest refused write {:?}",
+        written.acknowledged, written.refused, written.longest_refusal, written.slowest_refusal
     );
     assert!(written.acknowledged > 0, "{what}: no write went through");
     assert!(written.longest_refusal < Duration::from_secs(15), "{what}: writes refused for {written:?}");
@@ -129,7 +129,7 @@ fn scaling_down_removes_peers_while_they_live_and_writes_go_on() {
     release.scale(5).unwrap();
     let first = peer_ids(&wait_joined(&release, &all, 5));
 
-    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    let writer = Writer::start(&release, &all[..1]).unwrap();
     release.scale(2).unwrap();
     wait_joined(&release, &all[..2], 1);
     wait_pods_and_claims_gone(&release, &all[2..]);
@@ -163,7 +163,7 @@ fn a_deleted_pod_comes_back_as_the_same_peer_without_waiting() {
     let pods = names(&pods);
     let before = peer_ids(&wait_joined(&release, &pods, 3));
 
-    let writer = Writer::start(vec![release.api_of(pods[0]).unwrap()]);
+    let writer = Writer::start(&release, &pods[..1]).unwrap();
     let started = std::time::Instant::now();
     release.kubectl.run(&["delete", "pod", pods[1], "-n", &release.namespace]).unwrap();
     let took = started.elapsed();
@@ -190,7 +190,7 @@ fn parallel_scale_up_then_down_to_one_keeps_the_quorum() {
     release.scale(5).unwrap();
     wait_joined(&release, &all, 5);
 
-    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    let writer = Writer::start(&release, &all[..1]).unwrap();
     release.scale(1).unwrap();
     wait_joined(&release, &all[..1], 1);
     wait_pods_and_claims_gone(&release, &all[1..]);

@@ -40,7 +40,7 @@ fn a_scale_down_finishes_safely_when_the_leading_operator_crashes() {
     wait_joined(&release, &pods, 3);
     let leader = leading_operator(&release.kubectl, &release.namespace);
 
-    let writer = Writer::start(vec![release.api_of(pods[0]).unwrap()]);
+    let writer = Writer::start(&release, &pods[..1]).unwrap();
     match kube.kubelet() {
         Some(kubelet) => kubelet.crash(&release.namespace, &leader, "operator").unwrap(),
         None => {
@@ -74,7 +74,7 @@ fn a_scale_down_while_the_operator_is_down_finishes_once_it_starts() {
         names => Err(format!("{names:?}")),
     });
 
-    let writer = Writer::start(vec![release.api_of(pods[0]).unwrap()]);
+    let writer = Writer::start(&release, &pods[..1]).unwrap();
     release.scale(1).unwrap();
     // Nobody decides: the condemned pods are still there, waiting.
     let peers = release.cluster_peers().unwrap();
@@ -97,7 +97,7 @@ fn a_scale_down_right_after_a_scale_up_leaves_the_first_peers() {
     let all = names(&all);
     let before = peer_ids(&wait_joined(&release, &all[..3], 3));
 
-    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    let writer = Writer::start(&release, &all[..1]).unwrap();
     release.scale(5).unwrap();
     // Until the new pods exist (whatever else they have done).
     wait_until("the new pods created", || {
@@ -129,7 +129,7 @@ fn a_scale_down_while_a_pod_restarts_keeps_the_restarting_peer() {
     release.scale(5).unwrap();
     let before = peer_ids(&wait_joined(&release, &all, 5));
 
-    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    let writer = Writer::start(&release, &all[..1]).unwrap();
     let namespace = release.namespace.as_str();
     release.kubectl.run(&["delete", "pod", all[1], "-n", namespace, "--wait=false"]).unwrap();
     release.scale(2).unwrap();
@@ -167,7 +167,7 @@ fn a_scale_down_condemning_the_leader_moves_leadership_to_a_staying_peer() {
         });
     }
 
-    let writer = Writer::start(vec![release.api_of(pods[0]).unwrap()]);
+    let writer = Writer::start(&release, &pods[..1]).unwrap();
     release.scale(1).unwrap();
     wait_joined(&release, &pods[..1], 1);
     wait_pods_and_claims_gone(&release, &pods[1..]);
@@ -214,7 +214,7 @@ fn seven_replicas_make_five_voters_and_two_learners_promoted_when_voters_leave()
     five_and_two("a learner promoted", &|voters: &[String]| learners.iter().any(|l| voters.contains(l)));
 
     // Scale 7 -> 5: whichever roles the condemned had, the five staying peers end as voters.
-    let writer = Writer::start(vec![release.api_of(all[0]).unwrap()]);
+    let writer = Writer::start(&release, &all[..1]).unwrap();
     release.scale(5).unwrap();
     wait_joined(&release, &all[..5], 5);
     wait_pods_and_claims_gone(&release, &all[5..]);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{Kube, Kubectl};
@@ -145,36 +145,63 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Res
 }
 
 /// Pins new CIDs one after the other until stopped, and counts: through one pod's REST API, or,
-/// given several, as through a Service: a refused write moves on to the next one.
+/// given several pods, as through a Service: a refused write moves on to the next pod, whose
+/// address is read again (a pod that restarted has a new IP).
 pub struct Writer {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Written>,
 }
 
 /// What a [`Writer`] saw.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Written {
     pub acknowledged: usize,
     pub refused: usize,
     /// The longest stretch in which every write was refused.
     pub longest_refusal: Duration,
+    /// The slowest refused write: how long it took, where it went and what came back.
+    pub slowest_refusal: Option<(Duration, String)>,
 }
 
 /// A pause after a refused write, so that a peer that is down is not hammered.
 const AFTER_REFUSAL: Duration = Duration::from_millis(20);
 
+/// Where a [`Writer`] writes: pods' REST APIs, found as [`Release::api_of`] finds them.
+struct Targets {
+    kubectl: Kubectl,
+    namespace: String,
+    pods: Vec<String>,
+    /// `user:password`.
+    credentials: String,
+}
+
+impl Targets {
+    /// The REST API of pod `i` now, if it has an IP.
+    fn address(&self, i: usize) -> Option<String> {
+        let path = "jsonpath={.status.podIP}";
+        let ip = self.kubectl.run(&["get", "pod", &self.pods[i], "-n", &self.namespace, "-o", path]).ok()?;
+        (!ip.is_empty()).then(|| format!("http://{ip}:9094"))
+    }
+}
+
 impl Writer {
-    /// Starts writing through `targets`: REST API addresses with their credentials
-    /// (`user:password`), as from [`Release::api_of`].
-    pub fn start(targets: Vec<(String, String)>) -> Writer {
-        assert!(!targets.is_empty(), "a writer needs an API to write through");
+    /// Starts writing through the REST APIs of `pods` of `release`, with its credentials.
+    pub fn start(release: &Release, pods: &[&str]) -> Result<Writer> {
+        let first = pods.first().context("a writer needs a pod to write through")?;
+        let (_, credentials) = release.api_of(first)?;
+        let targets = Targets {
+            kubectl: release.kubectl.clone(),
+            namespace: release.namespace.clone(),
+            pods: pods.iter().map(|pod| pod.to_string()).collect(),
+            credentials,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(write_until(&targets, &stopping))
         });
-        Writer { stop, thread }
+        Ok(Writer { stop, thread })
     }
 
     pub fn finish(self) -> Written {
@@ -183,18 +210,35 @@ impl Writer {
     }
 }
 
-async fn write_until(targets: &[(String, String)], stop: &AtomicBool) -> Written {
+async fn write_until(targets: &Targets, stop: &AtomicBool) -> Written {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let mut written = Written { acknowledged: 0, refused: 0, longest_refusal: Duration::ZERO };
+    let (user, password) = targets.credentials.split_once(':').unwrap_or((&targets.credentials, ""));
+    let mut written = Written { acknowledged: 0, refused: 0, longest_refusal: Duration::ZERO, slowest_refusal: None };
     let mut refused_since: Option<Instant> = None;
-    let (mut n, mut target) = (0u64, 0);
+    let (mut n, mut pod) = (0u64, 0);
+    let mut address = targets.address(pod);
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let (api, credentials) = &targets[target];
-        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        let cid = crate::common::raw_cid(format!("written during a change {n} {targets:?}").as_bytes());
-        let sent = http.post(format!("{api}/pins/{cid}")).basic_auth(user, Some(password)).send().await;
-        if sent.is_ok_and(|r| r.status().is_success()) {
+        let cid = crate::common::raw_cid(format!("written during a change {n} {}", targets.namespace).as_bytes());
+        let sent_at = Instant::now();
+        let answer = match &address {
+            Some(api) => {
+                let sent = http.post(format!("{api}/pins/{cid}")).basic_auth(user, Some(password)).send().await;
+                match sent {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!("{api}: {}", response.status())),
+                    Err(e) => Err(format!("{api}: {e}")),
+                }
+            }
+            None => Err(format!("{} has no IP", targets.pods[pod])),
+        };
+        if let Err(refusal) = &answer {
+            let took = sent_at.elapsed();
+            if written.slowest_refusal.as_ref().is_none_or(|(slowest, _)| took > *slowest) {
+                written.slowest_refusal = Some((took, refusal.clone()));
+            }
+        }
+        if answer.is_ok() {
             written.acknowledged += 1;
             if let Some(since) = refused_since.take() {
                 written.longest_refusal = written.longest_refusal.max(since.elapsed());
@@ -202,7 +246,9 @@ async fn write_until(targets: &[(String, String)], stop: &AtomicBool) -> Written
         } else {
             written.refused += 1;
             refused_since.get_or_insert_with(Instant::now);
-            target = (target + 1) % targets.len();
+            pod = (pod + 1) % targets.pods.len();
+            // A blocking kubectl call: nothing else runs on this thread.
+            address = targets.address(pod);
             tokio::time::sleep(AFTER_REFUSAL).await;
         }
     }
