@@ -2,8 +2,10 @@
 //! CRDs itself (the chart does).
 
 mod cluster_peer;
+mod pin;
 
 pub use cluster_peer::{ClusterPeer, ClusterPeerSpec, ClusterPeerStatus, PeerPhase, PeerRole};
+pub use pin::{Pin, PinLocation, PinMode, PinPhase, PinSpec, PinStatus};
 
 use kube::CustomResourceExt;
 
@@ -15,7 +17,7 @@ pub const DIRECTORIES: [&str; 2] = ["crds", "charts/ipfs-cluster/crds"];
 
 /// Every CRD, as `crds/<plural>.yaml` holds it: `(file name, YAML)`.
 pub fn definitions() -> Vec<(String, String)> {
-    [ClusterPeer::crd()]
+    [ClusterPeer::crd(), Pin::crd()]
         .into_iter()
         .map(|crd| {
             let file = format!("{}.yaml", crd.spec.names.plural);

@@ -35,6 +35,7 @@ fn the_chart_renders_these_objects_in_its_namespace() {
     let common = [
         ("ConfigMap", "demo-ipfs-cluster-ipfs-init"),
         ("CustomResourceDefinition", "clusterpeers.ipfscluster.io"),
+        ("CustomResourceDefinition", "pins.ipfscluster.io"),
         ("Deployment", "demo-ipfs-cluster-operator"),
         ("Lease", "demo-ipfs-cluster-operator"),
         ("PodDisruptionBudget", "demo-ipfs-cluster"),
