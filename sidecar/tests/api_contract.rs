@@ -429,12 +429,13 @@ async fn bandwidth_is_an_object_of_protocols() {
 
 // ---- the departure handshake (ours, for the operator) ----
 
-async fn declare(addr: std::net::SocketAddr, body: &str) -> Raw {
-    let head = format!(
-        "PUT /consensus/departure HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
-        body.len()
-    );
+async fn put_json(addr: std::net::SocketAddr, path: &str, body: &str) -> Raw {
+    let head = format!("PUT {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}", body.len());
     raw(addr, &head, body.as_bytes()).await
+}
+
+async fn declare(addr: std::net::SocketAddr, body: &str) -> Raw {
+    put_json(addr, "/consensus/departure", body).await
 }
 
 #[tokio::test]
@@ -455,4 +456,25 @@ async fn a_departure_is_undecided_until_a_restart_is_declared() {
     let answered = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await.unwrap().unwrap();
     assert_eq!(answered.json(), serde_json::json!({"departure": "restart"}));
     assert_eq!(get(s.addr, "/consensus").await.json()["departure"], "restart");
+}
+
+/// `PUT /consensus/addresses` (ours): the operator tells a peer where members are now. Only
+/// members other than the peer itself are connected to; malformed entries are 400.
+#[tokio::test]
+async fn introducing_members_connects_only_to_other_members() {
+    let s = server(RestApiConfig::default()).await;
+    let me = get(s.addr, "/id").await.json()["id"].as_str().unwrap().to_string();
+    let stranger = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id().to_string();
+    let body = format!(
+        r#"[{{"peer_id": "{me}", "addresses": ["/ip4/127.0.0.1/tcp/1"]}},
+            {{"peer_id": "{stranger}", "addresses": ["/ip4/127.0.0.1/tcp/2"]}}]"#
+    );
+    let answer = put_json(s.addr, "/consensus/addresses", &body).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::json!({"connecting": 0})));
+
+    let bad_peer = r#"[{"peer_id": "not-a-peer", "addresses": []}]"#;
+    put_json(s.addr, "/consensus/addresses", bad_peer).await.assert_error(400, "invalid peer ID");
+    let bad_address = format!(r#"[{{"peer_id": "{stranger}", "addresses": ["/ip4/nowhere"]}}]"#);
+    put_json(s.addr, "/consensus/addresses", &bad_address).await.assert_error(400, "invalid address");
+    put_json(s.addr, "/consensus/addresses", "{}").await.assert_error(400, "error decoding request body");
 }

@@ -2,7 +2,7 @@
 //! `ClusterPeer` objects through the API server (server-side apply), and an event for each
 //! change a person would want to see in `kubectl describe`.
 
-use cluster_client::types::parse_peer_id;
+use cluster_client::types::{parse_peer_id, PeerAddresses};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -62,6 +62,17 @@ impl Executor<'_> {
                     };
                     self.note(&pod, "Removed", "Remove", format!("removed peer {peer_id} through {via}: {why}")).await;
                 }
+                Ok(())
+            }
+            Action::Introduce { pod, peers } => {
+                let mut introduced = Vec::new();
+                for (other, peer_id) in peers {
+                    // A pod without an IP yet is left out; the next pass includes it.
+                    if let Ok(address) = self.sidecars.cluster_address(other) {
+                        introduced.push(PeerAddresses { peer_id: peer_id.clone(), addresses: vec![address] });
+                    }
+                }
+                self.sidecar_call(pod, self.sidecars.client(pod)?.introduce(&introduced)).await?;
                 Ok(())
             }
             Action::DeclareRestart { pod } => {

@@ -63,6 +63,13 @@
 //!   and each is idempotent on the sidecar (adding a member or removing a non-member is a no-op;
 //!   a second initialisation is refused), so the successor picks up where it stopped.
 //! - **A change is half-way (joint consensus).** Nothing else is planned until it completes.
+//! - **Every pod restarts at once** (a whole-cluster outage). Pods come back on new IPs; the
+//!   membership holds the old ones, so no peer can reach another and no leader is elected. A
+//!   member's sidecar lists the members it does not hear; the planner tells it where those whose
+//!   pods answer are now (`Introduce`, `PUT /consensus/addresses`), they elect a leader, and each
+//!   records its new address in the membership. (Under `OrderedReady` the StatefulSet recreates
+//!   pod 0 alone and waits for it to be Ready, which it is only with a leader: use `Parallel`
+//!   where this can happen.)
 //! - **Scale to zero.** The last member is never removed: it is told it stops as a member (the
 //!   restart verdict), so its preStop returns at once. Once every pod is gone the ClusterPeers are
 //!   deleted (no cluster is left; with `whenScaled: Delete` its data went with the claims). Scaled

@@ -67,6 +67,7 @@ fn sidecar(status: &ConsensusStatus) -> Sidecar {
         node_id: status.node_id,
         standing,
         restart_declared: status.departure == Departure::Restart,
+        unheard: status.members.iter().filter(|m| !m.reachable).map(|m| m.peer_id.clone()).collect(),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Sidecar {
     pub standing: Standing,
     /// It was told its pod only restarts (its preStop has returned).
     pub restart_declared: bool,
+    /// The members it does not hear from now (peer IDs): after every pod moved to a new IP at
+    /// once, that is all of them.
+    pub unheard: Vec<String>,
 }
 
 /// Where a sidecar stands in consensus.
@@ -97,6 +100,9 @@ pub enum Action {
     Remove { peer_id: String, via: String, reason: Removal },
     /// Tell a terminating pod's sidecar that its pod only restarts, so its preStop returns.
     DeclareRestart { pod: String },
+    /// Tell a member's sidecar where members it does not hear are now (`(pod, peer ID)`; the
+    /// executor reads their pods' IPs): members that all moved at once know only old addresses.
+    Introduce { pod: String, peers: Vec<(String, String)> },
     /// Write a `ClusterPeer`'s status.
     SetState { pod: String, state: PeerState },
     /// Drop a `ClusterPeer`'s finalizer: its peer is out of consensus.
@@ -114,6 +120,7 @@ impl Action {
             Action::Join { .. } => "join",
             Action::Remove { .. } => "remove",
             Action::DeclareRestart { .. } => "declare_restart",
+            Action::Introduce { .. } => "introduce",
             Action::SetState { .. } => "set_state",
             Action::Release { .. } => "release",
             Action::Forget { .. } => "forget",
@@ -175,11 +182,29 @@ pub fn plan(observed: &Observed) -> Vec<Action> {
             actions.push(Action::DeclareRestart { pod: pod.name.clone() });
         }
     }
+    actions.extend(introductions(observed));
     actions.extend(membership_change(observed));
     for record in &observed.records {
         actions.extend(record_actions(observed, record));
     }
     actions
+}
+
+/// A member's sidecar that does not hear some members whose pods answer is told where those pods
+/// are now: when every pod restarted on a new IP at once, the membership holds only their old
+/// addresses, and the peers would never hear each other again.
+fn introductions(observed: &Observed) -> Vec<Action> {
+    let members = || {
+        let alive = observed.pods.iter().filter(|p| !p.terminating);
+        alive.filter_map(|p| Some((p, p.sidecar.as_ref().filter(|s| s.standing == Standing::Member)?)))
+    };
+    members()
+        .filter_map(|(pod, sidecar)| {
+            let unheard = members().filter(|(other, s)| other.name != pod.name && sidecar.unheard.contains(&s.peer_id));
+            let peers: Vec<(String, String)> = unheard.map(|(p, s)| (p.name.clone(), s.peer_id.clone())).collect();
+            (!peers.is_empty()).then(|| Action::Introduce { pod: pod.name.clone(), peers })
+        })
+        .collect()
 }
 
 /// The one membership change to make now, if any: removals first (a condemned pod's grace

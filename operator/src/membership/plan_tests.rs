@@ -11,7 +11,13 @@ fn peer(ordinal: u32) -> String {
 }
 
 fn sidecar(ordinal: u32, standing: Standing) -> Sidecar {
-    Sidecar { peer_id: peer(ordinal), node_id: u64::from(ordinal) + 100, standing, restart_declared: false }
+    Sidecar {
+        peer_id: peer(ordinal),
+        node_id: u64::from(ordinal) + 100,
+        standing,
+        restart_declared: false,
+        unheard: vec![],
+    }
 }
 
 fn joined(ordinal: u32) -> PeerState {
@@ -109,6 +115,21 @@ fn plans() {
     };
     let cases: Vec<(&str, Observed, Vec<Action>)> = vec![
         ("a settled cluster needs nothing", settled(3), vec![]),
+        (
+            "members that do not hear each other (all moved at once) are told where the others are",
+            {
+                let mut o = settled(3).without_pods(&[2]);
+                o.membership.as_mut().unwrap().leader = None;
+                for pod in &mut o.pods {
+                    pod.sidecar.as_mut().unwrap().unheard = vec![peer(0), peer(1), peer(2)];
+                }
+                o
+            },
+            vec![
+                Action::Introduce { pod: name(0), peers: vec![(name(1), peer(1))] },
+                Action::Introduce { pod: name(1), peers: vec![(name(0), peer(0))] },
+            ],
+        ),
         ("a new pod gets its ClusterPeer first", new_cluster.clone(), vec![Action::Record { pod: name(0) }]),
         (
             "the first pod of a new cluster starts it",
@@ -169,6 +190,17 @@ fn plans() {
             vec![],
         ),
         ("a restarting pod that is gone for now keeps its membership", settled(3).without_pods(&[1]), vec![]),
+        (
+            "a member that is down is not introduced to anyone",
+            {
+                let mut o = settled(3).without_pods(&[1]);
+                for pod in &mut o.pods {
+                    pod.sidecar.as_mut().unwrap().unheard = vec![peer(1)];
+                }
+                o
+            },
+            vec![],
+        ),
         (
             "while a change is half-way, the next one waits",
             {

@@ -11,7 +11,7 @@ use warp::reply::Response;
 use super::error::{json_response, no_content};
 use super::routes::{Ctx, Query};
 use super::stream::ndjson;
-use crate::types::{parse_peer_id, parse_std_duration, AddPeer, Departure, DepartureStatus};
+use crate::types::{parse_peer_id, parse_std_duration, AddPeer, Departure, DepartureStatus, Introduced, PeerAddresses};
 use crate::{Error, Result};
 
 pub(crate) async fn list(ctx: Ctx) -> Response {
@@ -23,13 +23,33 @@ pub(crate) async fn add(body: Bytes, ctx: Ctx) -> Result<Response> {
     let request: AddPeer =
         serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
     let peer = parse_peer_id(&request.peer_id)?;
-    let addrs = request
-        .addresses
-        .iter()
-        .map(|a| a.parse::<Multiaddr>().map_err(|e| Error::BadRequest(format!("invalid address {a:?}: {e}"))))
-        .collect::<Result<Vec<_>>>()?;
-    let id = ctx.cluster.add_peer(peer, addrs).await?;
+    let id = ctx.cluster.add_peer(peer, parse_addresses(&request.addresses)?).await?;
     Ok(json_response(StatusCode::OK, &id))
+}
+
+fn parse_addresses(addresses: &[String]) -> Result<Vec<Multiaddr>> {
+    let parse =
+        |a: &String| a.parse::<Multiaddr>().map_err(|e| Error::BadRequest(format!("invalid address {a:?}: {e}")));
+    addresses.iter().map(parse).collect()
+}
+
+/// The most members one `PUT /consensus/addresses` may name.
+const MAX_INTRODUCED: usize = 1024;
+
+/// `PUT /consensus/addresses` (ours): `[{"peer_id": ..., "addresses": [...]}, ...]`, where members
+/// are now; the peer connects to them (see `Cluster::introduce`).
+pub(crate) async fn introduce(body: Bytes, ctx: Ctx) -> Result<Response> {
+    let request: Vec<PeerAddresses> =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
+    if request.len() > MAX_INTRODUCED {
+        return Err(Error::BadRequest(format!("at most {MAX_INTRODUCED} peers at once")));
+    }
+    let peers = request
+        .iter()
+        .map(|p| Ok((parse_peer_id(&p.peer_id)?, parse_addresses(&p.addresses)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let connecting = ctx.cluster.introduce(peers).await?;
+    Ok(json_response(StatusCode::OK, &Introduced { connecting }))
 }
 
 /// `DELETE /peers/{peer}[?force=true]`: 204 once the removal is committed; 409 when it would leave

@@ -93,6 +93,23 @@ impl Cluster {
         ConsensusStatus { departure: self.departure(), ..self.inner.consensus.status() }
     }
 
+    /// `PUT /consensus/addresses` (ours): where members are now. Connects to each of them (in the
+    /// background), so that members that all moved at once (every pod restarted on a new IP,
+    /// while the membership still holds the old ones) hear each other again and elect a leader;
+    /// each then records its own new address (see `Consensus::announce_address`). Peers that are
+    /// not members, and this peer, are skipped. Returns how many it connects to.
+    pub async fn introduce(&self, peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Result<usize> {
+        let members: Vec<String> = self.inner.consensus.members().into_iter().map(|m| m.peer_id).collect();
+        let mut connecting = 0;
+        for (peer, addrs) in peers {
+            if peer != self.inner.p2p.peer_id() && !addrs.is_empty() && members.contains(&peer.to_string()) {
+                self.inner.p2p.connect(peer, addrs).await?;
+                connecting += 1;
+            }
+        }
+        Ok(connecting)
+    }
+
     /// `POST /consensus/init` (ours): starts a new cluster with this peer as its only member.
     pub async fn init_cluster(&self) -> Result<ConsensusStatus> {
         self.inner.consensus.initialize().await?;

@@ -87,3 +87,35 @@ fn helm_upgrade_keeps_peers_and_secret_and_uninstall_leaves_nothing() {
         }
     });
 }
+
+/// Every peer pod deleted at once (a whole-cluster restart): they all come back on new IPs, where
+/// the membership knows only their old ones; the operator tells each sidecar where the others are
+/// now, they elect a leader and come back as the same peers, taking writes.
+#[test]
+fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
+    let kube = Kube::start().unwrap();
+    let values = ["peers.terminationGracePeriodSeconds=30", "peers.podManagementPolicy=Parallel"];
+    let release = install(&kube, "all-at-once", &values);
+    let pods = pods(3);
+    let pods = names(&pods);
+    let before = peer_ids(&wait_joined(&release, &pods, 3));
+    let ips = |release: &Release| {
+        let path = "jsonpath={.items[*].status.podIP}";
+        let selector = "app.kubernetes.io/component=peer";
+        release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", path]).unwrap()
+    };
+    let old_ips = ips(&release);
+
+    let selector = "app.kubernetes.io/component=peer";
+    release.kubectl.run(&["delete", "pods", "-n", &release.namespace, "-l", selector]).unwrap();
+    let after = peer_ids(&wait_joined(&release, &pods, 3));
+    assert_eq!(after, before, "the same peers");
+    let new_ips = ips(&release);
+    assert!(old_ips.split_whitespace().all(|ip| !new_ips.contains(ip)), "{old_ips} -> {new_ips}");
+    let writer = Writer::start(&release, &pods).unwrap();
+    wait_until("a write acknowledged", || match writer.acknowledged() {
+        0 => Err("none yet".into()),
+        n => Ok(n),
+    });
+    assert_writes_went_on("after a whole-cluster restart", writer.finish());
+}

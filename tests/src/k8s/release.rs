@@ -2,7 +2,7 @@
 //! clusterpeers`) and used as a client would (a pod's REST API with the cluster's credentials):
 //! what the end-to-end tests, the benchmark and the playground share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Res
 /// address is read again (a pod that restarted has a new IP).
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Written>,
 }
 
@@ -196,12 +197,18 @@ impl Writer {
             credentials,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let (stopping, counting) = (stop.clone(), acknowledged.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(write_until(&targets, &stopping))
+            runtime.block_on(write_until(&targets, &stopping, &counting))
         });
-        Ok(Writer { stop, thread })
+        Ok(Writer { stop, acknowledged, thread })
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(Ordering::Relaxed)
     }
 
     pub fn finish(self) -> Written {
@@ -210,7 +217,7 @@ impl Writer {
     }
 }
 
-async fn write_until(targets: &Targets, stop: &AtomicBool) -> Written {
+async fn write_until(targets: &Targets, stop: &AtomicBool, acknowledged: &AtomicUsize) -> Written {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let (user, password) = targets.credentials.split_once(':').unwrap_or((&targets.credentials, ""));
     let mut written = Written { acknowledged: 0, refused: 0, longest_refusal: Duration::ZERO, slowest_refusal: None };
@@ -240,6 +247,7 @@ async fn write_until(targets: &Targets, stop: &AtomicBool) -> Written {
         }
         if answer.is_ok() {
             written.acknowledged += 1;
+            acknowledged.store(written.acknowledged, Ordering::Relaxed);
             if let Some(since) = refused_since.take() {
                 written.longest_refusal = written.longest_refusal.max(since.elapsed());
             }

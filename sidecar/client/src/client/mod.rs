@@ -33,7 +33,8 @@ use serde::de::DeserializeOwned;
 use crate::ndjson::{NdjsonReader, Source};
 use crate::types::{
     format_go_duration, AddPeer, Alert, ApiError, BandwidthByProtocol, Cid, ConnectGraph, ConsensusStatus, Departure,
-    DepartureStatus, GlobalPinInfo, GlobalRepoGc, Id, Metric, Pin, PinOptions, PinType, Readiness, Token, Version,
+    DepartureStatus, GlobalPinInfo, GlobalRepoGc, Id, Introduced, Metric, PeerAddresses, Pin, PinOptions, PinType,
+    Readiness, Token, Version,
 };
 use crate::{Error, Result};
 
@@ -203,6 +204,15 @@ impl Client {
         let request = self.request(Method::PUT, "/consensus/departure", &[], full(body), Some("application/json"))?;
         let status: DepartureStatus = parse_body(expect_success(self.send(request).await?).await?).await?;
         Ok(status.departure)
+    }
+
+    /// `PUT /consensus/addresses` (ours): tells the peer where these members are now; how many
+    /// it connects to.
+    pub async fn introduce(&self, peers: &[PeerAddresses]) -> Result<usize> {
+        let body = serde_json::to_vec(peers).map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
+        let request = self.request(Method::PUT, "/consensus/addresses", &[], full(body), Some("application/json"))?;
+        let answer: Introduced = parse_body(expect_success(self.send(request).await?).await?).await?;
+        Ok(answer.connecting)
     }
 
     /// `POST /consensus/init` (ours): starts a new cluster with the peer as its only member.

@@ -84,3 +84,18 @@ pub struct AddPeer {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
 }
+
+/// Where a member is now (`PUT /consensus/addresses`, ours, a list of these): when every member
+/// moved at once (each pod restarted on a new IP), the Kubernetes operator tells the peers where
+/// the others are, so that they hear each other again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddresses {
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+}
+
+/// The answer to `PUT /consensus/addresses`: how many of the members it connects to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Introduced {
+    pub connecting: usize,
+}
