@@ -10,11 +10,11 @@ use tokio::time::{timeout, Instant};
 use super::*;
 
 /// Long enough for any answer on a loaded machine; an answer that takes longer is a hang.
-const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// Reads one response (its head and a Content-Length body) without waiting for the connection to
 /// close: the server may still be reading the request.
-async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
+pub(crate) async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Raw {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
