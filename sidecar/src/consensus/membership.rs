@@ -98,8 +98,11 @@ impl Consensus {
         let Some(recorded) = metrics.membership_config.membership().get_node(&self.node_id).cloned() else {
             return Ok(());
         };
+        if metrics.current_leader.is_none() {
+            return Ok(());
+        }
         let mut me = self.me().await?;
-        if metrics.current_leader.is_none() || me.addrs.iter().all(|a| recorded.addrs.contains(a)) {
+        if me.addrs.iter().all(|a| recorded.addrs.contains(a)) {
             return Ok(());
         }
         for older in recorded.addrs.iter().filter(|a| !me.addrs.contains(a)).cloned().collect::<Vec<_>>() {
