@@ -8,9 +8,10 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::membership::controller::{self, Context};
+use crate::context::Context;
+use crate::membership::controller as membership;
 use crate::metrics::Metrics;
-use crate::{server, Error, Result};
+use crate::{pins, server, Error, Result};
 
 /// How long a Lease stays held without renewal (the standby's takeover time, at worst), and how
 /// long before expiry the holder renews it.
@@ -90,8 +91,11 @@ async fn lead(
         stop.cancel();
         lost
     };
-    let (lost, ()) =
-        tokio::join!(watch_lease, controller::run(context.clone(), namespace, stop.clone().cancelled_owned()));
+    let (lost, (), ()) = tokio::join!(
+        watch_lease,
+        membership::run(context.clone(), namespace, stop.clone().cancelled_owned()),
+        pins::run(context.clone(), namespace, stop.clone().cancelled_owned()),
+    );
     context.metrics.set_leading(false);
     lost
 }

@@ -10,6 +10,7 @@ use cluster_client::types::ConsensusStatus;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use crate::{Error, Result};
@@ -49,7 +50,8 @@ impl Sidecars {
         self.client_with(pod, CHANGE_TIMEOUT)
     }
 
-    fn client_with(&self, pod: &str, timeout: Duration) -> Result<Client> {
+    /// A client of the pod's sidecar whose requests give up after `timeout`.
+    pub fn client_with(&self, pod: &str, timeout: Duration) -> Result<Client> {
         let address = self.address(pod)?;
         let client = Client::new(&format!("http://{address}:{API_PORT}"))
             .map_err(|source| Error::Sidecar { pod: pod.to_string(), source })?
@@ -84,6 +86,17 @@ impl Sidecars {
         });
         join_all(asks).await.into_iter().flatten().collect()
     }
+}
+
+/// The StatefulSet's pods: those its selector matches.
+pub async fn pods_of(client: &kube::Client, statefulset: &StatefulSet) -> Result<Vec<Pod>> {
+    let labels =
+        statefulset.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).filter(|l| !l.is_empty()).ok_or_else(
+            || Error::Misconfigured(format!("StatefulSet {} has no matchLabels", statefulset.name_any())),
+        )?;
+    let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let pods = Api::<Pod>::namespaced(client.clone(), &statefulset.namespace().unwrap_or_default());
+    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 async fn read_credentials(client: &kube::Client, namespace: &str, name: &str) -> Result<(String, String)> {

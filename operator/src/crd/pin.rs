@@ -105,6 +105,9 @@ pub struct PinStatus {
     /// Where it lives: each allocated peer, its pod and what its daemon reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PinLocation>,
+    /// When the cluster unpins it by itself: `expireAt`, or `expireIn` after the spec was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
     /// The last error the cluster reported for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -128,7 +131,7 @@ pub struct PinLocation {
 }
 
 /// Where a Pin is in its life.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PinPhase {
     /// Accepted; not sent to the cluster yet.
     #[default]
@@ -137,10 +140,12 @@ pub enum PinPhase {
     Pinning,
     /// Held by every peer it is allocated to.
     Pinned,
-    /// Held by some of them, at least `replicationMin`.
+    /// Held by some of them; the others failed or cannot be reached (`lastError`).
     PartiallyPinned,
-    /// The cluster or a daemon reported an error (`lastError`), or the spec cannot be pinned.
+    /// Held by none and a daemon reported an error (`lastError`), or the spec cannot be pinned.
     Error,
     /// Being unpinned (the Pin is being deleted).
     Unpinning,
+    /// The cluster unpinned it at its expiry: change the expiry to pin it again, or delete the Pin.
+    Expired,
 }

@@ -9,7 +9,6 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -18,9 +17,9 @@ use tracing::instrument;
 use super::execute::{Executor, CLUSTER_LABEL};
 use super::observe::{observe, Snapshot};
 use super::plan::{plan, Action, Standing};
+use crate::context::Context;
 use crate::crd::ClusterPeer;
-use crate::metrics::Metrics;
-use crate::sidecars::Sidecars;
+use crate::sidecars::{self, Sidecars};
 use crate::{Error, Result};
 
 /// While anything is in motion (a change made, a sidecar not answering or waiting to join):
@@ -29,12 +28,8 @@ const IN_MOTION: Duration = Duration::from_secs(1);
 /// A settled cluster is still looked at now and then (a member lost behind the operator's back).
 const SETTLED: Duration = Duration::from_secs(30);
 const AFTER_ERROR: Duration = Duration::from_secs(5);
-
-pub struct Context {
-    pub client: kube::Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-}
+/// Its name in metrics.
+const CONTROLLER: &str = "membership";
 
 /// Runs the controller over `namespace` until `shutdown` resolves.
 pub async fn run(
@@ -69,25 +64,26 @@ fn owning_statefulset(pod: &Pod) -> Option<ObjectRef<StatefulSet>> {
 async fn reconcile(statefulset: Arc<StatefulSet>, context: Arc<Context>) -> Result<Requeue> {
     let started = Instant::now();
     let outcome = reconcile_once(&statefulset, &context).await;
-    context.metrics.reconciled(started.elapsed(), outcome.is_ok());
+    context.metrics.reconciled(CONTROLLER, started.elapsed(), outcome.is_ok());
     outcome
 }
 
 async fn reconcile_once(statefulset: &StatefulSet, context: &Context) -> Result<Requeue> {
     let namespace = statefulset.namespace().unwrap_or_default();
     let name = statefulset.name_any();
-    let pods = list_pods(context, statefulset, &namespace).await?;
+    let pods = sidecars::pods_of(&context.client, statefulset).await?;
     let peers = Api::<ClusterPeer>::namespaced(context.client.clone(), &namespace);
     let records = peers.list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={name}"))).await?.items;
     let sidecars = Sidecars::of(&context.client, statefulset, &pods).await?;
     let statuses = sidecars.statuses().await;
     let observed = observe(&Snapshot { statefulset, pods: &pods, records: &records, sidecars: &statuses });
     let actions = plan(&observed);
+    context.metrics.queued(CONTROLLER, actions.len());
     let executor = Executor { statefulset, peers, records: &records, sidecars: &sidecars, recorder: &context.recorder };
     let mut failure = None;
     for action in &actions {
         tracing::info!(?action, "acting");
-        context.metrics.acted(action);
+        context.metrics.acted(CONTROLLER, action.kind());
         if let Err(error) = executor.run(action).await {
             tracing::warn!(?action, %error, "action failed");
             failure.get_or_insert(error);
@@ -102,17 +98,6 @@ async fn reconcile_once(statefulset: &StatefulSet, context: &Context) -> Result<
     }
     let waiting = observed.pods.iter().any(|p| p.sidecar.as_ref().is_none_or(|s| s.standing != Standing::Member));
     Ok(Requeue::requeue(if actions.is_empty() && !waiting { SETTLED } else { IN_MOTION }))
-}
-
-/// The StatefulSet's pods: those its selector matches.
-async fn list_pods(context: &Context, statefulset: &StatefulSet, namespace: &str) -> Result<Vec<Pod>> {
-    let labels =
-        statefulset.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref()).filter(|l| !l.is_empty()).ok_or_else(
-            || Error::Misconfigured(format!("StatefulSet {} has no matchLabels", statefulset.name_any())),
-        )?;
-    let selector = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let pods = Api::<Pod>::namespaced(context.client.clone(), namespace);
-    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 fn error_policy(statefulset: Arc<StatefulSet>, error: &Error, _: Arc<Context>) -> Requeue {

@@ -93,6 +93,8 @@ fn the_values_schema_refuses_bad_values() {
         ("peers.maxVoters=4", "/peers/maxVoters"),
         ("peers.podManagementPolicy=Random", "/peers/podManagementPolicy"),
         ("peers.terminationGracePeriodSeconds=15", "/peers/terminationGracePeriodSeconds"),
+        ("peers.sidecar.pinTimeout=tomorrow", "/peers/sidecar/pinTimeout"),
+        ("peers.sidecar.pinDeadline=0s", "/peers/sidecar/pinDeadline"),
         ("peers.replcas=3", "replcas"),
         ("api.credentials.user=a:b", "/api/credentials/user"),
     ] {

@@ -110,7 +110,9 @@ fn the_sidecar_gets_the_environment_it_reads() {
         .chain(sidecar::cli::Cli::command().get_arguments())
         .filter_map(|arg| Some(arg.get_env()?.to_string_lossy().into_owned()))
         .collect();
-    for (values, voters) in [(Values::Default, "5"), (Values::Other, "3")] {
+    for (values, voters, pin_timeout, pin_deadline) in
+        [(Values::Default, "5", "2m", "1h"), (Values::Other, "3", "5m", "6h30m")]
+    {
         let pod = pod_spec(values);
         let env = container(&pod.containers, "cluster").env.clone().unwrap();
         assert_eq!(env[0].name, "POD_IP", "POD_IP comes first: the variables after it expand $(POD_IP)");
@@ -131,6 +133,8 @@ fn the_sidecar_gets_the_environment_it_reads() {
             ("CLUSTER_RESTAPI_HTTPLISTENMULTIADDRESS", json!("/ip4/$(POD_IP)/tcp/9094")),
             ("CLUSTER_HOST", json!("/ip4/$(POD_IP)/tcp/9094")),
             ("CLUSTER_IPFSHTTP_NODEMULTIADDRESS", json!("/ip4/$(POD_IP)/tcp/5001")),
+            ("CLUSTER_IPFSHTTP_PINTIMEOUT", json!(pin_timeout)),
+            ("CLUSTER_IPFSHTTP_PINDEADLINE", json!(pin_deadline)),
             ("CLUSTER_DATA_DIR", json!("/data")),
             ("CLUSTER_RAFT_MAXVOTERS", json!(voters)),
             ("CLUSTER_LOG_FORMAT", json!("json")),
@@ -141,6 +145,11 @@ fn the_sidecar_gets_the_environment_it_reads() {
         for var in env.iter().filter(|var| var.name.ends_with("MULTIADDRESS") || var.name == "CLUSTER_HOST") {
             let address = var.value.as_deref().unwrap().replace("$(POD_IP)", "127.0.0.5");
             address.parse::<Multiaddr>().unwrap_or_else(|e| panic!("{}: {address}: {e}", var.name));
+        }
+        for var in env.iter().filter(|var| var.name.starts_with("CLUSTER_IPFSHTTP_PIN")) {
+            let text = var.value.as_deref().unwrap();
+            let duration = sidecar::types::parse_std_duration(text);
+            assert!(duration.is_some_and(|d| !d.is_zero()), "{}: {text} is no positive duration", var.name);
         }
     }
 }

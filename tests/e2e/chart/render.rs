@@ -26,8 +26,8 @@ pub const FULLNAME: &str = "demo-ipfs-cluster";
 #[derive(Clone, Copy, Debug)]
 pub enum Values {
     Default,
-    /// `tests/e2e/chart-values.yaml`: Parallel, 7 peers, 3 voters, an existing credentials Secret, no
-    /// NetworkPolicy, a storage class, resources and scheduling.
+    /// `tests/e2e/chart-values.yaml`: Parallel, 7 peers, 3 voters, other pin timeouts, an existing
+    /// credentials Secret, no NetworkPolicy, a storage class, resources and scheduling.
     Other,
 }
 
