@@ -328,7 +328,8 @@ fn invalid_specs_are_marked_without_asking_the_cluster() {
 fn a_pin_belongs_to_the_cluster_it_names_or_the_only_one() {
     let one = ["ipfs".to_string()];
     let two = ["a".to_string(), "b".to_string()];
-    let cases: [(Option<&str>, &[String], Result<&str, &str>); 5] = [
+    type Case<'a> = (Option<&'a str>, &'a [String], Result<&'a str, &'a str>);
+    let cases: [Case; 5] = [
         (Some("ipfs"), &one, Ok("ipfs")),
         (Some("other"), &one, Err("no cluster named other in this namespace")),
         (None, &one, Ok("ipfs")),
