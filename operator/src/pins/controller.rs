@@ -35,6 +35,8 @@ const UNREACHABLE: (Duration, Duration) = (Duration::from_secs(1), Duration::fro
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Steps in flight at once: each makes at most one sidecar call and a few API server writes.
 const CONCURRENCY: usize = 32;
+/// How long a sidecar has to say whether it can list (`GET /consensus`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a whole pin listing may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Its name in metrics.
@@ -242,13 +244,19 @@ async fn list_cluster(
     Err(why)
 }
 
-/// One sidecar's `GET /pins`, keeping the CIDs some Pin names.
+/// One sidecar's `GET /pins`, keeping the CIDs some Pin names. The sidecar is asked first, with
+/// a short timeout, whether it is a member that knows a leader: one that hangs (or is frozen)
+/// must not hold the pass for the listing's long timeout.
 async fn listing(
     sidecars: &Sidecars,
     pod: &str,
     wanted: &BTreeSet<String>,
 ) -> Result<(BTreeMap<String, super::plan::ClusterPin>, Client)> {
     let failed = |source| crate::Error::Sidecar { pod: pod.to_string(), source };
+    let consensus = sidecars.client_with(pod, PROBE_TIMEOUT)?.consensus().await.map_err(failed)?;
+    if consensus.leader.is_none() {
+        return Err(failed(cluster_client::Error::Unavailable("it knows no leader".into())));
+    }
     let client = sidecars.client_with(pod, LISTING_TIMEOUT)?;
     let mut infos = client.status_all(None, &[], false).await.map_err(failed)?;
     let mut pins = BTreeMap::new();

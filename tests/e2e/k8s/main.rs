@@ -4,6 +4,7 @@
 
 mod lifecycle;
 mod membership;
+mod pinning;
 mod pins;
 mod playground;
 mod pods;

@@ -5,6 +5,7 @@
 
 mod control_plane;
 pub mod kubelet;
+pub mod pod_ipfs;
 pub mod release;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 pub use control_plane::ControlPlane;
 pub use kubelet::{Image, Images, Kubelet};
+pub use pod_ipfs::PodIpfs;
 pub use release::{Release, Writer, Written};
 
 /// Where the tests run: a control plane of their own, or an existing cluster.
