@@ -42,6 +42,12 @@ fn wait_status(release: &Release, name: &str, what: &str, wanted: impl Fn(&Value
     })
 }
 
+/// Puts `data` into every daemon of `daemons` (each pins locally, fetching nothing); its CID.
+fn put_into(daemons: &[&PodIpfs], data: &[u8]) -> String {
+    let cids: Vec<String> = daemons.iter().map(|d| d.put(data).unwrap()).collect();
+    cids[0].clone()
+}
+
 /// The pods the status names, sorted.
 fn pods_named(status: &Value) -> Vec<String> {
     let mut pods: Vec<String> = status["peers"]
@@ -81,10 +87,8 @@ fn pins_follow_their_objects() {
     wait_joined(&release, &names(&all), 3);
     let daemons: Vec<(String, PodIpfs)> =
         all.iter().map(|pod| (pod.clone(), PodIpfs::of(&release, pod).unwrap())).collect();
-    let put_everywhere = |label: &str| {
-        let data = unique_bytes(label);
-        daemons.iter().map(|(_, d)| d.put(&data).unwrap()).last().unwrap()
-    };
+    let everywhere: Vec<&PodIpfs> = daemons.iter().map(|(_, d)| d).collect();
+    let put_everywhere = |label: &str| put_into(&everywhere, &unique_bytes(label));
 
     // Replication 2: Pinned, on two pods, whose daemons hold it.
     let cid = put_everywhere("replicated");
@@ -192,8 +196,7 @@ fn fifty_pins_stay_pinned_through_a_scale_down_to_one() {
     let daemons: Vec<PodIpfs> = all.iter().map(|pod| PodIpfs::of(&release, pod).unwrap()).collect();
     let objects: Vec<String> = (0..50)
         .map(|i| {
-            let data = unique_bytes(&format!("scaled {i}"));
-            let cid = daemons.iter().map(|d| d.put(&data).unwrap()).last().unwrap();
+            let cid = put_into(&daemons.iter().collect::<Vec<_>>(), &unique_bytes(&format!("scaled {i}")));
             pin(&release, &format!("content-{i}"), &cid, "")
         })
         .collect();
