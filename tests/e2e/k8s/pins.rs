@@ -64,3 +64,14 @@ fn the_api_server_refuses_pins_the_schema_rules_out() {
     let error = moved.expect_err("spec.cid is immutable").to_string();
     assert!(error.contains("cid is immutable"), "{error}");
 }
+
+/// Each example names content the playground puts into its daemons, so each reaches Pinned there.
+#[test]
+fn the_examples_name_the_content_the_playground_provides() {
+    let provided: Vec<String> = e2e::k8s::examples::CONTENT.iter().map(|data| e2e::common::raw_cid(data)).collect();
+    let named = e2e::k8s::examples::cids().unwrap();
+    assert_eq!(named.len(), 3, "{named:?}");
+    for (file, cid) in named {
+        assert!(provided.contains(&cid), "examples/{file} names {cid}, which the playground does not provide");
+    }
+}

@@ -94,6 +94,13 @@ fn the_playground_comes_up_and_ctrl_c_stops_everything() {
     let peers = run_printed(&step(&e2e::peer::workspace_binary("cluster-ctl").unwrap().display().to_string()), "");
     assert_eq!(peers.lines().filter(|l| l.contains("Sees 2 other peers")).count(), 3, "{peers}");
 
+    // The pin steps, as printed: the example reaches Pinned, and goes when deleted.
+    run_printed(&step("kubectl apply"), &kubeconfig);
+    run_printed(&format!("{} --timeout=120s", step("kubectl wait")), &kubeconfig);
+    let described = run_printed(&step("kubectl describe pin"), &kubeconfig);
+    assert!(described.contains("Pinned"), "{described}");
+    run_printed(&step("kubectl delete pin"), &kubeconfig);
+
     // Ctrl-C: everything it started stops, and it says so.
     let started = descendants(child.id());
     assert!(started.len() > 5, "a control plane and pods run below the playground: {started:?}");

@@ -88,6 +88,11 @@ fn run(args: &Args, kube: &Kube, stopped: &dyn Fn() -> bool) -> Result<()> {
     });
     joined.map_err(|e| e.context(release.diagnose()))?;
     if !stopped() {
+        say("putting the content of examples/*.yaml into every IPFS daemon...");
+        let pods: Vec<String> = (0..args.replicas).map(Release::pod).collect();
+        e2e::k8s::examples::put_content(&release, &pods)?;
+    }
+    if !stopped() {
         print_next_steps(&release, &kubeconfig)?;
     }
     while !stopped() {
@@ -136,12 +141,20 @@ Ready. In another shell:
   kubectl scale statefulset ipfs-cluster -n {namespace} --replicas=1    # four leave, each removed while alive
   kubectl get events -n {namespace} --field-selector reason=Removed
 
+Pins (examples/ holds three; their content is in every daemon):
+  kubectl apply -n {namespace} -f {examples}/pin.yaml
+  kubectl get pins -n {namespace} -w
+  kubectl wait -n {namespace} --for=condition=Pinned pin/example
+  kubectl describe pin -n {namespace} example
+  kubectl delete pin -n {namespace} example    # unpinned in the cluster, then the object goes
+
 Each pod has a loopback IP of its own ({pod}: {api}); its REST API, with the release's credentials:
   {ctl} --host /ip4/{host} --basic-auth {credentials} peers ls
   curl -u {credentials} {api}/pins
 
 Ctrl-C stops everything this started.",
         kubeconfig = kubeconfig.display(),
+        examples = std::path::absolute(e2e::k8s::examples::dir())?.display(),
     );
     Ok(())
 }

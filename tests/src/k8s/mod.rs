@@ -4,6 +4,7 @@
 //! a person would.
 
 mod control_plane;
+pub mod examples;
 pub mod kubelet;
 pub mod pod_ipfs;
 pub mod release;
