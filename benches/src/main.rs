@@ -17,6 +17,7 @@ mod measure;
 mod operator;
 mod outage;
 mod peer;
+mod pins;
 mod startup;
 mod stream;
 
@@ -53,6 +54,10 @@ enum Scenario {
     /// pod -> ClusterPeer Joined over `--joins` joins, scale 5 -> 1 with a writer (the longest
     /// refusal), the operators' memory. Real IPFS daemons; see `benches/README.md`.
     Operator,
+    /// The Pin controller on a real Kubernetes control plane: `--latency-pins` Pins one at a time
+    /// (created -> Pinned), then `--bulk-pins` at once (all Pinned, the operator's memory, API
+    /// server requests per Pin). Real IPFS daemons holding the content; see `benches/README.md`.
+    Pins,
     /// Internal: the measured child process of `startup`.
     #[value(hide = true)]
     StartupChild,
@@ -86,6 +91,12 @@ pub struct Args {
     /// operator: joins to measure (rounds of scale 1 -> 5 -> 1, four joins each).
     #[arg(long, default_value_t = 10)]
     pub joins: usize,
+    /// pins: Pins created one at a time, each once the one before is Pinned.
+    #[arg(long, default_value_t = 100)]
+    pub latency_pins: usize,
+    /// pins: Pins created at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub bulk_pins: usize,
     /// outage: how many times each fault is tried.
     #[arg(long, default_value_t = 2)]
     pub fault_rounds: usize,
@@ -176,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::CatchUp => catch_up::run(&args)?,
         Scenario::Outage => outage::run(&args)?,
         Scenario::Operator => operator::run(&args)?,
+        Scenario::Pins => pins::run(&args)?,
         Scenario::Cluster => {
             // Each one, even when an earlier one failed; the failures at the end.
             let failures: Vec<String> = [cluster_ingest::run, failover::run, catch_up::run]
