@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use cluster_client::client::Client;
+use cluster_client::types::{parse_cid, Cid};
 use futures::{stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::ListParams;
@@ -39,6 +40,8 @@ const CONCURRENCY: usize = 32;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a whole pin listing may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
+/// Up to this many CIDs, a listing names them (`GET /pins?cids=...`, a few KiB of query).
+const NAMED_CIDS_AT_MOST: usize = 50;
 /// Its name in metrics.
 const CONTROLLER: &str = "pins";
 
@@ -258,13 +261,19 @@ async fn listing(
         return Err(failed(cluster_client::Error::Unavailable("it knows no leader".into())));
     }
     let client = sidecars.client_with(pod, LISTING_TIMEOUT)?;
-    let mut infos = client.status_all(None, &[], false).await.map_err(failed)?;
+    // A few Pins in a large pinset ask for their CIDs alone rather than stream the whole pinset.
+    let only: Vec<Cid> = if wanted.len() <= NAMED_CIDS_AT_MOST {
+        wanted.iter().filter_map(|cid| parse_cid(cid).ok()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut infos = client.status_all(None, &only, false).await.map_err(failed)?;
     let mut pins = BTreeMap::new();
     while let Some(info) = infos.next().await {
         let info = info.map_err(failed)?;
         let cid = info.cid.to_string();
-        if wanted.contains(&cid) {
-            pins.insert(cid, cluster_pin(&info));
+        if let Some(pin) = cluster_pin(&info).filter(|_| wanted.contains(&cid)) {
+            pins.insert(cid, pin);
         }
     }
     Ok((pins, sidecars.client(pod)?))

@@ -46,8 +46,11 @@ pub fn canonical_cid(text: &str) -> Result<String, String> {
     parse_cid(text).map(|cid| cid.to_string()).map_err(|error| error.to_string())
 }
 
-pub fn cluster_pin(info: &GlobalPinInfo) -> ClusterPin {
-    ClusterPin {
+/// The cluster's account of a CID in its pinset; `None` for a CID the listing names that is not
+/// in the pinset (being unpinned, or asked for by name): it has no creation time.
+pub fn cluster_pin(info: &GlobalPinInfo) -> Option<ClusterPin> {
+    info.created?;
+    Some(ClusterPin {
         allocations: info.allocations.iter().map(ToString::to_string).collect(),
         peers: info
             .peer_map
@@ -56,7 +59,7 @@ pub fn cluster_pin(info: &GlobalPinInfo) -> ClusterPin {
                 (peer.clone(), PeerPin { status: state.status.as_str().to_string(), error: state.error.clone() })
             })
             .collect(),
-    }
+    })
 }
 
 /// What a Pin's status says, in the planner's terms.
@@ -151,6 +154,22 @@ mod tests {
         let v0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
         assert_eq!(canonical_cid(v0).unwrap(), v0);
         assert!(canonical_cid("bafy-not-a-cid").is_err());
+    }
+
+    #[test]
+    fn a_listed_cid_outside_the_pinset_is_not_a_cluster_pin() {
+        let mut info = GlobalPinInfo {
+            cid: parse_cid("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi").unwrap(),
+            name: String::new(),
+            allocations: vec![],
+            origins: vec![],
+            created: None,
+            metadata: None,
+            peer_map: Default::default(),
+        };
+        assert_eq!(cluster_pin(&info), None, "being unpinned, or named in the query: not pinned");
+        info.created = DateTime::from_timestamp(1_800_000_000, 0);
+        assert_eq!(cluster_pin(&info), Some(ClusterPin::default()));
     }
 
     #[test]
