@@ -452,7 +452,7 @@ fn placement(cluster: &Cluster, listed: &ClusterPin, applied: Applied) -> Summar
         listed.allocations.iter().map(|id| (id.as_str(), listed.peers.get(id).unwrap_or(&unknown))).collect()
     };
     let pod_of = |peer_id: &str| cluster.peers.iter().find(|(_, id)| *id == peer_id).map(|(pod, _)| pod.clone());
-    let peers: Vec<PinLocation> = allocated
+    let mut peers: Vec<PinLocation> = allocated
         .iter()
         .map(|(id, p)| PinLocation { pod: pod_of(id), peer_id: id.to_string(), status: p.status.clone() })
         .collect();
@@ -476,6 +476,8 @@ fn placement(cluster: &Cluster, listed: &ClusterPin, applied: Applied) -> Summar
             })
         })
         .flatten();
+    // In pod order, for people reading `kubectl describe`.
+    peers.sort_by(|a, b| (&a.pod, &a.peer_id).cmp(&(&b.pod, &b.peer_id)));
     Summary {
         phase,
         pinned: i32::try_from(pinned).unwrap_or(i32::MAX),
