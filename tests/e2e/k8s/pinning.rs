@@ -8,6 +8,7 @@ use e2e::k8s::{PodIpfs, Release};
 use serde_json::Value;
 
 use super::membership::{events, install, names, pods, wait_joined};
+use super::races::leading_operator;
 use super::{get_json, wait_until};
 
 /// A Pin object of `cid` with `spec` (JSON fields after the CID).
@@ -166,6 +167,24 @@ fn pins_follow_their_objects() {
     }
     kubectl(&release, &["wait", "--for=delete", "pin/later", "--timeout=180s"]);
     wait_held(&daemons, &later, &[]);
+
+    // The Pin controller's own metrics, beside the membership controller's.
+    let metrics = operator_metrics(&release);
+    for family in ["cluster_operator_reconciles_total{controller=\"pins\"}", "cluster_operator_pins{phase=\"Error\"}"] {
+        assert!(metrics.contains(family), "{family} in:\n{metrics}");
+    }
+    assert!(metrics.contains("cluster_operator_queue_depth{controller=\"pins\"}"), "{metrics}");
+}
+
+/// `GET /metrics` of the leading operator replica, at its pod IP.
+fn operator_metrics(release: &Release) -> String {
+    let leader = leading_operator(&release.kubectl, &release.namespace);
+    let ip = kubectl(release, &["get", "pod", &leader, "-o", "jsonpath={.status.podIP}"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(format!("http://{ip}:8080/metrics")).await.unwrap();
+        response.text().await.unwrap()
+    })
 }
 
 fn ready_reason(status: &Value) -> String {

@@ -13,7 +13,7 @@ use super::wait_until;
 const OPERATOR: &str = "ipfs-cluster-operator";
 
 /// The operator pod holding the Lease.
-fn leading_operator(kubectl: &Kubectl, namespace: &str) -> String {
+pub(crate) fn leading_operator(kubectl: &Kubectl, namespace: &str) -> String {
     let path = "jsonpath={.spec.holderIdentity}";
     kubectl.run(&["get", "lease", OPERATOR, "-n", namespace, "-o", path]).unwrap()
 }
