@@ -99,6 +99,21 @@ pub fn pid_cpu(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
+/// CPU time used so far by every live process, summed by program name (`/proc/*/stat`'s
+/// command): which programs a window's time went to (a process that exited meanwhile is missed).
+pub fn cpu_by_program() -> std::collections::BTreeMap<String, Duration> {
+    let mut by_program = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some(name) = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map(|(name, _)| name) else {
+            continue;
+        };
+        *by_program.entry(name.to_string()).or_default() += pid_cpu(pid);
+    }
+    by_program
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64

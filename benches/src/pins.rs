@@ -23,7 +23,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use operator::crd::{Pin, PinPhase, PinSpec};
 
-use crate::measure::{self, round2, verdict};
+use crate::measure::{self, round1, round2, verdict};
 use crate::Args;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -62,10 +62,12 @@ pub fn run(args: &Args) -> Result<()> {
         let latencies = latency(&pins, &seen, latency_cids).await?;
         let before = request_counts(&release)?;
         let mut memory = OperatorMemory::default();
+        let cpu_before = measure::cpu_by_program();
         let bulk = bulk(&pins, &seen, bulk_cids, || memory.sample(&kube, &release)).await?;
+        let cpu = cpu_spent(&cpu_before, &measure::cpu_by_program());
         let after = request_counts(&release)?;
         watching.abort();
-        report(&latencies, &bulk, &memory, &before, &after);
+        report(&latencies, &bulk, &memory, &before, &after, &cpu);
         anyhow::Ok(())
     })
 }
@@ -213,12 +215,26 @@ impl OperatorMemory {
     }
 }
 
+/// CPU seconds each program used between two [`measure::cpu_by_program`] readings, the busiest
+/// first (those under 0.5 s left out).
+fn cpu_spent(before: &BTreeMap<String, Duration>, after: &BTreeMap<String, Duration>) -> Vec<(String, f64)> {
+    let mut spent: Vec<(String, f64)> = after
+        .iter()
+        .map(|(program, cpu)| (program.clone(), cpu.saturating_sub(before.get(program).copied().unwrap_or_default())))
+        .map(|(program, cpu)| (program, round1(cpu.as_secs_f64())))
+        .filter(|(_, seconds)| *seconds >= 0.5)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent
+}
+
 fn report(
     latencies: &[f64],
     bulk: &Bulk,
     memory: &OperatorMemory,
     before: &BTreeMap<(String, String, String), f64>,
     after: &BTreeMap<(String, String, String), f64>,
+    cpu: &[(String, f64)],
 ) {
     let mut micros: Vec<u32> = latencies.iter().map(|s| (s * 1e6) as u32).collect();
     let percentiles = measure::Percentiles::of(&mut micros);
@@ -258,8 +274,11 @@ fn report(
         operator_total / bulk.pins as f64,
         serde_json::Value::Object(per_pin.clone())
     );
+    let cpu_line: Vec<String> = cpu.iter().map(|(program, seconds)| format!("{program} {seconds} s")).collect();
+    println!("   CPU during the bulk phase, by program: {}", cpu_line.join(", "));
     measure::emit(serde_json::json!({
         "scenario": "pins",
+        "bulk_cpu_s": cpu.iter().map(|(program, seconds)| (program.clone(), serde_json::json!(seconds))).collect::<serde_json::Map<_, _>>(),
         "single": { "pins": latencies.len(), "p50_s": round2(p50), "p99_s": round2(p99), "max_s": round2(max) },
         "bulk": { "pins": bulk.pins, "created_s": round2(bulk.created_s), "all_pinned_s": round2(bulk.pinned_s) },
         "operator_peak_rss_mib": round2(memory.peak_mib),

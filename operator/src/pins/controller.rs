@@ -42,6 +42,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Up to this many CIDs, a listing names them (`GET /pins?cids=...`, a few KiB of query).
 const NAMED_CIDS_AT_MOST: usize = 50;
+/// kubectl's client-side apply keeps the whole object it applied in this annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Its name in metrics.
 const CONTROLLER: &str = "pins";
 
@@ -52,9 +54,13 @@ pub async fn run(context: Arc<Context>, namespace: &str, shutdown: impl std::fut
     let (pins, pin_writer) = reflector::store();
     let (clusters, cluster_writer) = reflector::store();
     let changes = Arc::new(Notify::new());
-    let pin_events = reflector::reflector(pin_writer, watcher(pin_api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .map(|event| event.map(drop));
+    // The cache keeps what the plan reads: managed fields and kubectl's last-applied copy of the
+    // spec are most of a Pin's size, and 10,000 Pins are cached.
+    let pin_events = watcher(pin_api.clone(), watcher::Config::default()).default_backoff().modify(|pin| {
+        pin.managed_fields_mut().clear();
+        pin.annotations_mut().remove(LAST_APPLIED);
+    });
+    let pin_events = reflector::reflector(pin_writer, pin_events).map(|event| event.map(drop));
     let cluster_events = watcher(cluster_api, watcher::Config::default().labels(CLUSTER_LABEL));
     let cluster_events = reflector::reflector(cluster_writer, cluster_events).default_backoff().map(|e| e.map(drop));
     let watching = tokio::spawn({

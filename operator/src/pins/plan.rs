@@ -372,26 +372,24 @@ fn send(
         request,
         applied: Applied { generation: pin.generation, expires_at },
     }];
-    match &pin.failure {
+    if let Some(failure) = &pin.failure {
         // A retry: the refusal stays until the cluster takes it, and says nothing new.
-        Some(failure) => return (refusal(failure), actions),
-        None => actions.push(match (applied, current.applied) {
-            (Some(_), _) => Action::Note {
-                warning: true,
-                reason: "Restored",
-                message: format!("the cluster no longer had {cid} (unpinned outside Kubernetes?); pinned it again"),
-            },
-            (None, Some(_)) => Action::Note {
-                warning: false,
-                reason: "Updated",
-                message: format!("pinned {cid} again with the spec's new options"),
-            },
-            (None, None) => Action::Note {
-                warning: false,
-                reason: "Pinned",
-                message: format!("sent {cid} to cluster {}", cluster.name),
-            },
+        return (refusal(failure), actions);
+    }
+    // A first send says nothing: the status shows it, and an event per new Pin would be a third of
+    // the operator's writes when thousands are applied at once.
+    match (applied, current.applied) {
+        (Some(_), _) => actions.push(Action::Note {
+            warning: true,
+            reason: "Restored",
+            message: format!("the cluster no longer had {cid} (unpinned outside Kubernetes?); pinned it again"),
         }),
+        (None, Some(_)) => actions.push(Action::Note {
+            warning: false,
+            reason: "Updated",
+            message: format!("pinned {cid} again with the spec's new options"),
+        }),
+        (None, None) => {}
     }
     (current.clone(), actions)
 }

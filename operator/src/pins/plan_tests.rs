@@ -84,12 +84,12 @@ fn decisions_by_situation() {
         (
             "a new Pin: finalizer first, then the cluster",
             observed(Ok(cluster()), vec![PinView { has_finalizer: false, ..new_pin() }]),
-            vec!["add_finalizer", "pin", "note"],
+            vec!["add_finalizer", "pin"],
         ),
         (
-            "a new Pin with its finalizer: sent, the status waits for the listing",
+            "a new Pin with its finalizer: sent quietly, the status waits for the listing",
             observed(Ok(cluster()), vec![new_pin()]),
-            vec!["pin", "note"],
+            vec!["pin"],
         ),
         (
             "sent in an earlier pass and listed: the status is written",
@@ -102,7 +102,7 @@ fn decisions_by_situation() {
             vec![],
         ),
         (
-            "spec changed (generation 2): pinned again with the new options",
+            "spec changed (generation 2): pinned again with the new options, an Updated event",
             observed(
                 Ok(with_pin(listed(&[(0, "pinned")]))),
                 vec![PinView { generation: 2, current: settled.clone(), ..new_pin() }],
@@ -243,7 +243,7 @@ fn of_two_pins_of_one_cid_the_older_owns_it() {
     let older = new_pin();
     let newer = PinView { name: "copy".into(), created: Some(now()), ..new_pin() };
     let steps = plan(&observed(Ok(cluster()), vec![newer.clone(), older.clone()]));
-    assert_eq!(kinds(&steps), [("copy".into(), vec!["note", "set_status"]), ("doc".into(), vec!["pin", "note"])]);
+    assert_eq!(kinds(&steps), [("copy".into(), vec!["note", "set_status"]), ("doc".into(), vec!["pin"])]);
     let copy = status_of(&steps[0].actions);
     assert_eq!(copy.ready.reason, "DuplicateCid");
 
