@@ -71,6 +71,9 @@ impl Kube {
     }
 }
 
+/// The longest any one kubectl call may take (the tests' own `--timeout`s are at most 180 s).
+const KUBECTL_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The stock `kubectl` on PATH, with one kubeconfig.
 #[derive(Clone)]
 pub struct Kubectl {
@@ -106,7 +109,26 @@ impl Kubectl {
         if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
             stdin.write_all(input.as_bytes())?;
         }
-        let out = child.wait_with_output()?;
+        // kubectl sets no timeout of its own: a request the API server never answers would hold
+        // the test (and CI) forever. Longer than any wait a test asks kubectl for.
+        let (finished, watched) = std::sync::mpsc::channel::<()>();
+        let pid = child.id() as libc::pid_t;
+        let watchdog = std::thread::spawn(move || {
+            let hung = watched.recv_timeout(KUBECTL_LIMIT).is_err();
+            if hung {
+                // SAFETY: kill has no memory preconditions. kubectl is still running (it has not
+                // answered in the limit), so the pid is still its own.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            hung
+        });
+        let out = child.wait_with_output();
+        let _ = finished.send(());
+        let hung = watchdog.join().unwrap_or(false);
+        let out = out?;
+        if hung {
+            bail!("kubectl {} did not finish within {KUBECTL_LIMIT:?}: killed", args.join(" "));
+        }
         if !out.status.success() {
             bail!(
                 "kubectl {} failed ({}): {}",
