@@ -105,9 +105,26 @@ fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
         release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", path]).unwrap()
     };
     let old_ips = ips(&release);
-
-    let selector = "app.kubernetes.io/component=peer";
-    release.kubectl.run(&["delete", "pods", "-n", &release.namespace, "-l", selector]).unwrap();
+    let uids = |release: &Release| {
+        let path = "jsonpath={.items[*].metadata.uid}";
+        let selector = "app.kubernetes.io/component=peer";
+        release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", path]).unwrap()
+    };
+    let old_uids = uids(&release);
+    // By name and without kubectl's own wait: twice in full runs of the suite, `kubectl delete pods
+    // -l ...` hung without deleting anything (`-v=6` shows where, should it happen again).
+    let mut delete = vec!["delete", "pods", "-n", &release.namespace, "--wait=false", "-v=6"];
+    delete.extend(pods.iter().copied());
+    release.kubectl.run(&delete).unwrap();
+    wait_until("every peer pod replaced", || {
+        let now = uids(&release);
+        let replaced = now.split_whitespace().filter(|uid| !old_uids.contains(uid)).count();
+        if replaced == pods.len() {
+            Ok(())
+        } else {
+            Err(format!("{replaced} of {} replaced", pods.len()))
+        }
+    });
     let after = peer_ids(&wait_joined(&release, &pods, 3));
     assert_eq!(after, before, "the same peers");
     let new_ips = ips(&release);

@@ -127,7 +127,11 @@ impl Kubectl {
         let hung = watchdog.join().unwrap_or(false);
         let out = out?;
         if hung {
-            bail!("kubectl {} did not finish within {KUBECTL_LIMIT:?}: killed", args.join(" "));
+            bail!(
+                "kubectl {} did not finish within {KUBECTL_LIMIT:?}: killed; it said: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         if !out.status.success() {
             bail!(
