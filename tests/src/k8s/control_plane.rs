@@ -41,8 +41,23 @@ struct Component {
 
 impl ControlPlane {
     /// Starts the three components and returns once the API server is ready and the controller
-    /// manager acts (the `default` ServiceAccount exists).
+    /// manager acts (the `default` ServiceAccount exists). A port taken between being found free
+    /// and being bound (by another control plane starting, or as a connection's source port)
+    /// makes a component exit: then it starts over on other ports, three times at most.
     pub fn start() -> Result<ControlPlane> {
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start_once() {
+                Err(error) if attempt < 3 && format!("{error:#}").contains("address already in use") => {
+                    eprintln!("control plane: a port was taken meanwhile, starting over: {error:#}");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn start_once() -> Result<ControlPlane> {
         let tools = PathBuf::from(crate::setup::install("install-k8s-tools")?);
         let dir = tempfile::Builder::new().prefix("control-plane-").tempdir()?;
         let files = Files::write(dir.path())?;
