@@ -99,25 +99,23 @@ fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
     let pods = pods(3);
     let pods = names(&pods);
     let before = peer_ids(&wait_joined(&release, &pods, 3));
-    let ips = |release: &Release| {
-        let path = "jsonpath={.items[*].status.podIP}";
+    // One field of every peer pod, space-separated.
+    let peer_pods = |field: &str| {
+        let path = format!("jsonpath={{.items[*].{field}}}");
         let selector = "app.kubernetes.io/component=peer";
-        release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", path]).unwrap()
+        release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", &path]).unwrap()
     };
-    let old_ips = ips(&release);
-    let uids = |release: &Release| {
-        let path = "jsonpath={.items[*].metadata.uid}";
-        let selector = "app.kubernetes.io/component=peer";
-        release.kubectl.run(&["get", "pods", "-n", &release.namespace, "-l", selector, "-o", path]).unwrap()
-    };
-    let old_uids = uids(&release);
+    let ips = || peer_pods("status.podIP");
+    let uids = || peer_pods("metadata.uid");
+    let old_ips = ips();
+    let old_uids = uids();
     // By name and without kubectl's own wait: twice in full runs of the suite, `kubectl delete pods
     // -l ...` hung without deleting anything (`-v=6` shows where, should it happen again).
     let mut delete = vec!["delete", "pods", "-n", &release.namespace, "--wait=false", "-v=6"];
     delete.extend(pods.iter().copied());
     release.kubectl.run(&delete).unwrap();
     wait_until("every peer pod replaced", || {
-        let now = uids(&release);
+        let now = uids();
         let replaced = now.split_whitespace().filter(|uid| !old_uids.contains(uid)).count();
         if replaced == pods.len() {
             Ok(())
@@ -127,7 +125,7 @@ fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
     });
     let after = peer_ids(&wait_joined(&release, &pods, 3));
     assert_eq!(after, before, "the same peers");
-    let new_ips = ips(&release);
+    let new_ips = ips();
     assert!(old_ips.split_whitespace().all(|ip| !new_ips.contains(ip)), "{old_ips} -> {new_ips}");
     let writer = Writer::start(&release, &pods).unwrap();
     wait_until("a write acknowledged", || match writer.acknowledged() {
