@@ -18,12 +18,15 @@ use std::time::{Duration, Instant};
 use sidecar::identity::{Identity, IDENTITY_FILE};
 use sidecar::types::ConsensusRole;
 
+use crate::client;
 use crate::cluster::{self, LocalCluster, PeerProcess, PEERS, POLL};
 use crate::measure::{self, round1, secs, verdict, CpuCores, CpuWindow, Rss};
 use crate::peer::{self, Fixture};
 use crate::Args;
 
 const TARGET_S: f64 = 30.0;
+/// Items per second of the cluster-wide `GET /pins`.
+const STREAM_TARGET: f64 = 200_000.0;
 
 /// One joiner's times, from its process start.
 struct Joiner {
@@ -64,11 +67,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let mut cluster = LocalCluster::new(args, "cluster-bench-catch-up-")?;
         let result = catch_up(&mut cluster, &fixture, wait_for).await;
+        let streams = match &result {
+            Ok(_) => stream_cluster_pins(&cluster, pins),
+            Err(_) => Vec::new(),
+        };
         cluster.stop().await;
-        result
+        result.map(|caught_up| (caught_up, streams))
     });
     drop(fixture);
-    let (first, joiners, rss) = outcome?;
+    let ((first, joiners, rss), streams) = outcome?;
 
     let fake_mib = first.ready.fake_mib;
     println!(
@@ -128,11 +135,52 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "rss_mib": rss.iter().map(|r| round1(r.now_mib)).collect::<Vec<_>>(),
         "hwm_mib": rss.iter().map(|r| round1(r.peak_mib)).collect::<Vec<_>>(),
         "peer1_hwm_without_fake_mib": rss.first().map(|r| round1(r.peak_mib - fake_mib)),
+        "cluster_pins_stream": streams,
         "targets": { "catch_up_le_30s": caught_up_ok, format!("hwm_le_{rss_target_mib}mib"): rss_ok },
         "load_before": load_before, "load_after": measure::load(),
     }));
     anyhow::ensure!(joiners.iter().all(|j| j.via_snapshot), "catch-up: a joiner did not receive a snapshot");
+    anyhow::ensure!(streams.iter().all(|s| s["ok"] == true), "catch-up: a cluster-wide GET /pins was incomplete");
     Ok(())
+}
+
+/// Once every peer holds the pinset: the cluster-wide `GET /pins` (each pin with every peer's
+/// status, gathered from the three) read to its end through the first peer (the leader) and the
+/// second, on the one-thread client; printed and returned as JSON.
+fn stream_cluster_pins(cluster: &LocalCluster, pins: u64) -> Vec<serde_json::Value> {
+    cluster.peers[..2]
+        .iter()
+        .map(|peer| {
+            let (addr, name) = (peer.ready.api, peer.options.name.clone());
+            let window = CpuWindow::start(&cluster.pids());
+            let streamed = client::on_client_thread(move || client::get_stream(addr, "/pins", false));
+            let cpu = window.end(&cluster.pids());
+            let s = match streamed {
+                Ok((Ok(s), _)) => s,
+                Ok((Err(e), _)) | Err(e) => {
+                    println!("   GET /pins    through {name}: FAILED: {e:#}");
+                    return serde_json::json!({ "through": name, "ok": false, "error": format!("{e:#}") });
+                }
+            };
+            let rate = s.lines as f64 / s.total.as_secs_f64();
+            let ok = s.status == 200 && s.lines == pins && s.stream_error.as_deref() == Some("");
+            println!(
+                "   GET /pins    through {name}, cluster-wide: {} items in {:.2} s, {rate:.0} items/s, {} B/item, first byte {:.0} ms, {}   target >= {STREAM_TARGET} items/s: {}",
+                s.lines,
+                s.total.as_secs_f64(),
+                s.bytes / s.lines.max(1),
+                s.first_byte.as_secs_f64() * 1000.0,
+                if ok { "complete" } else { "INCOMPLETE" },
+                verdict(rate >= STREAM_TARGET)
+            );
+            println!("                meanwhile: {cpu}");
+            serde_json::json!({
+                "through": name, "items": s.lines, "seconds": secs(s.total), "items_per_s": rate.round(),
+                "bytes": s.bytes, "first_byte_ms": round1(s.first_byte.as_secs_f64() * 1000.0), "ok": ok,
+                "cpu_cores": cpu.json(), "target_ge_200000_items_per_s": rate >= STREAM_TARGET,
+            })
+        })
+        .collect()
 }
 
 /// The first peer once settled.

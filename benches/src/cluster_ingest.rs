@@ -19,9 +19,14 @@ use crate::Args;
 const P99_TARGET_MS: f64 = 50.0;
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    // The same load on one peer first: the cluster's figures read as a ratio of it, which holds
+    // better than either figure on a shared machine.
+    let one_peer = ingest::run(&Args { replication: None, ..args.clone() })?;
     let clients = args.clients.max(1);
     println!(
-        "== cluster-ingest: {PEERS} peers (a process each), {clients} clients round-robin over their APIs, {:.0} s warm-up + {:.0} s measured ({})",
+        "== cluster-ingest: {PEERS} peers (a process each), {clients} clients round-robin over their APIs, {}, replication {}, {:.0} s warm-up + {:.0} s measured ({})",
+        ingest::Pace::of(args).describe(),
+        args.replication.map_or("the peers' default (-1: every peer)".to_string(), |n| n.to_string()),
         args.warmup,
         args.seconds,
         measure::load_line()
@@ -110,6 +115,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         acked as f64 / entries.max(1) as f64
     );
     println!(
+        "   vs one peer  {:.0} pins/s and {:.0} µs of server CPU per pin in this run: the cluster takes {:.2}x its rate at {:.1}x its CPU per pin",
+        one_peer.rate,
+        one_peer.server_us_per_pin,
+        figures.rate / one_peer.rate.max(1.0),
+        us_per_pin / one_peer.server_us_per_pin.max(1.0)
+    );
+    println!(
         "   memory       {}",
         rss.iter().zip(&names).map(|(r, n)| format!("{n} {r}")).collect::<Vec<_>>().join("; ")
     );
@@ -124,6 +136,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "tracker_catch_up_s": trackers.as_ref().ok().map(|t| t.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
             "rss_mib": rss.iter().map(|r| measure::round1(r.now_mib)).collect::<Vec<_>>(),
             "hwm_mib": rss.iter().map(|r| measure::round1(r.peak_mib)).collect::<Vec<_>>(),
+            "one_peer": { "pins_per_s": one_peer.rate.round(), "server_cpu_us_per_pin": one_peer.server_us_per_pin.round() },
             "load_before": load_before, "load_after": load_after,
         }),
     ));

@@ -49,18 +49,47 @@ pub struct ClientRun {
 pub type Paths = Arc<Vec<Vec<String>>>;
 
 /// Random unique CIDs for `clients` clients, enough for [`MAX_RATE`] over warm-up and window;
-/// made before any clock starts.
+/// made before any clock starts. With `--replication`, each pin asks for that factor.
 pub fn make_paths(clients: usize, args: &Args) -> Paths {
     let per_client = ((MAX_RATE * (args.warmup + args.seconds)) as usize).div_ceil(clients);
+    let replication = args.replication.map(|n| format!("&replication-min={n}&replication-max={n}")).unwrap_or_default();
     Arc::new(
         (0..clients)
             .map(|c| {
                 (0..per_client)
-                    .map(|i| format!("/pins/{}?name=ingest-{c}-{i}", raw_block_cid(&rand::random::<[u8; 32]>())))
+                    .map(|i| {
+                        let cid = raw_block_cid(&rand::random::<[u8; 32]>());
+                        format!("/pins/{cid}?name=ingest-{c}-{i}{replication}")
+                    })
                     .collect()
             })
             .collect(),
     )
+}
+
+/// How the clients pace their requests.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Each client posts back to back: latency is service time at a fixed concurrency.
+    Closed,
+    /// `rate` pins/s in all, request `k` of the run due at `k / rate` s after the start (client
+    /// `k % clients` sends it, as soon as it is free); latency counts from when it was due, so
+    /// time spent queued behind a slow answer is counted, not hidden.
+    Open { rate: f64 },
+}
+
+impl Pace {
+    pub fn of(args: &Args) -> Pace {
+        args.rate.map_or(Pace::Closed, |rate| Pace::Open { rate })
+    }
+
+    /// Words for the summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            Pace::Closed => "closed loop".to_string(),
+            Pace::Open { rate } => format!("open loop at {rate:.0} pins/s offered"),
+        }
+    }
 }
 
 /// Runs the load from the one-thread client: client `c` posts to `addrs[c % addrs.len()]`. CPU of
@@ -68,7 +97,8 @@ pub fn make_paths(clients: usize, args: &Args) -> Paths {
 pub fn run_load(args: &Args, addrs: Vec<SocketAddr>, paths: &Paths, peer_pids: Vec<u32>) -> anyhow::Result<ClientRun> {
     let (warmup, window) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.seconds));
     let paths = paths.clone();
-    client::on_client_thread(move || drive(addrs, paths, warmup, window, peer_pids))?.0
+    let pace = Pace::of(args);
+    client::on_client_thread(move || drive(addrs, paths, pace, warmup, window, peer_pids))?.0
 }
 
 /// The figures of a [`ClientRun`] that do not depend on where the peers run.
@@ -154,6 +184,7 @@ impl LoadFigures {
     pub fn json(&self, args: &Args, p99_target_ms: f64) -> serde_json::Map<String, serde_json::Value> {
         let serde_json::Value::Object(map) = serde_json::json!({
             "seconds": secs(self.window), "warmup_s": args.warmup,
+            "offered_pins_per_s": args.rate, "replication": args.replication,
             "pins_per_s": self.rate.round(), "completed": self.completed, "latency_ms": self.latency.json(),
             "errors": self.errors, "acknowledged": self.acked.len(),
             "client_cpu_cores": round2(self.cores_client), "others_cpu_cores": round2(self.cores_others),
@@ -187,11 +218,18 @@ pub fn check_listing(addr: SocketAddr, acked: &HashSet<String>) -> anyhow::Resul
     Ok(Listing { listed: listed.len(), missing, ok })
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// One peer's figures, which the cluster scenarios set theirs beside.
+pub struct OnePeer {
+    pub rate: f64,
+    pub server_us_per_pin: f64,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<OnePeer> {
     const P99_TARGET_MS: f64 = 20.0;
     let clients = args.clients.max(1);
     println!(
-        "== ingest: {clients} clients, {:.0} s warm-up + {:.0} s measured ({})",
+        "== ingest: {clients} clients, {}, {:.0} s warm-up + {:.0} s measured ({})",
+        Pace::of(args).describe(),
         args.warmup,
         args.seconds,
         measure::load_line()
@@ -261,7 +299,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }),
     ));
     anyhow::ensure!(figures.errors == 0 && listing.ok && !figures.ran_out, "ingest: errors or lost pins (see above)");
-    Ok(())
+    Ok(OnePeer { rate: figures.rate, server_us_per_pin })
 }
 
 fn cid_of(path: &str) -> &str {
@@ -273,6 +311,7 @@ fn cid_of(path: &str) -> &str {
 async fn drive(
     addrs: Vec<SocketAddr>,
     paths: Paths,
+    pace: Pace,
     warmup: Duration,
     window: Duration,
     peer_pids: Vec<u32>,
@@ -295,7 +334,7 @@ async fn drive(
     let tasks: Vec<_> = senders
         .into_iter()
         .enumerate()
-        .map(|(c, sender)| tokio::spawn(post_until(sender, paths.clone(), c, t0, t1)))
+        .map(|(c, sender)| tokio::spawn(post_until(sender, paths.clone(), c, pace, start, t0, t1)))
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -305,12 +344,29 @@ async fn drive(
     Ok(ClientRun { tasks: results, window, process, client, machine, peers })
 }
 
-/// One client: posts its CIDs one after the other on its connection until `t1`.
-async fn post_until(mut sender: Sender, paths: Paths, c: usize, t0: Instant, t1: Instant) -> TaskResult {
+/// One client: posts its CIDs one after the other on its connection until `t1`, back to back or
+/// each when it is due (`pace`, counted from `start`).
+async fn post_until(
+    mut sender: Sender,
+    paths: Paths,
+    c: usize,
+    pace: Pace,
+    start: Instant,
+    t0: Instant,
+    t1: Instant,
+) -> TaskResult {
     let mine = &paths[c];
+    let clients = paths.len();
     let mut out = TaskResult { micros: Vec::with_capacity(mine.len()), ..Default::default() };
     for (i, path) in mine.iter().enumerate() {
-        let started = Instant::now();
+        let started = match pace {
+            Pace::Closed => Instant::now(),
+            Pace::Open { rate } => {
+                let due = start + Duration::from_secs_f64((i * clients + c) as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+        };
         if started >= t1 {
             return out;
         }

@@ -13,11 +13,13 @@ mod cluster;
 mod cluster_ingest;
 mod failover;
 mod ingest;
+mod machine;
 mod measure;
 mod operator;
 mod outage;
 mod peer;
 mod pins;
+mod real_daemons;
 mod startup;
 mod stream;
 
@@ -58,6 +60,10 @@ enum Scenario {
     /// (created -> Pinned), then `--bulk-pins` at once (all Pinned, the operator's memory, API
     /// server requests per Pin). Real IPFS daemons holding the content; see `benches/README.md`.
     Pins,
+    /// 3 real peer processes, each beside its own real js-ipfs daemon holding the content:
+    /// `--daemon-pins` pins POSTed by `--clients` clients round-robin over the peers; pins/s until
+    /// acknowledged and until pinned in every daemon.
+    RealDaemons,
     /// Internal: the measured child process of `startup`.
     #[value(hide = true)]
     StartupChild,
@@ -66,14 +72,14 @@ enum Scenario {
     PeerChild,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "cluster-bench",
     about = "Sidecar benchmarks (durable state, fake IPFS): one peer, or a 3-peer loopback cluster of processes"
 )]
 pub struct Args {
     scenario: Scenario,
-    /// ingest and cluster-ingest: concurrent clients, each on its own keep-alive HTTP/1.1 connection.
+    /// ingest, cluster-ingest and real-daemons: concurrent clients, each on its own keep-alive HTTP/1.1 connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// ingest and cluster-ingest: measured duration, in seconds.
@@ -82,6 +88,15 @@ pub struct Args {
     /// ingest and cluster-ingest: warm-up before the measurement, in seconds (not counted).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// ingest and cluster-ingest: an open loop offering this many pins/s in all, spread over the
+    /// clients, each request's latency counted from when it was due to be sent (default: a closed
+    /// loop, each client posting back to back).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// ingest and cluster-ingest: each pin's replication factor (`replication-min` and
+    /// `replication-max`; default: the peers', -1 = every peer).
+    #[arg(long)]
+    pub replication: Option<i32>,
     /// startup, stream and catch-up: pins in the state.
     #[arg(long, default_value_t = 1_000_000)]
     pub pins: u64,
@@ -97,6 +112,9 @@ pub struct Args {
     /// pins: Pins created at once.
     #[arg(long, default_value_t = 10_000)]
     pub bulk_pins: usize,
+    /// real-daemons: pins, the content put into every daemon first.
+    #[arg(long, default_value_t = 2000)]
+    pub daemon_pins: usize,
     /// outage: how many times each fault is tried.
     #[arg(long, default_value_t = 2)]
     pub fault_rounds: usize,
@@ -166,8 +184,11 @@ fn main() -> anyhow::Result<()> {
         Scenario::PeerChild => return cluster::child(&args),
         _ => {}
     }
+    machine::start(args.dir.clone().unwrap_or_else(std::env::temp_dir));
     match args.scenario {
-        Scenario::Ingest => ingest::run(&args)?,
+        Scenario::Ingest => {
+            ingest::run(&args)?;
+        }
         Scenario::Startup => {
             let fixture = peer::Fixture::build(&args)?;
             startup::run(&args, &fixture)?;
@@ -188,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Outage => outage::run(&args)?,
         Scenario::Operator => operator::run(&args)?,
         Scenario::Pins => pins::run(&args)?,
+        Scenario::RealDaemons => real_daemons::run(&args)?,
         Scenario::Cluster => {
             // Each one, even when an earlier one failed; the failures at the end.
             let failures: Vec<String> = [cluster_ingest::run, failover::run, catch_up::run]

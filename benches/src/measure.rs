@@ -114,6 +114,25 @@ pub fn cpu_by_program() -> std::collections::BTreeMap<String, Duration> {
     by_program
 }
 
+/// CPU seconds each program used between two [`cpu_by_program`] readings, the busiest first,
+/// those under `min_s` left out. Kernel workers are left out too: a `kworker` renames itself after
+/// its work item, so under a name new since `before` it would show its whole life's CPU.
+pub fn cpu_spent(
+    before: &std::collections::BTreeMap<String, Duration>,
+    after: &std::collections::BTreeMap<String, Duration>,
+    min_s: f64,
+) -> Vec<(String, f64)> {
+    let mut spent: Vec<(String, f64)> = after
+        .iter()
+        .filter(|(program, _)| !program.starts_with("kworker/"))
+        .map(|(program, cpu)| (program.clone(), cpu.saturating_sub(before.get(program).copied().unwrap_or_default())))
+        .map(|(program, cpu)| (program, round1(cpu.as_secs_f64())))
+        .filter(|(_, seconds)| *seconds >= min_s)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
@@ -294,7 +313,12 @@ pub fn merge(mut base: serde_json::Map<String, serde_json::Value>, extra: serde_
     serde_json::Value::Object(base)
 }
 
-/// Prints the figures as one JSON line (after the human summary, so docs can quote it).
+/// Prints the figures as one JSON line (after the human summary, so docs can quote it), with what
+/// the machine was doing meanwhile (`machine.rs`: the disk's fsync latency, other processes' CPU).
 pub fn emit(figures: serde_json::Value) {
+    let figures = match figures {
+        serde_json::Value::Object(map) => merge(map, crate::machine::figures()),
+        other => other,
+    };
     println!("{}", serde_json::to_string(&figures).expect("JSON values serialize"));
 }

@@ -25,13 +25,16 @@ use tracing_subscriber::Layer as _;
 use crate::measure::{self, secs};
 
 /// Warnings and errors of the peer go to stderr (or what `CLUSTER_BENCH_LOG` says, an `EnvFilter`
-/// such as `info,sidecar::consensus=debug`); [`RebuildWatch`] sees every event.
+/// such as `info,sidecar::consensus=debug`); [`RebuildWatch`] sees the tracker's info events only.
+/// Its filter matters for the figures: a layer without one enables every callsite of every level,
+/// so each of openraft's debug and trace spans and events would be built on the hot path.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLUSTER_BENCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours).with_filter(filter);
-    tracing_subscriber::registry().with(fmt).with(RebuildWatch).init();
+    let tracker_info = tracing_subscriber::filter::Targets::new().with_target("sidecar::tracker", tracing::Level::INFO);
+    tracing_subscriber::registry().with(fmt).with(RebuildWatch.with_filter(tracker_info)).init();
 }
 
 /// When the tracker logged the end of a start-up rebuild ("rebuilt its queue"), in order.

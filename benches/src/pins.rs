@@ -23,7 +23,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use operator::crd::{Pin, PinPhase, PinSpec};
 
-use crate::measure::{self, round1, round2, verdict};
+use crate::measure::{self, round2, verdict};
 use crate::Args;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
         let mut memory = OperatorMemory::default();
         let cpu_before = measure::cpu_by_program();
         let bulk = bulk(&pins, &seen, bulk_cids, || memory.sample(&kube, &release)).await?;
-        let cpu = cpu_spent(&cpu_before, &measure::cpu_by_program());
+        let cpu = measure::cpu_spent(&cpu_before, &measure::cpu_by_program(), 0.5);
         let after = request_counts(&release)?;
         watching.abort();
         report(&latencies, &bulk, &memory, &before, &after, &cpu);
@@ -213,19 +213,6 @@ impl OperatorMemory {
             }
         }
     }
-}
-
-/// CPU seconds each program used between two [`measure::cpu_by_program`] readings, the busiest
-/// first (those under 0.5 s left out).
-fn cpu_spent(before: &BTreeMap<String, Duration>, after: &BTreeMap<String, Duration>) -> Vec<(String, f64)> {
-    let mut spent: Vec<(String, f64)> = after
-        .iter()
-        .map(|(program, cpu)| (program.clone(), cpu.saturating_sub(before.get(program).copied().unwrap_or_default())))
-        .map(|(program, cpu)| (program, round1(cpu.as_secs_f64())))
-        .filter(|(_, seconds)| *seconds >= 0.5)
-        .collect();
-    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
-    spent
 }
 
 fn report(

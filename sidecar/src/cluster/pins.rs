@@ -14,6 +14,8 @@ use crate::{Error, Result};
 /// Pins read from the state per blocking call while streaming; large enough to amortise the hop
 /// to a blocking thread, small enough to keep the first item quick.
 const SCAN_PAGE: usize = 2048;
+/// Pages of a cluster-wide status listing whose other peers' statuses are asked for at once.
+const PAGES_IN_FLIGHT: usize = 4;
 
 const NOT_IN_PINSET: &str = "pin is not part of the pinset";
 
@@ -136,13 +138,16 @@ impl Cluster {
         let infos = if local || self.other_members().is_empty() {
             infos
         } else {
-            // Items ready together go to the other peers as one call each.
+            // Items ready together go to the other peers as one call each, a few pages at once
+            // (in order), so that reading the pinset, the other peers' answers and encoding the
+            // response overlap.
             infos
                 .ready_chunks(SCAN_PAGE)
-                .then(move |page| {
+                .map(move |page| {
                     let cluster = cluster.clone();
                     async move { cluster.add_peer_statuses(page).await }
                 })
+                .buffered(PAGES_IN_FLIGHT)
                 .flat_map(stream::iter)
                 .boxed()
         };

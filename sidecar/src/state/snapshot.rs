@@ -257,38 +257,22 @@ impl<R: Read> Checksummed<R> {
     }
 }
 
-/// CRC-32 (IEEE 802.3, as zlib and PNG): enough to catch damage in transit or at rest.
-struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            bit += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
+/// CRC-32 (IEEE 802.3, as zlib and PNG): enough to catch damage in transit or at rest. SIMD
+/// (`crc32fast`): a byte-at-a-time table ran at about 0.5 GB/s, seconds per pass over a
+/// 10M-pin snapshot.
+struct Crc32(crc32fast::Hasher);
 
 impl Crc32 {
     fn new() -> Self {
-        Crc32(0xFFFF_FFFF)
+        Crc32(crc32fast::Hasher::new())
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = CRC_TABLE[((self.0 ^ u32::from(byte)) & 0xFF) as usize] ^ (self.0 >> 8);
-        }
+        self.0.update(bytes);
     }
 
     fn finish(&self) -> u32 {
-        !self.0
+        self.0.clone().finalize()
     }
 }
 
