@@ -421,6 +421,31 @@ impl LocalCluster {
         }
     }
 
+    /// Waits until every peer has heard every peer's free space (`GET /monitor/metrics/freespace`):
+    /// a pin with a replication factor is allocated among those, by the peer that takes it.
+    pub async fn wait_free_space_known(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let mut known = Vec::with_capacity(self.peers.len());
+            for peer in &self.peers {
+                let listed = match client::get_body(peer.ready.api, "/monitor/metrics/freespace", CALL).await {
+                    Ok((200, body)) => serde_json::from_slice::<Vec<serde_json::Value>>(&body).map_or(0, |m| m.len()),
+                    _ => 0,
+                };
+                known.push(listed);
+            }
+            if known.iter().all(|&n| n >= self.peers.len()) {
+                return Ok(started.elapsed());
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "the peers know the free space of {known:?} peers after {timeout:?}, not all {}",
+                self.peers.len()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Stops every peer cleanly (stdin closed), then removes the temp dir.
     pub async fn stop(mut self) {
         for peer in &mut self.peers {

@@ -36,6 +36,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let runtime = cluster::parent_runtime()?;
     let cluster = runtime.block_on(LocalCluster::start(args, "cluster-bench-cluster-ingest-"))?;
     let (leader, statuses) = runtime.block_on(cluster.wait_converged(Duration::from_secs(60)))?;
+    if args.replication.is_some() {
+        let took = runtime.block_on(cluster.wait_free_space_known(Duration::from_secs(120)))?;
+        println!(
+            "   allocation   every peer knows every peer's free space ({:.1} s after converging)",
+            took.as_secs_f64()
+        );
+    }
     let entries_before = statuses[leader].last_applied_index.unwrap_or(0);
     let names: Vec<String> = cluster.peers.iter().map(|p| p.options.name.clone()).collect();
     println!(
@@ -63,15 +70,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let (leader, statuses) = cluster.wait_converged(Duration::from_secs(60)).await?;
         let entries = statuses[leader].last_applied_index.unwrap_or(0).saturating_sub(entries_before);
         // The trackers pin them in each peer's fake daemon behind the API.
+        // Each peer pins what is allocated to it: every pin, or with `--replication N` its share
+        // of the N copies of each, checked in all below.
         let pinned = |text: &str| {
-            peer::parse_metric(text, "ipfs_pins") == Some(acked)
+            (args.replication.is_some() || peer::parse_metric(text, "ipfs_pins") == Some(acked))
                 && peer::parse_metric(text, "tracker_queued") == Some(0)
                 && peer::parse_metric(text, "tracker_in_progress") == Some(0)
         };
         let trackers = cluster.wait_metrics("every pin pinned by the tracker", Duration::from_secs(120), pinned).await;
-        anyhow::Ok((replicated, entries, trackers))
+        let mut copies = 0;
+        for peer in &cluster.peers {
+            copies += peer.metric("ipfs_pins").await?;
+        }
+        anyhow::Ok((replicated, entries, trackers, copies))
     })?;
-    let (replicated, entries, trackers) = after;
+    let (replicated, entries, trackers, copies) = after;
+    let wanted_copies = acked * args.replication.map_or(PEERS as u64, |n| n.clamp(1, PEERS as i32) as u64);
+    let state_ok = copies == wanted_copies;
     let mut listings = Vec::new();
     for peer in &cluster.peers {
         listings.push(ingest::check_listing(peer.ready.api, &figures.acked)?);
@@ -79,7 +94,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let rss = cluster.rss();
     runtime.block_on(cluster.stop());
 
-    let state_ok = listings.iter().all(|l| l.ok) && replicated.is_ok();
+    let state_ok = state_ok && listings.iter().all(|l| l.ok) && replicated.is_ok();
     figures.print(P99_TARGET_MS);
     println!(
         "   CPU          peers {} cores ({us_per_pin:.0} µs of peer CPU per pin, all peers), client {:.2} cores (one thread); other processes {:.2} cores",
@@ -111,6 +126,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         println!("   trackers     did not catch up: {e}");
     }
     println!(
+        "   copies       {copies} pinned in the peers' fake daemons for {acked} pins: {}",
+        if copies == wanted_copies { "OK".to_string() } else { format!("WRONG, expected {wanted_copies}") }
+    );
+    println!(
         "   commits      {acked} pins in {entries} Raft entries ({:.0} pins each)",
         acked as f64 / entries.max(1) as f64
     );
@@ -131,7 +150,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "scenario": "cluster-ingest", "peers": PEERS, "clients": clients,
             "listed": listings.iter().map(|l| l.listed).collect::<Vec<_>>(), "state_ok": state_ok,
             "peer_cpu_cores": peer_cores.iter().map(|c| round2(*c)).collect::<Vec<_>>(),
-            "peer_cpu_us_per_pin": us_per_pin.round(), "raft_entries": entries,
+            "peer_cpu_us_per_pin": us_per_pin.round(), "raft_entries": entries, "pinned_copies": copies,
             "replicated_after_s": replicated.as_ref().ok().map(|r| r.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
             "tracker_catch_up_s": trackers.as_ref().ok().map(|t| t.iter().map(|d| secs(*d)).collect::<Vec<_>>()),
             "rss_mib": rss.iter().map(|r| measure::round1(r.now_mib)).collect::<Vec<_>>(),
