@@ -85,8 +85,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok((replicated, entries, trackers, copies))
     })?;
     let (replicated, entries, trackers, copies) = after;
-    let wanted_copies = acked * args.replication.map_or(PEERS as u64, |n| n.clamp(1, PEERS as i32) as u64);
-    let state_ok = copies == wanted_copies;
+    // Replication -1 (or none given) means every peer.
+    let copies_each = args.replication.filter(|&n| n > 0).map_or(PEERS, |n| (n as usize).min(PEERS));
+    let wanted_copies = acked * copies_each as u64;
     let mut listings = Vec::new();
     for peer in &cluster.peers {
         listings.push(ingest::check_listing(peer.ready.api, &figures.acked)?);
@@ -94,7 +95,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let rss = cluster.rss();
     runtime.block_on(cluster.stop());
 
-    let state_ok = state_ok && listings.iter().all(|l| l.ok) && replicated.is_ok();
+    let state_ok = copies == wanted_copies && listings.iter().all(|l| l.ok) && replicated.is_ok();
     figures.print(P99_TARGET_MS);
     println!(
         "   CPU          peers {} cores ({us_per_pin:.0} µs of peer CPU per pin, all peers), client {:.2} cores (one thread); other processes {:.2} cores",

@@ -361,15 +361,12 @@ async fn post_until(
     for (i, path) in mine.iter().enumerate() {
         let started = match pace {
             Pace::Closed => Instant::now(),
-            Pace::Open { rate } => {
-                let due = start + Duration::from_secs_f64((i * clients + c) as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
-                due
-            }
+            Pace::Open { rate } => start + Duration::from_secs_f64((i * clients + c) as f64 / rate),
         };
         if started >= t1 {
             return out;
         }
+        tokio::time::sleep_until(started.into()).await;
         let ok = match client::post(&mut sender, path).await {
             Ok(()) => true,
             Err(client::PostError::Connection(e)) => {

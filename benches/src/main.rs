@@ -91,7 +91,7 @@ pub struct Args {
     /// ingest and cluster-ingest: an open loop offering this many pins/s in all, spread over the
     /// clients, each request's latency counted from when it was due to be sent (default: a closed
     /// loop, each client posting back to back).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// ingest and cluster-ingest: each pin's replication factor (`replication-min` and
     /// `replication-max`; default: the peers', -1 = every peer).
@@ -156,6 +156,15 @@ pub struct Args {
     /// peer-child: pins of fixture `--seed` its fake daemon holds from the start.
     #[arg(long, hide = true, default_value_t = 0)]
     pub fake_pins: u64,
+}
+
+/// A rate in pins/s: a finite number above zero.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        Ok(_) => Err("the rate must be a number of pins/s above 0".into()),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }
 
 /// `MIN-MAX`, both in ms, MIN < MAX.
