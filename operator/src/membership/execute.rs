@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::plan::{Action, PeerState, Removal};
+use super::plan::{Action, PeerState, Removal, VOUCH_SECONDS};
 use crate::crd::{ClusterPeer, ClusterPeerSpec, ClusterPeerStatus, PeerPhase};
 use crate::sidecars::Sidecars;
 use crate::{Error, Result};
@@ -73,6 +73,12 @@ impl Executor<'_> {
                     }
                 }
                 self.sidecar_call(pod, self.sidecars.client(pod)?.introduce(&introduced)).await?;
+                Ok(())
+            }
+            Action::Vouch { pod } => {
+                self.sidecar_call(pod, self.sidecars.client(pod)?.vouch(VOUCH_SECONDS)).await?;
+                let note = format!("{pod} reports ready without a leader: the quorum needs pods not created yet");
+                self.note(pod, "Vouched", "Vouch", note).await;
                 Ok(())
             }
             Action::DeclareRestart { pod } => {

@@ -67,9 +67,18 @@
 //!   membership holds the old ones, so no peer can reach another and no leader is elected. A
 //!   member's sidecar lists the members it does not hear; the planner tells it where those whose
 //!   pods answer are now (`Introduce`, `PUT /consensus/addresses`), they elect a leader, and each
-//!   records its new address in the membership. (Under `OrderedReady` the StatefulSet recreates
-//!   pod 0 alone and waits for it to be Ready, which it is only with a leader: use `Parallel`
-//!   where this can happen.)
+//!   records its new address in the membership.
+//! - **Every pod restarts at once under `OrderedReady`.** The StatefulSet recreates pod 0 alone
+//!   and creates pod 1 only once pod 0 is Ready; a peer is Ready only with a live leader, and pod
+//!   0 alone is no quorum: a deadlock. The operator sees it (no live leader, staying ordinals
+//!   without pods, the voters back no majority) and vouches for each member back (`Vouch`, `PUT
+//!   /consensus/vouch`): it reports ready without a leader for a minute, renewed while needed, so
+//!   the StatefulSet creates the next pod. Once enough are back they elect a leader, which ends
+//!   every vouch. A vouch only ever makes a leaderless peer Ready: the Service may route requests
+//!   to it, which it answers with an error as any peer of a cluster without a quorum does. With a
+//!   leader, or a majority back (they only have to elect one), nothing is vouched for, so a
+//!   rolling restart still waits for each restarted peer to rejoin. With the operator down too,
+//!   the deadlock lasts until it is back.
 //! - **Scale to zero.** The last member is never removed: it is told it stops as a member (the
 //!   restart verdict), so its preStop returns at once. Once every pod is gone the ClusterPeers are
 //!   deleted (no cluster is left; with `whenScaled: Delete` its data went with the claims). Scaled
@@ -82,4 +91,4 @@ mod observe;
 pub mod plan;
 
 pub use execute::{CLUSTER_LABEL, FINALIZER, MANAGER};
-pub use plan::{plan, Action, Observed};
+pub use plan::{plan, Action, Observed, PodManagement};

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::plan::{Member, Membership, Observed, PeerState, PodView, Record, Sidecar, Standing};
+use super::plan::{Member, Membership, Observed, PeerState, PodManagement, PodView, Record, Sidecar, Standing};
 use crate::crd::ClusterPeer;
 
 /// The label the StatefulSet controller puts on each pod: its ordinal.
@@ -24,8 +24,14 @@ pub struct Snapshot<'a> {
 }
 
 pub fn observe(snapshot: &Snapshot<'_>) -> Observed {
-    let replicas = snapshot.statefulset.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let spec = snapshot.statefulset.spec.as_ref();
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let pod_management = match spec.and_then(|s| s.pod_management_policy.as_deref()) {
+        Some("Parallel") => PodManagement::Parallel,
+        _ => PodManagement::OrderedReady,
+    };
     Observed {
+        pod_management,
         replicas: u32::try_from(replicas).unwrap_or(0),
         pods: snapshot
             .pods
@@ -68,6 +74,7 @@ fn sidecar(status: &ConsensusStatus) -> Sidecar {
         standing,
         restart_declared: status.departure == Departure::Restart,
         unheard: status.members.iter().filter(|m| !m.reachable).map(|m| m.peer_id.clone()).collect(),
+        vouched_seconds: status.vouched_seconds,
     }
 }
 

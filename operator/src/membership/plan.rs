@@ -14,6 +14,18 @@ pub struct Observed {
     pub records: Vec<Record>,
     /// The membership as a member reports it; `None` when no member answered.
     pub membership: Option<Membership>,
+    /// The StatefulSet's `podManagementPolicy`.
+    pub pod_management: PodManagement,
+}
+
+/// How the StatefulSet creates pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodManagement {
+    /// One at a time, each once every pod below it is Ready (Kubernetes' default).
+    #[default]
+    OrderedReady,
+    /// All at once.
+    Parallel,
 }
 
 /// A pod of the StatefulSet.
@@ -38,6 +50,8 @@ pub struct Sidecar {
     /// The members it does not hear from now (peer IDs): after every pod moved to a new IP at
     /// once, that is all of them.
     pub unheard: Vec<String>,
+    /// Seconds left of the readiness without a leader it was vouched for (see [`Action::Vouch`]).
+    pub vouched_seconds: u64,
 }
 
 /// Where a sidecar stands in consensus.
@@ -54,7 +68,7 @@ pub enum Standing {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
     pub members: Vec<Member>,
-    /// The leader's peer ID, when one is known.
+    /// The leader's peer ID, when one is known and alive.
     pub leader: Option<String>,
     /// A change is half-way (joint configuration): the next one waits.
     pub changing: bool,
@@ -103,6 +117,10 @@ pub enum Action {
     /// Tell a member's sidecar where members it does not hear are now (`(pod, peer ID)`; the
     /// executor reads their pods' IPs): members that all moved at once know only old addresses.
     Introduce { pod: String, peers: Vec<(String, String)> },
+    /// Tell a member's sidecar to report ready without a leader for [`VOUCH_SECONDS`] (`PUT
+    /// /consensus/vouch`): the quorum needs pods that an `OrderedReady` StatefulSet creates only
+    /// once this one is Ready.
+    Vouch { pod: String },
     /// Write a `ClusterPeer`'s status.
     SetState { pod: String, state: PeerState },
     /// Drop a `ClusterPeer`'s finalizer: its peer is out of consensus.
@@ -121,12 +139,18 @@ impl Action {
             Action::Remove { .. } => "remove",
             Action::DeclareRestart { .. } => "declare_restart",
             Action::Introduce { .. } => "introduce",
+            Action::Vouch { .. } => "vouch",
             Action::SetState { .. } => "set_state",
             Action::Release { .. } => "release",
             Action::Forget { .. } => "forget",
         }
     }
 }
+
+/// How long a vouch lasts; it is renewed once less than [`VOUCH_RENEWED_BELOW`] is left, which
+/// the controller's slowest pass (every 30 s) stays within.
+pub const VOUCH_SECONDS: u64 = 60;
+const VOUCH_RENEWED_BELOW: u64 = 45;
 
 /// Why a peer is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,6 +207,7 @@ pub fn plan(observed: &Observed) -> Vec<Action> {
         }
     }
     actions.extend(introductions(observed));
+    actions.extend(vouches(observed));
     actions.extend(membership_change(observed));
     for record in &observed.records {
         actions.extend(record_actions(observed, record));
@@ -204,6 +229,37 @@ fn introductions(observed: &Observed) -> Vec<Action> {
             let peers: Vec<(String, String)> = unheard.map(|(p, s)| (p.name.clone(), s.peer_id.clone())).collect();
             (!peers.is_empty()).then(|| Action::Introduce { pod: pod.name.clone(), peers })
         })
+        .collect()
+}
+
+/// Under `OrderedReady` the StatefulSet creates a pod only once every pod below it is Ready, and a
+/// peer is Ready only with a live leader. After an outage that took a quorum of pods at once (a
+/// whole-cluster restart), the members back cannot elect a leader without members whose pods the
+/// StatefulSet holds back: each member back is vouched for, so that it reports ready without a
+/// leader and the StatefulSet goes on. A leader, or a quorum of members back (they only have to
+/// elect one), or no pod missing: nothing to vouch for.
+fn vouches(observed: &Observed) -> Vec<Action> {
+    let Some(membership) = &observed.membership else {
+        return vec![];
+    };
+    let missing = (0..observed.replicas).any(|ordinal| observed.pods.iter().all(|p| p.ordinal != ordinal));
+    if observed.pod_management != PodManagement::OrderedReady || membership.leader.is_some() || !missing {
+        return vec![];
+    }
+    let back: Vec<(&PodView, &Sidecar)> = observed
+        .pods
+        .iter()
+        .filter(|p| !p.terminating && !observed.condemned(p.ordinal))
+        .filter_map(|p| Some((p, p.sidecar.as_ref().filter(|s| s.standing == Standing::Member)?)))
+        .collect();
+    let voters: Vec<&Member> = membership.members.iter().filter(|m| m.voter).collect();
+    let voters_back = voters.iter().filter(|m| back.iter().any(|(_, s)| s.peer_id == m.peer_id)).count();
+    if 2 * voters_back > voters.len() {
+        return vec![];
+    }
+    back.into_iter()
+        .filter(|(_, sidecar)| sidecar.vouched_seconds < VOUCH_RENEWED_BELOW)
+        .map(|(pod, _)| Action::Vouch { pod: pod.name.clone() })
         .collect()
 }
 

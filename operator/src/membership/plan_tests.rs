@@ -17,6 +17,7 @@ fn sidecar(ordinal: u32, standing: Standing) -> Sidecar {
         standing,
         restart_declared: false,
         unheard: vec![],
+        vouched_seconds: 0,
     }
 }
 
@@ -47,6 +48,7 @@ fn settled(n: u32) -> Observed {
             leader: Some(peer(0)),
             changing: false,
         }),
+        pod_management: PodManagement::OrderedReady,
     }
 }
 
@@ -74,6 +76,17 @@ impl Observed {
     fn without_members(mut self, ordinals: &[u32]) -> Self {
         let gone: Vec<String> = ordinals.iter().map(|&i| peer(i)).collect();
         self.membership.as_mut().unwrap().members.retain(|m| !gone.contains(&m.peer_id));
+        self
+    }
+
+    /// No leader known: the members that are back do not hear a quorum.
+    fn leaderless(mut self) -> Self {
+        self.membership.as_mut().unwrap().leader = None;
+        self
+    }
+
+    fn vouched(mut self, ordinal: u32, seconds: u64) -> Self {
+        self.pod_mut(ordinal).sidecar.as_mut().unwrap().vouched_seconds = seconds;
         self
     }
 
@@ -129,6 +142,32 @@ fn plans() {
                 Action::Introduce { pod: name(0), peers: vec![(name(1), peer(1))] },
                 Action::Introduce { pod: name(1), peers: vec![(name(0), peer(0))] },
             ],
+        ),
+        (
+            "whole-cluster restart, OrderedReady: pod 0 alone is no quorum, so it is vouched for",
+            settled(3).without_pods(&[1, 2]).leaderless(),
+            vec![Action::Vouch { pod: name(0) }],
+        ),
+        (
+            "a vouch with time left is not renewed; one running out is",
+            settled(5).without_pods(&[2, 3, 4]).leaderless().vouched(0, 50).vouched(1, 20),
+            vec![Action::Vouch { pod: name(1) }],
+        ),
+        (
+            "a quorum of members back only has to elect a leader: no vouch",
+            settled(3).without_pods(&[2]).leaderless(),
+            vec![],
+        ),
+        ("with a leader, a missing pod is only restarting: no vouch", settled(3).without_pods(&[1, 2]), vec![]),
+        (
+            "Parallel creates every pod anyway: no vouch",
+            Observed { pod_management: PodManagement::Parallel, ..settled(3).without_pods(&[1, 2]).leaderless() },
+            vec![],
+        ),
+        (
+            "every staying pod exists (the missing ones are condemned): no vouch",
+            Observed { replicas: 1, ..settled(3).without_pods(&[1, 2]).leaderless() },
+            vec![remove(2, 0, Removal::Condemned), state(1, PeerPhase::Leaving), state(2, PeerPhase::Leaving)],
         ),
         ("a new pod gets its ClusterPeer first", new_cluster.clone(), vec![Action::Record { pod: name(0) }]),
         (

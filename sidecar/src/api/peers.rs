@@ -11,7 +11,9 @@ use warp::reply::Response;
 use super::error::{json_response, no_content};
 use super::routes::{Ctx, Query};
 use super::stream::ndjson;
-use crate::types::{parse_peer_id, parse_std_duration, AddPeer, Departure, DepartureStatus, Introduced, PeerAddresses};
+use crate::types::{
+    parse_peer_id, parse_std_duration, AddPeer, Departure, DepartureStatus, Introduced, PeerAddresses, Vouch,
+};
 use crate::{Error, Result};
 
 pub(crate) async fn list(ctx: Ctx) -> Response {
@@ -68,6 +70,15 @@ pub(crate) async fn status(ctx: Ctx) -> Response {
 /// `POST /consensus/init`: 409 when the peer already belongs to a cluster.
 pub(crate) async fn init(ctx: Ctx) -> Result<Response> {
     Ok(json_response(StatusCode::OK, &ctx.cluster.init_cluster().await?))
+}
+
+/// `PUT /consensus/vouch` with `{"seconds": 60}` (ours): this member reports ready without a
+/// leader for that long (at most ten minutes), or until it knows one (see `Cluster::vouch`).
+pub(crate) async fn vouch(body: Bytes, ctx: Ctx) -> Result<Response> {
+    let request: Vouch =
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("error decoding request body: {e}")))?;
+    let granted = ctx.cluster.vouch(Duration::from_secs(request.seconds))?;
+    Ok(json_response(StatusCode::OK, &Vouch { seconds: granted.as_secs() }))
 }
 
 /// The longest `GET /consensus/departure?wait=` a request may ask for: a preStop hook asks again.

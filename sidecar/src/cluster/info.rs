@@ -139,15 +139,22 @@ impl Cluster {
     /// The readiness endpoint (ours): ready when the state is serving and the daemon answers.
     pub async fn readiness(&self) -> Readiness {
         let consensus = self.inner.consensus.is_ready();
+        let vouch_left = self.vouched_left();
+        let vouched = !consensus && !vouch_left.is_zero() && self.inner.consensus.is_member();
         let ipfs = self.inner.ipfs_up.load(std::sync::atomic::Ordering::Relaxed);
         let mut problems = Vec::new();
-        if !consensus {
+        if vouched {
+            problems.push(format!(
+                "no leader yet; ready as the operator vouched ({}s left): the members a quorum needs have no pods yet",
+                vouch_left.as_secs()
+            ));
+        } else if !consensus {
             problems.push("not a cluster member with a known leader yet".to_string());
         }
         if !ipfs {
             let error = self.inner.ipfs_id.read().expect("ipfs id lock").error.clone();
             problems.push(format!("the IPFS daemon does not answer: {error}"));
         }
-        Readiness { ready: consensus && ipfs, consensus, ipfs, problems }
+        Readiness { ready: (consensus || vouched) && ipfs, consensus, ipfs, problems }
     }
 }

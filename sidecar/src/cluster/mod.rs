@@ -14,6 +14,7 @@ mod repin;
 mod rpc;
 #[cfg(test)]
 mod tests;
+mod vouch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -135,6 +136,8 @@ struct Inner {
     registry: std::sync::Mutex<prometheus_client::registry::Registry>,
     /// The operator declared that this pod only restarts (see `departure`).
     restart_declared: tokio::sync::watch::Sender<bool>,
+    /// Until when the operator vouched for this peer's readiness without a leader (see `vouch`).
+    vouched_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Cluster {
@@ -173,6 +176,7 @@ impl Cluster {
                 last_repin: std::sync::Mutex::new(None),
                 registry: std::sync::Mutex::new(metrics::peer_registry(weak.clone())),
                 restart_declared: tokio::sync::watch::Sender::new(false),
+                vouched_until: std::sync::Mutex::new(None),
             }),
         };
         cluster.inner.p2p.serve(Arc::new(rpc::ClusterRpc(Arc::downgrade(&cluster.inner)))).await?;

@@ -90,7 +90,8 @@ impl Cluster {
 
     /// `GET /consensus` (ours).
     pub fn consensus_status(&self) -> ConsensusStatus {
-        ConsensusStatus { departure: self.departure(), ..self.inner.consensus.status() }
+        let vouched_seconds = self.vouched_left().as_secs();
+        ConsensusStatus { departure: self.departure(), vouched_seconds, ..self.inner.consensus.status() }
     }
 
     /// `PUT /consensus/addresses` (ours): where members are now. Connects to each of them (in the

@@ -25,6 +25,9 @@ use crate::protocol::Host;
 
 /// How often the task runs (and the leader beats).
 pub const PACE: Duration = Duration::from_millis(150);
+/// A follower whose leader has not answered a ping for this long is not ready for writes (the
+/// leader itself stops taking them after `quorum_lost_after` without a majority).
+pub const LEADER_SILENCE: Duration = Duration::from_secs(2);
 /// How long a peer must hear a majority again before it may campaign.
 pub const REGAINED_GRACE: Duration = Duration::from_secs(2);
 

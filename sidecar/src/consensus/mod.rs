@@ -196,13 +196,34 @@ impl Consensus {
         self.writer.commit(op).await.map(drop)
     }
 
-    /// Ready to take writes: a member that knows a leader (which, if it is this peer, hears from
-    /// a majority).
+    /// Ready to take writes: a member that knows a live leader: this peer leading and hearing
+    /// from a majority, or another member heard from lately. (Raft names the leader of the last
+    /// vote it saw committed, also after a restart and while cut off; see [`liveness::LEADER_SILENCE`].)
     pub fn is_ready(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
+        self.live_leader(&metrics).is_some() && self.is_member()
+    }
+
+    /// The leader Raft names, if it is alive as far as this peer can tell.
+    fn live_leader(&self, metrics: &openraft::RaftMetrics<NodeId, ClusterNode>) -> Option<NodeId> {
+        let leader = metrics.current_leader?;
+        let alive = if leader == self.node_id {
+            // A leader restored at start-up has heard from no quorum yet (`None`).
+            metrics.state == ServerState::Leader
+                && metrics.millis_since_quorum_ack.is_some()
+                && !self.writer.leads_without_quorum()
+        } else {
+            let node = metrics.membership_config.membership().get_node(&leader);
+            let heard = self.p2p.heard_within(liveness::LEADER_SILENCE);
+            node.and_then(ClusterNode::peer).is_some_and(|peer| heard.contains(&peer))
+        };
+        alive.then_some(leader)
+    }
+
+    /// A running member of a cluster, whether or not it knows a leader.
+    pub fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
         metrics.running_state.is_ok()
-            && metrics.current_leader.is_some()
-            && !self.writer.leads_without_quorum()
             && metrics.membership_config.membership().get_node(&self.node_id).is_some()
             && !self.removed.is_cancelled()
     }
@@ -227,6 +248,7 @@ impl Consensus {
         let nodes: BTreeMap<NodeId, ClusterNode> = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         let peer_of = |id: &NodeId| nodes.get(id).map(|n| n.peer_id.clone());
         let reachable = liveness::heard_members(&self.p2p, membership, self.node_id);
+        let leader = self.live_leader(&metrics);
         let role = if self.removed.is_cancelled() {
             ConsensusRole::Removed
         } else if nodes.is_empty() {
@@ -244,8 +266,8 @@ impl Consensus {
             node_id: self.node_id,
             peer_id: self.p2p.peer_id().to_string(),
             role,
-            leader: metrics.current_leader.as_ref().and_then(peer_of),
-            leader_node_id: metrics.current_leader,
+            leader: leader.as_ref().and_then(peer_of),
+            leader_node_id: leader,
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             last_applied_index: metrics.last_applied.map(|l| l.index),
@@ -263,6 +285,7 @@ impl Consensus {
                 })
                 .collect(),
             departure: Departure::Undecided,
+            vouched_seconds: 0,
         }
     }
 

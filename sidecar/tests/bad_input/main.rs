@@ -9,6 +9,7 @@ mod addresses;
 mod departure;
 mod http;
 mod sizes;
+mod vouch;
 
 use std::net::SocketAddr;
 

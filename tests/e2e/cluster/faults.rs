@@ -335,6 +335,52 @@ async fn restarting_every_peer_keeps_pinset_and_membership() {
     }
 }
 
+/// A member back alone after every peer stopped (a whole-cluster restart, as an `OrderedReady`
+/// StatefulSet brings pod 0 back first): Raft still names the leader of its last term, but none is
+/// alive, so the member is not ready, until the operator vouches for it. Once the others are back
+/// and a leader is elected, it is ready on its own account and the vouch is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_back_alone_is_unready_until_vouched_for() {
+    let mut cluster = TestCluster::start(3, Daemons::Shared, &[]).await;
+    for member in cluster.members.iter_mut().rev() {
+        member.peer.stop().await;
+    }
+    cluster.members[0].peer.process.restart().await.expect("the first peer restarts");
+    let (status, ready) = readiness(&cluster.members[0]).await;
+    assert_eq!((status, &ready["consensus"]), (503, &json!(false)), "no leader is alive: {ready}");
+    assert_eq!(cluster.members[0].consensus().await["leader"], Value::Null);
+
+    let first = &cluster.members[0].peer;
+    let (status, granted) =
+        first.call(first.request(Method::PUT, "/consensus/vouch").json(&json!({"seconds": 60}))).await;
+    assert_eq!(status, 200, "{granted}");
+    assert!((55..=60).contains(&granted["seconds"].as_u64().unwrap()), "{granted}");
+    let (status, ready) = readiness(&cluster.members[0]).await;
+    assert_eq!((status, &ready["consensus"]), (200, &json!(false)), "ready as vouched: {ready}");
+    assert!(ready["problems"][0].as_str().unwrap().contains("vouched"), "{ready}");
+    assert!(cluster.members[0].consensus().await["vouched_seconds"].as_u64().unwrap() > 0);
+
+    for member in &mut cluster.members[1..] {
+        member.peer.process.restart().await.expect("the peer restarts");
+    }
+    cluster.wait_converged(&[0, 1, 2]).await;
+    let first = &cluster.members[0];
+    wait_for("the first peer ready on its own, its vouch over", WAIT, || async {
+        let (status, ready) = readiness(first).await;
+        let vouched = first.consensus().await["vouched_seconds"].clone();
+        match (status, &ready["consensus"], vouched.as_u64()) {
+            (200, Value::Bool(true), Some(0)) => Ok(()),
+            _ => Err(format!("{status} {ready}, vouched {vouched}")),
+        }
+    })
+    .await;
+}
+
+/// `GET /readyz`: status and body.
+async fn readiness(member: &Member) -> (u16, Value) {
+    member.peer.call(member.peer.request(Method::GET, "/readyz")).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gone_past_the_grace_period_has_its_pins_moved() {
     let args = ["--monitor-ping-interval", "1s", "--repin-after", "3s"];

@@ -88,14 +88,27 @@ fn helm_upgrade_keeps_peers_and_secret_and_uninstall_leaves_nothing() {
     });
 }
 
-/// Every peer pod deleted at once (a whole-cluster restart): they all come back on new IPs, where
-/// the membership knows only their old ones; the operator tells each sidecar where the others are
-/// now, they elect a leader and come back as the same peers, taking writes.
+/// Every peer pod deleted at once (a whole-cluster restart), under `Parallel`: they all come back
+/// on new IPs, where the membership knows only their old ones; the operator tells each sidecar
+/// where the others are now, they elect a leader and come back as the same peers, taking writes.
 #[test]
 fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
+    restart_every_pod_at_once("all-at-once", "Parallel");
+}
+
+/// The same under `OrderedReady`: the StatefulSet recreates one pod at a time and waits for each
+/// to be Ready, which a peer is only with a leader; pod 0 alone is no quorum. The operator vouches
+/// for each member whose missing siblings the quorum needs, so the StatefulSet goes on.
+#[test]
+fn every_pod_restarted_at_once_comes_back_in_order() {
+    restart_every_pod_at_once("all-in-order", "OrderedReady");
+}
+
+fn restart_every_pod_at_once(namespace: &str, policy: &str) {
     let kube = Kube::start().unwrap();
-    let values = ["peers.terminationGracePeriodSeconds=30", "peers.podManagementPolicy=Parallel"];
-    let release = install(&kube, "all-at-once", &values);
+    let policy = format!("peers.podManagementPolicy={policy}");
+    let values = ["peers.terminationGracePeriodSeconds=30", policy.as_str()];
+    let release = install(&kube, namespace, &values);
     let pods = pods(3);
     let pods = names(&pods);
     let before = peer_ids(&wait_joined(&release, &pods, 3));
@@ -125,6 +138,10 @@ fn every_pod_restarted_at_once_comes_back_as_the_same_cluster() {
     });
     let after = peer_ids(&wait_joined(&release, &pods, 3));
     assert_eq!(after, before, "the same peers");
+    if policy.ends_with("OrderedReady") {
+        let vouched = events(&release, "Vouched");
+        assert!(vouched.contains("ipfs-cluster-0"), "pod 0 came back alone and was vouched for: {vouched}");
+    }
     let new_ips = ips();
     assert!(old_ips.split_whitespace().all(|ip| !new_ips.contains(ip)), "{old_ips} -> {new_ips}");
     let writer = Writer::start(&release, &pods).unwrap();

@@ -34,7 +34,7 @@ use crate::ndjson::{NdjsonReader, Source};
 use crate::types::{
     format_go_duration, AddPeer, Alert, ApiError, BandwidthByProtocol, Cid, ConnectGraph, ConsensusStatus, Departure,
     DepartureStatus, GlobalPinInfo, GlobalRepoGc, Id, Introduced, Metric, PeerAddresses, Pin, PinOptions, PinType,
-    Readiness, Token, Version,
+    Readiness, Token, Version, Vouch,
 };
 use crate::{Error, Result};
 
@@ -199,20 +199,30 @@ impl Client {
 
     /// `PUT /consensus/departure` (ours): declares that the peer's pod only restarts.
     pub async fn declare_restart(&self) -> Result<Departure> {
-        let body = serde_json::to_vec(&DepartureStatus { departure: Departure::Restart })
-            .map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
-        let request = self.request(Method::PUT, "/consensus/departure", &[], full(body), Some("application/json"))?;
-        let status: DepartureStatus = parse_body(expect_success(self.send(request).await?).await?).await?;
+        let status: DepartureStatus =
+            self.put_json("/consensus/departure", &DepartureStatus { departure: Departure::Restart }).await?;
         Ok(status.departure)
     }
 
     /// `PUT /consensus/addresses` (ours): tells the peer where these members are now; how many
     /// it connects to.
     pub async fn introduce(&self, peers: &[PeerAddresses]) -> Result<usize> {
-        let body = serde_json::to_vec(peers).map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
-        let request = self.request(Method::PUT, "/consensus/addresses", &[], full(body), Some("application/json"))?;
-        let answer: Introduced = parse_body(expect_success(self.send(request).await?).await?).await?;
+        let answer: Introduced = self.put_json("/consensus/addresses", peers).await?;
         Ok(answer.connecting)
+    }
+
+    /// `PUT /consensus/vouch` (ours): the peer reports ready without a leader for `seconds`, or
+    /// until it knows one; the seconds it granted.
+    pub async fn vouch(&self, seconds: u64) -> Result<u64> {
+        let answer: Vouch = self.put_json("/consensus/vouch", &Vouch { seconds }).await?;
+        Ok(answer.seconds)
+    }
+
+    /// A `PUT` of a JSON body, answered with JSON.
+    async fn put_json<B: serde::Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| Error::BadRequest(format!("encoding the request: {e}")))?;
+        let request = self.request(Method::PUT, path, &[], full(body), Some("application/json"))?;
+        parse_body(expect_success(self.send(request).await?).await?).await
     }
 
     /// `POST /consensus/init` (ours): starts a new cluster with the peer as its only member.

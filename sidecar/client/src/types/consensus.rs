@@ -36,7 +36,8 @@ pub struct ConsensusStatus {
     pub node_id: u64,
     pub peer_id: String,
     pub role: ConsensusRole,
-    /// The leader's peer ID, when one is known.
+    /// The leader's peer ID, when one is known and alive: this peer leading and hearing from a
+    /// majority, or a member it heard from lately.
     pub leader: Option<String>,
     pub leader_node_id: Option<u64>,
     pub term: u64,
@@ -53,6 +54,10 @@ pub struct ConsensusStatus {
     /// What this peer's stop would mean, as decided so far (see [`Departure`]).
     #[serde(default)]
     pub departure: Departure,
+    /// Seconds left in which this peer reports ready without a leader, as the operator vouched
+    /// (`PUT /consensus/vouch`); 0 when it has not, or a leader is known.
+    #[serde(default)]
+    pub vouched_seconds: u64,
 }
 
 /// What a stopping peer's departure means (ours: the handshake between a pod's preStop hook and
@@ -73,6 +78,14 @@ pub enum Departure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepartureStatus {
     pub departure: Departure,
+}
+
+/// The body of `PUT /consensus/vouch` and its answer (ours): how long the peer reports ready
+/// without a leader. The Kubernetes operator vouches for a member whose missing siblings the
+/// quorum needs: under `OrderedReady` the StatefulSet creates them only once this pod is Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouch {
+    pub seconds: u64,
 }
 
 /// The body of `POST /peers`: the reference's `{"peer_id": ...}`, plus (ours) the cluster

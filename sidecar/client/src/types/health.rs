@@ -79,7 +79,8 @@ pub struct GlobalRepoGc {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Readiness {
     pub ready: bool,
-    /// A consensus member with a known leader.
+    /// A consensus member with a live leader: itself hearing from a majority, or a member it
+    /// heard from lately.
     pub consensus: bool,
     /// The IPFS daemon answered its last probe.
     pub ipfs: bool,

@@ -16,7 +16,7 @@ pub mod time;
 pub use self::cid::{cid_serde, opt_cid_serde, parse_cid, Cid, CidKey, MAX_CID_TEXT};
 pub use api_error::{ApiError, Token};
 pub use consensus::{
-    AddPeer, ConsensusRole, ConsensusStatus, Departure, DepartureStatus, Introduced, MemberStatus, PeerAddresses,
+    AddPeer, ConsensusRole, ConsensusStatus, Departure, DepartureStatus, Introduced, MemberStatus, PeerAddresses, Vouch,
 };
 pub use duration::{format_go_duration, go_duration, parse_go_duration, parse_std_duration};
 pub use health::{
