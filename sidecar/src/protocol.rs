@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::{ClusterNode, NodeId, OpBatch, RemovalNotice, TypeConfig};
 use crate::p2p::{P2p, Protocol};
-use crate::types::{CidKey, Id, Metric, PinInfoShort, RepoGc};
+use crate::types::{CidKey, Id, Metric, PinInfoShort, RepoGc, TrackerStatus};
 use crate::{Error, Result};
 
 /// The cluster peers' protocol, for the host.
@@ -77,7 +77,7 @@ pub enum RpcRequest {
     Removed(RemovalNotice),
     /// A peer's latest metrics, pushed to every other member.
     Metrics(Vec<Metric>),
-    /// This peer's tracker statuses of these CIDs, in the same order.
+    /// This peer's tracker statuses of these CIDs, in the same order, as one [`StatusPage`].
     Statuses(Vec<CidKey>),
     /// Whom this peer and its IPFS daemon are connected to (`/health/graph`).
     Links,
@@ -107,6 +107,42 @@ pub struct PeerLinks {
     pub ipfs_peers: Vec<String>,
 }
 
+/// One peer's statuses of a page of CIDs. A cluster-wide listing asks every other peer for each
+/// page of the pinset; the peer's name and its daemon's ID and addresses are the same in all of
+/// them, and sending them once (binary, not text) is most of the saving.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub peername: String,
+    pub ipfs_peer_id: Option<PeerId>,
+    pub ipfs_peer_addresses: Vec<multiaddr::Multiaddr>,
+    /// In the order of the CIDs asked for.
+    pub statuses: Vec<PageStatus>,
+}
+
+/// What differs between one peer's statuses: status, timestamp (seconds and nanoseconds since the
+/// epoch), error, attempts, priority. A tuple, so that CBOR carries no field names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageStatus(pub TrackerStatus, pub i64, pub u32, pub String, pub u32, pub bool);
+
+impl StatusPage {
+    /// Each status whole, in order.
+    pub fn into_statuses(self) -> impl Iterator<Item = PinInfoShort> {
+        let StatusPage { peername, ipfs_peer_id, ipfs_peer_addresses, statuses } = self;
+        statuses.into_iter().map(move |PageStatus(status, secs, nanos, error, attempt_count, priority_pin)| {
+            PinInfoShort {
+                peername: peername.clone(),
+                ipfs_peer_id,
+                ipfs_peer_addresses: ipfs_peer_addresses.clone(),
+                status,
+                timestamp: chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default(),
+                error,
+                attempt_count,
+                priority_pin,
+            }
+        })
+    }
+}
+
 /// The answer to an [`RpcRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RpcResponse {
@@ -126,7 +162,7 @@ pub enum RpcResponse {
     Joined {
         members: Vec<ClusterNode>,
     },
-    Statuses(Vec<PinInfoShort>),
+    Statuses(StatusPage),
     Links(PeerLinks),
     RepoGc(RepoGc),
     /// The peer could not answer; [`P2p::request`] turns it into an error for the caller.
@@ -142,4 +178,42 @@ pub enum RpcResponse {
     NotLeader {
         leader: Option<NodeId>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page crosses the wire (CBOR, as the host encodes calls) and gives back each status whole:
+    /// the shared fields in every one, timestamps to the nanosecond.
+    #[test]
+    fn a_status_page_gives_back_every_status_whole() {
+        let daemon = PeerId::random();
+        let addresses: Vec<multiaddr::Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse().unwrap()];
+        let at = chrono::DateTime::from_timestamp(1_765_000_000, 123_456_789).unwrap();
+        let page = StatusPage {
+            peername: "peer-1".into(),
+            ipfs_peer_id: Some(daemon),
+            ipfs_peer_addresses: addresses.clone(),
+            statuses: vec![
+                PageStatus(TrackerStatus::Pinned, at.timestamp(), at.timestamp_subsec_nanos(), String::new(), 0, false),
+                PageStatus(TrackerStatus::PinError, 0, 0, "no route".into(), 3, true),
+            ],
+        };
+        let mut bytes = Vec::new();
+        cbor4ii::serde::to_writer(&mut bytes, &RpcResponse::Statuses(page.clone())).unwrap();
+        let RpcResponse::Statuses(back) = cbor4ii::serde::from_slice(&bytes).unwrap() else { panic!("a page") };
+        assert_eq!(back, page);
+        let statuses: Vec<PinInfoShort> = back.into_statuses().collect();
+        assert_eq!(statuses.len(), 2);
+        for status in &statuses {
+            assert_eq!((status.peername.as_str(), status.ipfs_peer_id), ("peer-1", Some(daemon)));
+            assert_eq!(status.ipfs_peer_addresses, addresses);
+        }
+        assert_eq!((statuses[0].status, statuses[0].timestamp), (TrackerStatus::Pinned, at));
+        assert_eq!(
+            (statuses[1].error.as_str(), statuses[1].attempt_count, statuses[1].priority_pin),
+            ("no route", 3, true)
+        );
+    }
 }

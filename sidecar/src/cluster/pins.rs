@@ -6,7 +6,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::{Cluster, PinTypeFilter};
 use crate::allocator::{self, AllocationRequest, Candidate};
 use crate::monitor::FREESPACE;
-use crate::protocol::{RpcRequest, RpcResponse};
+use crate::protocol::{PageStatus, RpcRequest, RpcResponse, StatusPage};
 use crate::state::StateOp;
 use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinInfoShort, PinOptions, PinType, StatusFilter, TrackerStatus};
 use crate::{Error, Result};
@@ -139,13 +139,16 @@ impl Cluster {
             infos
         } else {
             // Items ready together go to the other peers as one call each, a few pages at once
-            // (in order), so that reading the pinset, the other peers' answers and encoding the
-            // response overlap.
+            // (in order), each page's calls and merge a task of its own, so that reading the
+            // pinset, the other peers' answers, merging and encoding the response overlap.
             infos
                 .ready_chunks(SCAN_PAGE)
                 .map(move |page| {
                     let cluster = cluster.clone();
-                    async move { cluster.add_peer_statuses(page).await }
+                    let task = tokio::spawn(async move { cluster.add_peer_statuses(page).await });
+                    async move {
+                        task.await.unwrap_or_else(|e| vec![Err(Error::Io(std::io::Error::other(e.to_string())))])
+                    }
                 })
                 .buffered(PAGES_IN_FLIGHT)
                 .flat_map(stream::iter)
@@ -171,17 +174,11 @@ impl Cluster {
             return page;
         }
         let keys = &keys;
-        let answers = futures::future::join_all(self.other_members().into_iter().map(|(peer, addrs)| {
-            let request = RpcRequest::Statuses(keys.clone());
-            async move {
-                let statuses = match self.call_peer(peer, addrs, request).await {
-                    Ok(RpcResponse::Statuses(statuses)) if statuses.len() == keys.len() => Ok(statuses),
-                    Ok(_) => Err("the peer answered something else".to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                (peer.to_string(), statuses)
-            }
-        }))
+        let answers = futures::future::join_all(
+            self.other_members()
+                .into_iter()
+                .map(|(peer, addrs)| async move { (peer.to_string(), self.peer_statuses(peer, addrs, keys).await) }),
+        )
         .await;
         let now = Utc::now();
         for (peer, statuses) in answers {
@@ -206,12 +203,44 @@ impl Cluster {
         page
     }
 
-    /// This peer's status of each of `keys` (the answer to another peer's [`RpcRequest::Statuses`]).
-    pub(super) async fn local_statuses(&self, keys: &[CidKey]) -> Result<Vec<PinInfoShort>> {
+    /// A peer's status of each of `keys`, in order.
+    async fn peer_statuses(
+        &self,
+        peer: libp2p::PeerId,
+        addrs: Vec<libp2p::Multiaddr>,
+        keys: &[CidKey],
+    ) -> std::result::Result<Vec<PinInfoShort>, String> {
+        match self.call_peer(peer, addrs, RpcRequest::Statuses(keys.to_vec())).await {
+            Ok(RpcResponse::Statuses(page)) if page.statuses.len() == keys.len() => Ok(page.into_statuses().collect()),
+            Ok(RpcResponse::Statuses(page)) => {
+                Err(format!("the peer answered {} statuses for {} pins", page.statuses.len(), keys.len()))
+            }
+            Ok(_) => Err("the peer answered something else".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// This peer's status of each of `keys` (the answer to another peer's
+    /// [`RpcRequest::Statuses`]).
+    pub(super) async fn local_status_page(&self, keys: &[CidKey]) -> Result<StatusPage> {
         let keys = keys.to_vec();
         let pins: Vec<(Option<Pin>, CidKey)> =
             self.read_state(move |state| keys.into_iter().map(|key| Ok((state.get(&key)?, key))).collect()).await?;
-        Ok(pins.iter().map(|(pin, key)| self.local_status(key, pin.as_ref())).collect())
+        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
+        let statuses = pins
+            .iter()
+            .map(|(pin, key)| {
+                let local = self.inner.tracker.status_of(key, pin.as_ref());
+                let (secs, nanos) = (local.timestamp.timestamp(), local.timestamp.timestamp_subsec_nanos());
+                PageStatus(local.status, secs, nanos, local.error, local.attempt_count, local.priority_pin)
+            })
+            .collect();
+        Ok(StatusPage {
+            peername: self.inner.config.peername.clone(),
+            ipfs_peer_id: ipfs.id,
+            ipfs_peer_addresses: ipfs.addresses,
+            statuses,
+        })
     }
 
     /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin, or a failed unpin, of this peer.

@@ -92,7 +92,7 @@ pub struct Pin {
     #[serde(rename = "type", default)]
     pub pin_type: PinType,
     /// Peers that must pin this CID; empty means "every peer" (replication -1).
-    #[serde(default, with = "null_as_empty")]
+    #[serde(default, with = "crate::types::rendered::peer_ids")]
     pub allocations: Vec<PeerId>,
     #[serde(default)]
     pub max_depth: i32,

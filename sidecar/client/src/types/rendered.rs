@@ -67,9 +67,52 @@ pub(crate) mod multiaddrs {
     }
 }
 
+/// Serde for a list of peer IDs (a pin's allocations): in human-readable formats base58 text
+/// through the memo, `null` read as empty; in binary formats (the stored pinset, peer-to-peer
+/// calls) exactly as `PeerId`'s own serde writes them.
+pub(crate) mod peer_ids {
+    use libp2p_identity::PeerId;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &[PeerId], s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return ids.serialize(s);
+        }
+        let mut seq = s.serialize_seq(Some(ids.len()))?;
+        for id in ids {
+            seq.serialize_element(&*super::peer_id(id))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PeerId>, D::Error> {
+        if d.is_human_readable() {
+            Ok(Option::<Vec<PeerId>>::deserialize(d)?.unwrap_or_default())
+        } else {
+            Vec::<PeerId>::deserialize(d)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_ids_are_text_in_json_and_peer_id_serde_in_binary_formats() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Ids(#[serde(with = "peer_ids")] Vec<PeerId>);
+        #[derive(serde::Serialize)]
+        struct Plain(Vec<PeerId>);
+        let id = PeerId::random();
+        let ids = Ids(vec![id, id]);
+        assert_eq!(serde_json::to_value(&ids).unwrap(), serde_json::json!([id.to_base58(), id.to_base58()]));
+        assert_eq!(serde_json::from_str::<Ids>("null").unwrap(), Ids(vec![]));
+        let bytes = postcard::to_allocvec(&ids).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&Plain(vec![id, id])).unwrap(), "stored pins read as before");
+        assert_eq!(postcard::from_bytes::<Ids>(&bytes).unwrap(), ids);
+    }
 
     #[test]
     fn multiaddrs_read_back_from_binary_formats() {

@@ -134,7 +134,7 @@ pub struct GlobalPinInfo {
     pub cid: Cid,
     #[serde(default)]
     pub name: String,
-    #[serde(default, with = "null_as_empty")]
+    #[serde(default, with = "crate::types::rendered::peer_ids")]
     pub allocations: Vec<PeerId>,
     #[serde(default, with = "null_as_empty")]
     pub origins: Vec<Multiaddr>,
