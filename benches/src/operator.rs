@@ -10,6 +10,11 @@
 //! - Scale 5 -> 1: from `kubectl scale` to one ClusterPeer left and the condemned pods and claims
 //!   gone, with a writer pinning through the staying pod all along; the longest window in which
 //!   every write was refused, and the refused count.
+//! - Whole-cluster restart (after the rounds): scaled to 3, every peer pod deleted at once, so the
+//!   StatefulSet (OrderedReady) recreates them one at a time, each once the one before is Ready,
+//!   which a peer is only with a live leader, or vouched for by the operator. From the delete to
+//!   the three pods Ready again, with a writer pinning through the three pods all along; the
+//!   longest window in which every write was refused (the outage).
 //! - The operators' resident memory (both replicas, sampled during the run; the standby's too).
 //!
 //! Real IPFS daemons (js-ipfs) beside every peer: the figures include their start-up on this
@@ -94,8 +99,50 @@ pub fn run(args: &Args) -> Result<()> {
         }
         downs.push((took, written));
     }
-    report(&joins, &downs, &operators);
+    let restart = whole_cluster_restart(&release)?;
+    report(&joins, &downs, &restart, &operators);
     Ok(())
+}
+
+/// Scales to 3, deletes every peer pod at once and times their return (all Ready), with a writer.
+fn whole_cluster_restart(release: &Release) -> Result<(Duration, Written)> {
+    release.scale(3)?;
+    let pods: Vec<String> = (0..3).map(Release::pod).collect();
+    let pods: Vec<&str> = pods.iter().map(String::as_str).collect();
+    release.wait_joined(&pods, 3, STEP_TIMEOUT)?;
+    let namespace = release.namespace.as_str();
+    let uids = || {
+        let path = "jsonpath={.items[*].metadata.uid}";
+        let selector = "app.kubernetes.io/component=peer";
+        release.kubectl.run(&["get", "pods", "-n", namespace, "-l", selector, "-o", path]).unwrap_or_default()
+    };
+    let before = uids();
+    let writer = Writer::start(release, &pods)?;
+    let started = Instant::now();
+    let mut delete = vec!["delete", "pods", "-n", namespace, "--wait=false"];
+    delete.extend(pods.iter().copied());
+    release.kubectl.run(&delete)?;
+    wait_for("every peer pod replaced and Ready", STEP_TIMEOUT, || {
+        let path = "jsonpath={.status.readyReplicas}";
+        let ready = release.kubectl.run(&["get", "statefulset", "ipfs-cluster", "-n", namespace, "-o", path]);
+        let ready = ready.map_err(|e| e.to_string())?;
+        let replaced = uids().split_whitespace().filter(|uid| !before.contains(uid)).count();
+        if replaced == 3 && ready == "3" {
+            Ok(())
+        } else {
+            Err(format!("{replaced} of 3 replaced, {ready:?} Ready"))
+        }
+    })?;
+    let took = started.elapsed();
+    let written = writer.finish();
+    println!(
+        "   whole-cluster restart (3 pods deleted at once, OrderedReady): all Ready again after {:.2} s; writes {} acknowledged, {} refused, longest refusal {:.2} s",
+        took.as_secs_f64(),
+        written.acknowledged,
+        written.refused,
+        written.longest_refusal.as_secs_f64()
+    );
+    Ok((took, written))
 }
 
 /// Polls the new pod's sidecar and its ClusterPeer until it is Joined.
@@ -160,7 +207,7 @@ impl OperatorMemory {
     }
 }
 
-fn report(joins: &[Join], downs: &[(Duration, Written)], operators: &OperatorMemory) {
+fn report(joins: &[Join], downs: &[(Duration, Written)], restart: &(Duration, Written), operators: &OperatorMemory) {
     let mut answering: Vec<f64> = joins.iter().map(|j| j.answering_to_joined.as_secs_f64()).collect();
     let mut created: Vec<f64> = joins.iter().map(|j| j.created_to_joined.as_secs_f64()).collect();
     let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
@@ -191,6 +238,10 @@ fn report(joins: &[Join], downs: &[(Duration, Written)], operators: &OperatorMem
         "created_to_joined_s": { "p50": round2(created_p50), "max": round2(created_max) },
         "scale_down_5_to_1_s": scale_s.iter().map(|s| round2(*s)).collect::<Vec<_>>(),
         "writes": { "acknowledged": acknowledged, "refused": refused, "longest_refusal_s": secs(longest_refusal) },
+        "whole_cluster_restart": {
+            "all_ready_s": secs(restart.0), "acknowledged": restart.1.acknowledged,
+            "refused": restart.1.refused, "longest_refusal_s": secs(restart.1.longest_refusal),
+        },
         "operator_rss_mib": { "peak": round2(operators.peak_mib), "end": operators.last_mib.iter().map(|m| round2(*m)).collect::<Vec<_>>() },
         "load": measure::load(),
     }));
