@@ -1,11 +1,8 @@
 //! `PUT /consensus/addresses` (the operator's introductions): malformed, overlong, oversized,
 //! chunked and unauthenticated bodies are refused with a clear error, and the peer is unharmed.
 
+use super::http::put_chunked;
 use sidecar::api::RestApiConfig;
-use tokio::io::AsyncWriteExt;
-use tokio::time::timeout;
-
-use super::http::{read_response, ANSWER_WITHIN};
 
 use super::*;
 
@@ -47,20 +44,7 @@ async fn oversized_and_chunked_introductions_are_413() {
     assert_unharmed(s.addr).await;
 
     // Without Content-Length: four chunks of 512 bytes pass the limit while they are read.
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let head = format!("PUT /consensus/addresses HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n", s.addr);
-    stream.write_all(head.as_bytes()).await.unwrap();
-    for _ in 0..4 {
-        let mut chunk = b"200\r\n".to_vec();
-        chunk.extend(std::iter::repeat_n(b' ', 512));
-        chunk.extend_from_slice(b"\r\n");
-        if stream.write_all(&chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = stream.write_all(b"0\r\n\r\n").await;
-    let r = timeout(ANSWER_WITHIN, read_response(&mut stream)).await.expect("an answer");
-    r.assert_error(413, "request body exceeds 1024 bytes");
+    put_chunked(s.addr, "/consensus/addresses", 4, 512).await.assert_error(413, "request body exceeds 1024 bytes");
     assert_unharmed(s.addr).await;
 }
 

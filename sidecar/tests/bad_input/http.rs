@@ -31,6 +31,23 @@ pub(crate) async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Raw 
     }
 }
 
+/// `PUT path` with a chunked body of `chunks` chunks of `size` spaces (no Content-Length: the
+/// limit must hold on the bytes read); the answer. Writing stops if the server closes first.
+pub(crate) async fn put_chunked(addr: SocketAddr, path: &str, chunks: usize, size: usize) -> Raw {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut chunk = format!("{size:x}\r\n").into_bytes();
+    chunk.extend(std::iter::repeat_n(b' ', size));
+    chunk.extend_from_slice(b"\r\n");
+    for _ in 0..chunks {
+        if stream.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    timeout(ANSWER_WITHIN, read_response(&mut stream)).await.expect("an answer")
+}
 /// Writes `head` and then all of `body`, and only then reads the answer, as a client that uploads
 /// before it looks (Node's fetch) does.
 async fn upload_then_read(addr: SocketAddr, head: &str, body: &[u8]) -> Raw {

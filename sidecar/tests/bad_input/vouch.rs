@@ -1,9 +1,10 @@
 //! `PUT /consensus/vouch` (the operator vouching for a member's readiness without a leader):
-//! malformed, out-of-range, overflowing, oversized and unauthenticated bodies are refused with a
+//! malformed, out-of-range, overflowing, oversized, chunked and unauthenticated bodies are refused with a
 //! clear error, vouch for nothing, and leave the peer unharmed.
 
 use sidecar::api::RestApiConfig;
 
+use super::http::put_chunked;
 use super::*;
 
 fn put(body: &[u8]) -> String {
@@ -38,6 +39,8 @@ async fn bad_vouches_are_refused_and_vouch_for_nothing() {
     }
     let huge = vec![b' '; 4096];
     raw(s.addr, &put(&huge), &huge).await.assert_error(413, "request body exceeds 1024 bytes");
+    nothing_vouched(s.addr).await;
+    put_chunked(s.addr, "/consensus/vouch", 4, 512).await.assert_error(413, "request body exceeds 1024 bytes");
     nothing_vouched(s.addr).await;
 }
 
