@@ -27,6 +27,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+/// The peers measured here (in this process, or re-executed as `peer-child`) allocate as
+/// `cluster-sidecar` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// `POST /pins/{cid}` throughput and latency with concurrent keep-alive clients.

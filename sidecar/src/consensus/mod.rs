@@ -46,7 +46,7 @@ use crate::{Error, Result};
 pub use log_store::LogStore;
 pub use plan::{plan_start, voter_count, StartFacts, StartPlan};
 pub use removal::RemovalNotice;
-pub use types::{ClusterNode, NodeId, OpBatch, TypeConfig};
+pub use types::{ClusterNode, NodeId, OpBatch, SnapshotMeta, TypeConfig, Vote};
 
 /// The consensus files inside the data directory: `raft.redb` and `snapshots/`.
 pub const CONSENSUS_DIR: &str = "raft";

@@ -334,7 +334,7 @@ impl PinState {
     /// peer's IPFS daemon. A damaged or truncated stream is an error and leaves the state as it
     /// was. Observers are not told here: whoever drives the state calls
     /// [`StateObserver::on_restored`] with the summary once this returns.
-    pub fn restore(&self, reader: impl Read) -> Result<SnapshotSummary> {
+    pub fn restore(&self, reader: impl Read + Send) -> Result<SnapshotSummary> {
         snapshot::restore(self, reader)
     }
 

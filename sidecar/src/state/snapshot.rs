@@ -10,12 +10,13 @@
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::iter::Peekable;
 use std::path::Path;
+use std::sync::mpsc;
 
 use redb::{Range, ReadableTable, ReadableTableMetadata};
 
 use super::store::{self, Tables};
 use super::PinState;
-use crate::types::CidKey;
+use crate::types::{CidKey, Pin};
 use crate::{Error, Result};
 
 const HEADER_MAGIC: &[u8; 8] = b"PINSNAP\0";
@@ -72,7 +73,7 @@ pub(super) fn write(state: &PinState, writer: impl Write) -> Result<SnapshotSumm
     Ok(SnapshotSummary { pins: count, last_applied: applied.map(|blob| blob.value().to_vec()) })
 }
 
-pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<SnapshotSummary> {
+pub(super) fn restore(state: &PinState, reader: impl Read + Send) -> Result<SnapshotSummary> {
     let path = state.path();
     let mut input = Checksummed::new(BufReader::with_capacity(256 * 1024, reader));
     let (count, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
@@ -84,35 +85,80 @@ pub(super) fn restore(state: &PinState, reader: impl Read) -> Result<SnapshotSum
     let before = store::open_read(&read, store::PINS, path)?;
     let mut replaced =
         before.iter().map_err(|e| store::db_error(path, "reading the pinset for a restore", e))?.peekable();
-    // Nothing below is visible, or durable, until the commit: any error drops `txn`, which rolls
-    // the whole restore back and leaves the state as it was.
-    let unpin_seq = {
+    // Records are read, checked and decoded on a thread of their own while this one writes them:
+    // the two halves take about the same time. Nothing below is visible, or durable, until the
+    // commit: any error drops `txn`, which rolls the whole restore back and leaves the state as
+    // it was (and drops the receiver, which stops the decoder).
+    let unpin_seq = std::thread::scope(|scope| -> Result<_> {
+        let (batches_out, batches_in) = mpsc::sync_channel(BATCHES_AHEAD);
+        let decoder = scope.spawn(move || decode_records(input, count, batches_out).map_err(|e| rejected(path, e)));
         let mut tables = Tables::open(&txn, path)?;
-        let mut record = Vec::new();
-        let mut last: Option<CidKey> = None;
-        for index in 0..count {
-            input.read_item(&mut record).map_err(|e| rejected(path, e))?;
-            let pin = store::decode_record(&record)
-                .map_err(|why| rejected(path, StreamError::Invalid(format!("record {index}: {why}"))))?;
-            let key = pin.key();
-            if last.as_ref().is_some_and(|last| *last >= key) {
-                let why = format!("record {index}: {} appears twice or out of key order", pin.cid);
-                return Err(rejected(path, StreamError::Invalid(why)));
+        for Batch { records, decoded } in batches_in {
+            for Decoded { key, pin, record } in decoded {
+                unpin_departed(&mut tables, &mut replaced, Some(&key), path)?;
+                // As the op would: a pin whose allocations lost peers gets its unpin record here.
+                tables.pin_record(&pin, &records[record])?;
             }
-            unpin_departed(&mut tables, &mut replaced, Some(&key), path)?;
-            // As the op would: a pin whose allocations lost peers gets its unpin record here.
-            tables.pin(&pin)?;
-            last = Some(key);
         }
-        read_trailer(&mut input).map_err(|e| rejected(path, e))?;
+        // The channel ends when the decoder does: at the end of the stream, or at its error.
+        decoder.join().map_err(|_| Error::Storage(format!("restoring {}: the decoder panicked", path.display())))??;
         unpin_departed(&mut tables, &mut replaced, None, path)?;
         tables.set_last_applied(applied.as_deref())?;
-        tables.written_unpin_seq()
-    };
+        Ok(tables.written_unpin_seq())
+    })?;
     txn.commit().map_err(|e| store::db_error(path, "committing a restore", e))?;
     state.committed_unpin_seq(unpin_seq);
     tracing::info!(file = %path.display(), pins = count, "restored the pinset from a snapshot");
     Ok(SnapshotSummary { pins: count, last_applied: applied })
+}
+
+/// Records decoded per message from the decoder to the writer of a restore, and messages queued.
+const BATCH: usize = 4096;
+const BATCHES_AHEAD: usize = 4;
+
+/// Records of the stream, checked and decoded, as the decoder hands them to the writer.
+#[derive(Default)]
+struct Batch {
+    /// The records as they came, one after the other: stored as they are, without encoding the
+    /// pins again, and without an allocation each.
+    records: Vec<u8>,
+    decoded: Vec<Decoded>,
+}
+
+struct Decoded {
+    key: CidKey,
+    pin: Pin,
+    /// Where its record is in [`Batch::records`].
+    record: std::ops::Range<usize>,
+}
+
+/// Reads the `count` records and the trailer of a snapshot stream, sending them on in batches;
+/// stops at the first bad record, or when the receiver is gone (the restore failed).
+fn decode_records<R: Read>(
+    mut input: Checksummed<R>,
+    count: u64,
+    batches: mpsc::SyncSender<Batch>,
+) -> Result<(), StreamError> {
+    let mut batch = Batch::default();
+    let mut last: Option<CidKey> = None;
+    for index in 0..count {
+        let record = input.append_item(&mut batch.records)?;
+        let pin = store::decode_record(&batch.records[record.clone()])
+            .map_err(|why| StreamError::Invalid(format!("record {index}: {why}")))?;
+        let key = pin.key();
+        if last.as_ref().is_some_and(|last| *last >= key) {
+            return Err(StreamError::Invalid(format!("record {index}: {} appears twice or out of key order", pin.cid)));
+        }
+        last = Some(key.clone());
+        batch.decoded.push(Decoded { key, pin, record });
+        if batch.decoded.len() == BATCH && batches.send(std::mem::take(&mut batch)).is_err() {
+            return Ok(());
+        }
+    }
+    // Checked before the last batch goes: the writer must not finish on a stream that is bad.
+    read_trailer(&mut input)?;
+    let _ = batches.send(batch);
+    Ok(())
 }
 
 /// Unpins, as [`crate::state::StateOp::Unpin`] does (unpin record included), every pin of the
@@ -247,13 +293,20 @@ impl<R: Read> Checksummed<R> {
     }
 
     fn read_item(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        out.clear();
+        self.append_item(out).map(drop)
+    }
+
+    /// Reads an item onto the end of `out`; returns where it is there.
+    fn append_item(&mut self, out: &mut Vec<u8>) -> Result<std::ops::Range<usize>, StreamError> {
         let len = u32::from_le_bytes(self.array()?);
         if len > MAX_ITEM_LEN {
             return Err(StreamError::Invalid(format!("an item claims {len} bytes")));
         }
-        out.resize(len as usize, 0);
-        self.read(out)?;
-        Ok(())
+        let start = out.len();
+        out.resize(start + len as usize, 0);
+        self.read(&mut out[start..])?;
+        Ok(start..out.len())
     }
 }
 

@@ -215,7 +215,12 @@ impl<'t> Tables<'t> {
 
     /// Stores `pin`, unpin record included, and returns the pin it replaced.
     pub(super) fn pin(&mut self, pin: &Pin) -> Result<Option<Pin>> {
-        let previous = self.put(pin)?;
+        self.pin_record(pin, &encode_pin(self.path, pin)?)
+    }
+
+    /// As [`Tables::pin`], with `record` the pin already encoded (as a snapshot carries it).
+    pub(super) fn pin_record(&mut self, pin: &Pin, record: &[u8]) -> Result<Option<Pin>> {
+        let previous = self.put(pin, record)?;
         self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
         Ok(previous)
     }
@@ -232,11 +237,10 @@ impl<'t> Tables<'t> {
         Ok(Some(pin))
     }
 
-    /// Stores `pin` and returns the pin it replaced.
-    fn put(&mut self, pin: &Pin) -> Result<Option<Pin>> {
+    /// Stores `pin`, encoded as `record`, and returns the pin it replaced.
+    fn put(&mut self, pin: &Pin, record: &[u8]) -> Result<Option<Pin>> {
         let key = pin.key();
-        let record = encode_pin(self.path, pin)?;
-        let previous = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
+        let previous = self.pins.insert(key.as_bytes(), record).map_err(write_error(self.path))?;
         let previous = previous.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
         if let Some(at) = previous.as_ref().and_then(|p| p.expire_at) {
             self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
