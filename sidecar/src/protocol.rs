@@ -100,9 +100,13 @@ pub enum RaftMessage {
 /// the data would go as an array with one item per byte, which made encoding and decoding the
 /// chunks the senders' and receivers' main cost in a catch-up.
 mod snapshot_chunk {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{InstallSnapshotRequest, SnapshotMeta, TypeConfig, Vote};
+    use crate::consensus::SNAPSHOT_CHUNK_SIZE as CHUNK_SIZE;
 
     #[derive(Serialize)]
     struct Out<'a> {
@@ -119,9 +123,42 @@ mod snapshot_chunk {
         vote: Vote,
         meta: SnapshotMeta,
         offset: u64,
-        #[serde(with = "serde_bytes")]
+        #[serde(deserialize_with = "bytes_or_numbers")]
         data: Vec<u8>,
         done: bool,
+    }
+
+    /// The data as a byte string, or as the array of numbers that peers before this encoding
+    /// send: a peer of this version still installs a snapshot from a leader not yet upgraded.
+    fn bytes_or_numbers<'de, D: Deserializer<'de>>(from: D) -> Result<Vec<u8>, D::Error> {
+        struct Data;
+
+        impl<'de> Visitor<'de> for Data {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("snapshot data: a byte string or an array of bytes")
+            }
+
+            fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+
+            fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut numbers: A) -> Result<Vec<u8>, A::Error> {
+                // The hint is the sender's word: trusted no further than a chunk's size.
+                let mut data = Vec::with_capacity(numbers.size_hint().unwrap_or(0).min(CHUNK_SIZE));
+                while let Some(byte) = numbers.next_element()? {
+                    data.push(byte);
+                }
+                Ok(data)
+            }
+        }
+
+        from.deserialize_any(Data)
     }
 
     pub fn serialize<S: Serializer>(rpc: &InstallSnapshotRequest<TypeConfig>, to: S) -> Result<S::Ok, S::Error> {
@@ -244,9 +281,20 @@ mod tests {
         assert!(bytes.len() < data.len() + 256, "{} bytes for {} of data", bytes.len(), data.len());
         let RaftMessage::Snapshot(back) = cbor4ii::serde::from_slice(&bytes).unwrap() else { panic!("a chunk") };
         assert_eq!(
-            (back.vote, back.meta, back.offset, back.data, back.done),
-            (Vote::new_committed(3, 1), meta, 4 << 20, data, true)
+            (back.vote, back.meta.clone(), back.offset, &back.data, back.done),
+            (Vote::new_committed(3, 1), meta, 4 << 20, &data, true)
         );
+
+        // As a peer before this encoding sent it (derived: the data as an array of numbers).
+        #[derive(Serialize)]
+        enum Before {
+            Snapshot(InstallSnapshotRequest<TypeConfig>),
+        }
+        let mut numbers = Vec::new();
+        cbor4ii::serde::to_writer(&mut numbers, &Before::Snapshot(back)).unwrap();
+        assert!(numbers.len() > data.len() * 3 / 2, "{} bytes: not the array of numbers", numbers.len());
+        let RaftMessage::Snapshot(old) = cbor4ii::serde::from_slice(&numbers).unwrap() else { panic!("a chunk") };
+        assert_eq!(old.data, data);
     }
 
     /// A page crosses the wire (CBOR, as the host encodes calls) and gives back each status whole:

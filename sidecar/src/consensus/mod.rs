@@ -52,6 +52,8 @@ pub use types::{ClusterNode, NodeId, OpBatch, SnapshotMeta, TypeConfig, Vote};
 pub const CONSENSUS_DIR: &str = "raft";
 /// Left in the data directory by a peer that was removed and cleaned its consensus data.
 pub const REMOVED_MARKER: &str = "removed-from-cluster";
+/// Bytes of a Raft snapshot per message: one at a time crosses to a follower.
+pub const SNAPSHOT_CHUNK_SIZE: usize = 4 * 1024 * 1024;
 
 /// How consensus runs (`service.json`'s `raft` section, flags and environment).
 #[derive(Clone, Debug)]
@@ -146,7 +148,7 @@ impl Consensus {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             // Entries kept behind a snapshot, for followers slightly behind (cheaper than a snapshot).
             max_in_snapshot_log_to_keep: config.snapshot_every.min(100),
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_SIZE as u64,
             install_snapshot_timeout: 60_000,
             ..Default::default()
         }
