@@ -102,19 +102,25 @@ pub enum RaftMessage {
 mod snapshot_chunk {
     use std::fmt;
 
-    use serde::de::{SeqAccess, Visitor};
+    use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
+    use serde::ser::SerializeMap;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use super::{InstallSnapshotRequest, SnapshotMeta, TypeConfig, Vote};
     use crate::consensus::SNAPSHOT_CHUNK_SIZE as CHUNK_SIZE;
+
+    /// The one key of the data's compressed form.
+    const LZ4: &str = "lz4";
+    /// Far above any chunk a peer sends: a compressed block claiming more is refused before its
+    /// memory is allocated.
+    const MAX_DATA: usize = 4 * CHUNK_SIZE;
 
     #[derive(Serialize)]
     struct Out<'a> {
         vote: &'a Vote,
         meta: &'a SnapshotMeta,
         offset: u64,
-        #[serde(with = "serde_bytes")]
-        data: &'a [u8],
+        data: Lz4<'a>,
         done: bool,
     }
 
@@ -123,21 +129,64 @@ mod snapshot_chunk {
         vote: Vote,
         meta: SnapshotMeta,
         offset: u64,
-        #[serde(deserialize_with = "bytes_or_numbers")]
+        #[serde(deserialize_with = "any_form")]
         data: Vec<u8>,
         done: bool,
     }
 
-    /// The data as a byte string, or as the array of numbers that peers before this encoding
-    /// send: a peer of this version still installs a snapshot from a leader not yet upgraded.
-    fn bytes_or_numbers<'de, D: Deserializer<'de>>(from: D) -> Result<Vec<u8>, D::Error> {
+    /// The data as `{"lz4": block}`, one LZ4 block with its length first. A snapshot's records
+    /// repeat field names, peer IDs and timestamps, so about a third of the bytes cross the wire,
+    /// and each byte costs its share of the stream's flow-control round trips.
+    struct Lz4<'a>(&'a [u8]);
+
+    impl Serialize for Lz4<'_> {
+        fn serialize<S: Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+            let block = lz4_flex::block::compress_prepend_size(self.0);
+            let mut map = to.serialize_map(Some(1))?;
+            map.serialize_entry(LZ4, serde_bytes::Bytes::new(&block))?;
+            map.end()
+        }
+    }
+
+    fn decompress<E: serde::de::Error>(block: &[u8]) -> Result<Vec<u8>, E> {
+        let (len, compressed) =
+            block.split_first_chunk::<4>().ok_or_else(|| E::custom("an LZ4 block without its length"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > MAX_DATA {
+            return Err(E::custom(format!("an LZ4 block of {len} bytes, above the {MAX_DATA} a chunk may hold")));
+        }
+        let data =
+            lz4_flex::block::decompress(compressed, len).map_err(|e| E::custom(format!("a bad LZ4 block: {e}")))?;
+        if data.len() != len {
+            return Err(E::custom(format!("an LZ4 block of {} bytes, {len} announced", data.len())));
+        }
+        Ok(data)
+    }
+
+    /// The data compressed, or as the earlier forms that peers before it send, a plain byte
+    /// string or an array of numbers: a peer of this version still installs a snapshot from a
+    /// leader not yet upgraded.
+    fn any_form<'de, D: Deserializer<'de>>(from: D) -> Result<Vec<u8>, D::Error> {
         struct Data;
 
         impl<'de> Visitor<'de> for Data {
             type Value = Vec<u8>;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("snapshot data: a byte string or an array of bytes")
+                f.write_str("snapshot data: {\"lz4\": bytes}, a byte string or an array of bytes")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<u8>, A::Error> {
+                let (key, block) = map
+                    .next_entry::<String, serde_bytes::ByteBuf>()?
+                    .ok_or_else(|| A::Error::custom("empty snapshot data"))?;
+                if key != LZ4 {
+                    return Err(A::Error::custom(format!("snapshot data in an unknown form {key:?}")));
+                }
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("snapshot data with more than its lz4 block"));
+                }
+                decompress(&block)
             }
 
             fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
@@ -162,7 +211,7 @@ mod snapshot_chunk {
     }
 
     pub fn serialize<S: Serializer>(rpc: &InstallSnapshotRequest<TypeConfig>, to: S) -> Result<S::Ok, S::Error> {
-        Out { vote: &rpc.vote, meta: &rpc.meta, offset: rpc.offset, data: &rpc.data, done: rpc.done }.serialize(to)
+        Out { vote: &rpc.vote, meta: &rpc.meta, offset: rpc.offset, data: Lz4(&rpc.data), done: rpc.done }.serialize(to)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<InstallSnapshotRequest<TypeConfig>, D::Error> {
@@ -259,42 +308,127 @@ pub enum RpcResponse {
 mod tests {
     use super::*;
 
-    /// A snapshot chunk crosses the wire whole, its data as one byte string: a few bytes of
-    /// framing, not one CBOR item per byte.
-    #[test]
-    fn a_snapshot_chunk_carries_its_data_as_bytes() {
-        let data: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-        let meta = SnapshotMeta {
-            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
-            last_membership: Default::default(),
-            snapshot_id: "3-42-1000".into(),
-        };
-        let rpc = InstallSnapshotRequest::<TypeConfig> {
+    fn chunk(data: Vec<u8>) -> InstallSnapshotRequest<TypeConfig> {
+        InstallSnapshotRequest {
             vote: Vote::new_committed(3, 1),
-            meta: meta.clone(),
+            meta: SnapshotMeta {
+                last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
+                last_membership: Default::default(),
+                snapshot_id: "3-42-1000".into(),
+            },
             offset: 4 << 20,
-            data: data.clone(),
+            data,
             done: true,
-        };
-        let mut bytes = Vec::new();
-        cbor4ii::serde::to_writer(&mut bytes, &RaftMessage::Snapshot(rpc)).unwrap();
-        assert!(bytes.len() < data.len() + 256, "{} bytes for {} of data", bytes.len(), data.len());
-        let RaftMessage::Snapshot(back) = cbor4ii::serde::from_slice(&bytes).unwrap() else { panic!("a chunk") };
-        assert_eq!(
-            (back.vote, back.meta.clone(), back.offset, &back.data, back.done),
-            (Vote::new_committed(3, 1), meta, 4 << 20, &data, true)
-        );
-
-        // As a peer before this encoding sent it (derived: the data as an array of numbers).
-        #[derive(Serialize)]
-        enum Before {
-            Snapshot(InstallSnapshotRequest<TypeConfig>),
         }
-        let mut numbers = Vec::new();
-        cbor4ii::serde::to_writer(&mut numbers, &Before::Snapshot(back)).unwrap();
+    }
+
+    fn encoded(message: &impl Serialize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        cbor4ii::serde::to_writer(&mut bytes, message).unwrap();
+        bytes
+    }
+
+    /// A Raft snapshot message with the chunk in whatever form another peer gives it.
+    #[derive(Serialize)]
+    enum AsSent<T> {
+        Snapshot(T),
+    }
+
+    fn decoded(bytes: &[u8]) -> std::result::Result<InstallSnapshotRequest<TypeConfig>, String> {
+        match cbor4ii::serde::from_slice(bytes) {
+            Ok(RaftMessage::Snapshot(rpc)) => Ok(rpc),
+            Ok(_) => Err("not a chunk".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A snapshot chunk crosses the wire whole, its data compressed: records repeat most of
+    /// their bytes, and data that does not compress costs only a little framing.
+    #[test]
+    fn a_snapshot_chunk_carries_its_data_compressed() {
+        let record =
+            |i: u32| format!("{{name: dataset-{:03}/file-{i:07}.bin, peer: 12D3KooWPkdnc, at: 2026-12-07}}", i % 1000);
+        let records: Vec<u8> = (0..2000).flat_map(|i| record(i).into_bytes()).collect();
+        let mut state = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        for (data, at_most) in
+            [(records.clone(), records.len() / 2), (noise.clone(), noise.len() + 512), (Vec::new(), 256)]
+        {
+            let sent = chunk(data.clone());
+            let bytes = encoded(&RaftMessage::Snapshot(sent.clone()));
+            assert!(bytes.len() <= at_most, "{} bytes for {} of data", bytes.len(), data.len());
+            let back = decoded(&bytes).unwrap();
+            assert_eq!(
+                (back.vote, back.meta, back.offset, back.data, back.done),
+                (sent.vote, sent.meta, sent.offset, data, sent.done)
+            );
+        }
+    }
+
+    /// Peers before the compression sent the data as one byte string, and before that as an
+    /// array of numbers (derived): a peer of this version reads both.
+    #[test]
+    fn a_snapshot_chunk_from_an_earlier_peer_still_decodes() {
+        let data: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+        #[derive(Serialize)]
+        struct AsBytes<'a> {
+            vote: Vote,
+            meta: SnapshotMeta,
+            offset: u64,
+            #[serde(with = "serde_bytes")]
+            data: &'a [u8],
+            done: bool,
+        }
+        let sent = chunk(data.clone());
+        let as_bytes =
+            AsBytes { vote: sent.vote, meta: sent.meta.clone(), offset: sent.offset, data: &data, done: sent.done };
+        assert_eq!(decoded(&encoded(&AsSent::Snapshot(as_bytes))).unwrap().data, data);
+        let numbers = encoded(&AsSent::Snapshot(sent));
         assert!(numbers.len() > data.len() * 3 / 2, "{} bytes: not the array of numbers", numbers.len());
-        let RaftMessage::Snapshot(old) = cbor4ii::serde::from_slice(&numbers).unwrap() else { panic!("a chunk") };
-        assert_eq!(old.data, data);
+        assert_eq!(decoded(&numbers).unwrap().data, data);
+    }
+
+    /// A compressed block that lies about its length, or is damaged, is an error, not an
+    /// allocation of what it claims or a panic.
+    #[test]
+    fn a_bad_compressed_chunk_is_refused() {
+        #[derive(Serialize)]
+        struct Raw {
+            vote: Vote,
+            meta: SnapshotMeta,
+            offset: u64,
+            data: std::collections::BTreeMap<&'static str, serde_bytes::ByteBuf>,
+            done: bool,
+        }
+        let with_block = |key: &'static str, block: Vec<u8>| {
+            let sent = chunk(Vec::new());
+            let data = [(key, serde_bytes::ByteBuf::from(block))].into_iter().collect();
+            encoded(&AsSent::Snapshot(Raw { vote: sent.vote, meta: sent.meta, offset: 0, data, done: false }))
+        };
+        let mut block = lz4_flex::block::compress_prepend_size(&[7u8; 4096]);
+        let huge = (1u32 << 30).to_le_bytes();
+        let mut bomb = block.clone();
+        bomb[..4].copy_from_slice(&huge);
+        let cut = block[..block.len() - 3].to_vec();
+        let short = vec![1, 0];
+        for (key, bad, expected) in [
+            ("lz4", bomb, "above the"),
+            ("lz4", cut, "bad LZ4 block"),
+            ("lz4", short, "without its length"),
+            ("zstd", block.clone(), "unknown form"),
+        ] {
+            let error = decoded(&with_block(key, bad)).unwrap_err();
+            assert!(error.contains(expected), "{key}: {error}");
+        }
+        block[0] += 1; // announces one byte more than the block holds
+        assert!(decoded(&with_block("lz4", block)).is_err());
     }
 
     /// A page crosses the wire (CBOR, as the host encodes calls) and gives back each status whole:
