@@ -23,6 +23,7 @@ mod network;
 mod plan;
 mod removal;
 mod rpc;
+mod snapshot_file;
 mod state_machine;
 #[cfg(test)]
 mod tests;

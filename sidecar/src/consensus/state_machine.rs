@@ -5,8 +5,10 @@
 //! never disagree after a crash. The pin tracker hears of the changes before Raft answers the
 //! write. A snapshot is the pinset's own snapshot stream, written to a file and fsynced; only the
 //! newest is kept, with its metadata in `current.meta`, and never replaced by an older one. A
-//! received snapshot is kept before it is restored, so the pinset is never ahead of the current
-//! snapshot: a crash in between is finished when the state machine opens again.
+//! snapshot being received is staged into the pinset's files as its chunks arrive (see
+//! [`PinState::stage`]), unseen until the install swaps it in; it is kept before that swap, so the
+//! pinset is never ahead of the current snapshot: a crash in between is finished when the state
+//! machine opens again.
 
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -16,8 +18,9 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::snapshot_file::{Arriving, Progress, SnapshotFile};
 use super::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::state::{PinState, StateObserver};
+use crate::state::{PinState, StagedSnapshot, StateObserver};
 use crate::{Error, Result};
 
 const CURRENT_META: &str = "current.meta";
@@ -48,6 +51,31 @@ pub struct StateMachine {
     snapshots: Arc<SnapshotDir>,
     /// The membership as of the last applied entry (written with each apply).
     membership: StoredMembership,
+    /// The snapshot being received, staged into the pinset as it arrives.
+    receiving: Option<Receiving>,
+}
+
+struct Receiving {
+    progress: Arc<Progress>,
+    staging: tokio::task::JoinHandle<Result<StagedSnapshot>>,
+}
+
+impl Receiving {
+    /// Stops the staging (its file is given up) and waits for it to end.
+    async fn stop(self) {
+        self.progress.abandon();
+        if let Ok(Ok(staged)) = self.staging.await {
+            tracing::debug!(?staged, "a snapshot was staged but not installed");
+        }
+    }
+}
+
+impl Drop for StateMachine {
+    fn drop(&mut self) {
+        if let Some(receiving) = &self.receiving {
+            receiving.progress.abandon();
+        }
+    }
 }
 
 impl StateMachine {
@@ -56,7 +84,7 @@ impl StateMachine {
         let snapshots = Arc::new(SnapshotDir { dir: snapshot_dir.to_path_buf(), files: Mutex::new(()) });
         snapshots.finish_interrupted_install(&state, observer.as_ref())?;
         let membership = Applied::read(&state)?.membership;
-        Ok(StateMachine { state, observer, snapshots, membership })
+        Ok(StateMachine { state, observer, snapshots, membership, receiving: None })
     }
 }
 
@@ -112,41 +140,79 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { state: self.state.clone(), snapshots: self.snapshots.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<tokio::fs::File>, StorageError> {
+    /// Starts staging the snapshot into the pinset while it arrives (see [`PinState::stage`]).
+    async fn begin_receiving_snapshot(&mut self) -> std::result::Result<Box<SnapshotFile>, StorageError> {
+        let failed = |e: std::io::Error| StorageError::from(StorageIOError::write_snapshot(None, io_error(e)));
+        if let Some(earlier) = self.receiving.take() {
+            earlier.stop().await;
+        }
+        let path = self.snapshots.incoming();
+        // A new file, not the earlier one truncated: its writer may still hold it.
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+            _ => {}
+        }
         // Read back by `install_snapshot` through this very handle: open it for both.
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(self.snapshots.incoming())
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
+        let file =
+            tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).await.map_err(failed)?;
+        let arriving = std::fs::File::open(&path).map_err(failed)?;
+        let (file, progress) = SnapshotFile::receiving(file);
+        let state = self.state.clone();
+        let reader = Arriving::new(arriving, progress.clone());
+        let staging = tokio::task::spawn_blocking(move || state.stage(reader));
+        self.receiving = Some(Receiving { progress, staging });
         Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotFile>,
     ) -> std::result::Result<(), StorageError> {
         let failed = |e: Error| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), io_error(e)));
-        let mut file = snapshot.into_std().await;
+        let staging = match self.receiving.take() {
+            Some(receiving) if snapshot.is_followed_by(&receiving.progress) => Some(receiving.staging),
+            other => {
+                if let Some(stale) = other {
+                    stale.stop().await;
+                }
+                None
+            }
+        };
+        let file = snapshot.into_std().await;
+        // Kept first: a pinset restored past the current snapshot could leave that older one
+        // to be sent to followers behind the purge point. The open handle reads on, even if
+        // a newer snapshot made this one go. Kept while the staging ends.
+        let keep = {
+            let snapshots = self.snapshots.clone();
+            let meta = meta.clone();
+            tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+                let started = std::time::Instant::now();
+                file.sync_all()?;
+                snapshots.keep(snapshots.incoming(), &meta)?;
+                tracing::info!(seconds = started.elapsed().as_secs_f64(), "kept the snapshot received");
+                Ok(file)
+            })
+        };
+        let joined = |e: tokio::task::JoinError| failed(Error::Storage(e.to_string()));
+        let staged = match staging {
+            Some(staging) => Some(staging.await.map_err(joined)?.map_err(failed)?),
+            None => None,
+        };
+        let file = keep.await.map_err(joined)?.map_err(failed)?;
         let state = self.state.clone();
-        let snapshots = self.snapshots.clone();
-        let meta_owned = meta.clone();
-        let summary = tokio::task::spawn_blocking(move || -> Result<_> {
-            use std::io::Seek;
-            file.sync_all()?;
-            // Kept first: a pinset restored past the current snapshot could leave that older one
-            // to be sent to followers behind the purge point. The open handle reads on, even if
-            // a newer snapshot made this one go.
-            snapshots.keep(snapshots.incoming(), &meta_owned)?;
-            file.rewind()?;
-            state.restore(BufReader::new(&file))
+        let summary = tokio::task::spawn_blocking(move || match staged {
+            Some(staged) => state.finish_restore(staged),
+            // Not received through `begin_receiving_snapshot`: restored from the start.
+            None => {
+                use std::io::Seek;
+                let mut file = file;
+                file.rewind()?;
+                state.restore(BufReader::new(&file))
+            }
         })
         .await
-        .map_err(|e| failed(Error::Storage(e.to_string())))?
+        .map_err(joined)?
         .map_err(failed)?;
         let applied = summary.last_applied.as_deref().map(decode_applied).transpose().map_err(failed)?;
         self.membership = applied.map(|a| a.membership).unwrap_or_else(|| meta.last_membership.clone());
@@ -263,7 +329,7 @@ impl SnapshotDir {
             let file = std::fs::File::open(self.file_of(&meta))?;
             (meta, file)
         };
-        Ok(Some(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
+        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotFile::new(tokio::fs::File::from_std(file))) }))
     }
 
     /// Restores the current snapshot if the pinset is behind it: an install was stopped between
@@ -290,6 +356,7 @@ impl SnapshotDir {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use openraft::CommittedLeaderId;
     use tempfile::TempDir;
@@ -337,10 +404,10 @@ mod tests {
     }
 
     /// Receives `bytes` as openraft does before it installs them.
-    async fn received(machine: &mut StateMachine, bytes: &[u8]) -> Box<tokio::fs::File> {
+    async fn received(machine: &mut StateMachine, bytes: &[u8]) -> Box<SnapshotFile> {
         let mut file = machine.begin_receiving_snapshot().await.unwrap();
         file.write_all(bytes).await.unwrap();
-        file.flush().await.unwrap();
+        file.shutdown().await.unwrap();
         file
     }
 
@@ -386,5 +453,61 @@ mod tests {
         // A pinset at or past its current snapshot is left as it is.
         StateMachine::open(state, restores.clone(), &dir.path().join("follower")).unwrap();
         assert_eq!(restores.0.load(Ordering::Relaxed), 1);
+    }
+
+    fn entry(n: u64) -> Entry {
+        Entry { log_id: log_id(n), payload: EntryPayload::Normal(OpBatch(vec![StateOp::Pin(pin_n(n))])) }
+    }
+
+    /// A snapshot is staged while its chunks arrive, and the state machine applies entries
+    /// meanwhile: the staging never holds the pinset's writes up until the transfer ends.
+    #[tokio::test]
+    async fn entries_apply_while_a_snapshot_arrives_and_the_install_replaces_them() {
+        let dir = TempDir::new().unwrap();
+        let (meta, bytes) = leader_snapshot(&dir).await;
+        let (state, mut follower) = machine_at(&dir, "follower", 1).await;
+
+        let mut file = follower.begin_receiving_snapshot().await.unwrap();
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        file.write_all(first).await.unwrap();
+        let applied = tokio::time::timeout(Duration::from_secs(30), follower.apply([entry(2)])).await;
+        applied.expect("an apply while a snapshot arrives").unwrap();
+        assert_eq!(state.scan(None, usize::MAX).unwrap(), vec![pin_n(1), pin_n(2)], "not yet installed");
+
+        file.write_all(rest).await.unwrap();
+        file.shutdown().await.unwrap();
+        follower.install_snapshot(&meta, file).await.unwrap();
+        assert_eq!(state.scan(None, usize::MAX).unwrap(), (1..=5).map(pin_n).collect::<Vec<_>>());
+        assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(5)));
+    }
+
+    /// A transfer given up (openraft starts another one, for a newer snapshot or from a new
+    /// leader) stops its staging, and the next transfer installs whole.
+    #[tokio::test]
+    async fn a_transfer_given_up_stops_its_staging_and_the_next_one_installs() {
+        let dir = TempDir::new().unwrap();
+        let (meta, bytes) = leader_snapshot(&dir).await;
+        let (state, mut follower) = machine_at(&dir, "follower", 2).await;
+
+        let mut abandoned = follower.begin_receiving_snapshot().await.unwrap();
+        abandoned.write_all(&bytes[..bytes.len() / 3]).await.unwrap();
+        let file = tokio::time::timeout(Duration::from_secs(30), received(&mut follower, &bytes))
+            .await
+            .expect("the earlier staging stops");
+        drop(abandoned);
+        follower.install_snapshot(&meta, file).await.unwrap();
+        assert_eq!(state.scan(None, usize::MAX).unwrap(), (1..=5).map(pin_n).collect::<Vec<_>>());
+
+        // A state machine dropped mid-transfer lets its staging go too.
+        let (other_state, mut other) = machine_at(&dir, "other", 2).await;
+        let mut partial = other.begin_receiving_snapshot().await.unwrap();
+        partial.write_all(&bytes[..bytes.len() / 3]).await.unwrap();
+        drop(other);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&other_state) > 1 {
+            assert!(tokio::time::Instant::now() < deadline, "the staging still holds the pinset");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(other_state.scan(None, usize::MAX).unwrap(), vec![pin_n(1), pin_n(2)]);
     }
 }

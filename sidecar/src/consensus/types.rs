@@ -55,7 +55,7 @@ openraft::declare_raft_types!(
         R = (),
         NodeId = NodeId,
         Node = ClusterNode,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = super::snapshot_file::SnapshotFile,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

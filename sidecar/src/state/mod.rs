@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::{Cid, CidKey, Pin, PinMode};
 use crate::Result;
 
-pub use snapshot::SnapshotSummary;
+pub use snapshot::{SnapshotSummary, StagedSnapshot};
 
 /// An operation on the pinset.
 // The pin travels by value: each op moves once through a channel, and boxing it would cost an
@@ -145,6 +145,8 @@ pub struct PinState {
     path: PathBuf,
     /// The `seq` of the last unpin record committed (0: none yet).
     unpin_seq: AtomicU64,
+    /// Restores started: the latest owns the staged tables (see [`PinState::stage`]).
+    staging: AtomicU64,
 }
 
 impl PinState {
@@ -157,9 +159,10 @@ impl PinState {
     /// [`PinState::open`] with explicit options.
     pub fn open_with(path: &Path, options: &StateOptions) -> Result<Self> {
         let db = store::open(path, options)?;
-        let state = PinState { db, path: path.to_path_buf(), unpin_seq: AtomicU64::new(0) };
+        let state = PinState { db, path: path.to_path_buf(), unpin_seq: AtomicU64::new(0), staging: AtomicU64::new(0) };
         let seq = state.read_meta(store::UNPIN_SEQ)?.map(|v| store::decode_seq(path, &v)).transpose()?;
         state.unpin_seq.store(seq.unwrap_or(0), Ordering::Release);
+        snapshot::drop_unfinished(&state)?;
         Ok(state)
     }
 
@@ -328,14 +331,28 @@ impl PinState {
         snapshot::write(self, writer)
     }
 
-    /// Replaces the whole pinset (and `last_applied`) with the stream of [`PinState::snapshot`], in
-    /// one durable transaction. Each pin it removes, or whose allocations lose peers, gets its
+    /// Replaces the whole pinset (and `last_applied`) with the stream of [`PinState::snapshot`],
+    /// visible and durable at once, in one transaction. Each pin it removes, or whose allocations lose peers, gets its
     /// unpin record as if an op had done it: the ops a snapshot compacts away still reach every
     /// peer's IPFS daemon. A damaged or truncated stream is an error and leaves the state as it
     /// was. Observers are not told here: whoever drives the state calls
     /// [`StateObserver::on_restored`] with the summary once this returns.
     pub fn restore(&self, reader: impl Read + Send) -> Result<SnapshotSummary> {
         snapshot::restore(self, reader)
+    }
+
+    /// The first half of [`PinState::restore`]: writes the stream, checked to its end, where no
+    /// reader sees it, in transactions that let other writes go on meanwhile; so it can follow a
+    /// stream still arriving. Nothing changes for readers until [`PinState::finish_restore`]. A
+    /// later call takes the staged tables over, and this one's result is then refused.
+    pub fn stage(&self, reader: impl Read + Send) -> Result<StagedSnapshot> {
+        snapshot::stage(self, reader)
+    }
+
+    /// The second half of [`PinState::restore`]: swaps the staged pinset in, in one durable
+    /// transaction with the unpin records it owes.
+    pub fn finish_restore(&self, staged: StagedSnapshot) -> Result<SnapshotSummary> {
+        snapshot::finish(self, staged)
     }
 
     fn read_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {

@@ -8,11 +8,12 @@
 //! - trailer: `PINSEND\0`, u32 CRC-32 (IEEE) of every byte before it; then the end of the stream.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::iter::Peekable;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::Instant;
 
-use redb::{Range, ReadableTable, ReadableTableMetadata};
+use redb::{Durability, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction};
 
 use super::store::{self, Tables};
 use super::PinState;
@@ -73,43 +74,190 @@ pub(super) fn write(state: &PinState, writer: impl Write) -> Result<SnapshotSumm
     Ok(SnapshotSummary { pins: count, last_applied: applied.map(|blob| blob.value().to_vec()) })
 }
 
+/// Tables a restore writes the snapshot's pinset into, out of sight of every reader, before
+/// [`finish`] swaps them in for `pins` and `expiry`.
+const STAGED_PINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("restoring.pins");
+const STAGED_EXPIRY: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("restoring.expiry");
+
+/// A snapshot stream written whole into the staged tables, checked to its trailer: what
+/// [`finish`] swaps in.
+#[derive(Debug)]
+pub struct StagedSnapshot {
+    pins: u64,
+    applied: Option<Vec<u8>>,
+    /// Which [`stage`] wrote it: a later one takes the staged tables over.
+    generation: u64,
+}
+
+/// [`stage`], then [`finish`].
 pub(super) fn restore(state: &PinState, reader: impl Read + Send) -> Result<SnapshotSummary> {
+    finish(state, stage(state, reader)?)
+}
+
+/// Writes the snapshot stream into the staged tables, one batch of records per transaction and
+/// none of them durable ([`finish`] is): other writes, the state machine's applies among them,
+/// go on meanwhile, and the stream may be read while it is still arriving. Records are read,
+/// checked and decoded on a thread of their own while this one writes them. A bad stream is an
+/// error that leaves the pinset as it was (the staged tables are only emptied).
+pub(super) fn stage(state: &PinState, reader: impl Read + Send) -> Result<StagedSnapshot> {
+    let path = state.path();
+    let generation = state.staging.fetch_add(1, Ordering::AcqRel) + 1;
+    let started = Instant::now();
+    let staged = stage_as(state, generation, reader);
+    if staged.is_err() {
+        // Only the disk space is at stake: the tables are emptied again by the next restore.
+        if let Err(e) = write_staged(state, generation, clear_staged) {
+            tracing::warn!(file = %path.display(), error = %e, "could not empty the tables of a failed restore");
+        }
+    }
+    let staged = staged?;
+    tracing::info!(
+        file = %path.display(),
+        pins = staged.pins,
+        seconds = started.elapsed().as_secs_f64(),
+        "staged a snapshot of the pinset"
+    );
+    Ok(staged)
+}
+
+fn stage_as(state: &PinState, generation: u64, reader: impl Read + Send) -> Result<StagedSnapshot> {
     let path = state.path();
     let mut input = Checksummed::new(BufReader::with_capacity(256 * 1024, reader));
-    let (count, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
-
-    let txn = state.db.begin_write().map_err(|e| store::db_error(path, "starting a restore", e))?;
-    // The pinset as the restore found it: with the write started, a read sees exactly what it
-    // replaces. Walked beside the stream, both in key order, so neither side is held in memory.
-    let read = state.begin_read()?;
-    let before = store::open_read(&read, store::PINS, path)?;
-    let mut replaced =
-        before.iter().map_err(|e| store::db_error(path, "reading the pinset for a restore", e))?.peekable();
-    // Records are read, checked and decoded on a thread of their own while this one writes them:
-    // the two halves take about the same time. Nothing below is visible, or durable, until the
-    // commit: any error drops `txn`, which rolls the whole restore back and leaves the state as
-    // it was (and drops the receiver, which stops the decoder).
-    let unpin_seq = std::thread::scope(|scope| -> Result<_> {
+    let (pins, applied) = read_header(&mut input).map_err(|e| rejected(path, e))?;
+    write_staged(state, generation, clear_staged)?;
+    std::thread::scope(|scope| -> Result<()> {
         let (batches_out, batches_in) = mpsc::sync_channel(BATCHES_AHEAD);
-        let decoder = scope.spawn(move || decode_records(input, count, batches_out).map_err(|e| rejected(path, e)));
-        let mut tables = Tables::open(&txn, path)?;
-        for Batch { records, decoded } in batches_in {
-            for Decoded { key, pin, record } in decoded {
-                unpin_departed(&mut tables, &mut replaced, Some(&key), path)?;
-                // As the op would: a pin whose allocations lost peers gets its unpin record here.
-                tables.pin_record(&pin, &records[record])?;
-            }
+        let decoder = scope.spawn(move || decode_records(input, pins, batches_out).map_err(|e| rejected(path, e)));
+        // An error drops the receiver, which stops the decoder.
+        for batch in batches_in {
+            write_staged(state, generation, |txn| stage_batch(txn, batch))?;
         }
         // The channel ends when the decoder does: at the end of the stream, or at its error.
-        decoder.join().map_err(|_| Error::Storage(format!("restoring {}: the decoder panicked", path.display())))??;
-        unpin_departed(&mut tables, &mut replaced, None, path)?;
-        tables.set_last_applied(applied.as_deref())?;
-        Ok(tables.written_unpin_seq())
+        decoder.join().map_err(|_| Error::Storage(format!("restoring {}: the decoder panicked", path.display())))?
     })?;
-    txn.commit().map_err(|e| store::db_error(path, "committing a restore", e))?;
+    Ok(StagedSnapshot { pins, applied, generation })
+}
+
+/// Runs `write` in a transaction of its own, not durable, unless a later [`stage`] took the
+/// staged tables over.
+fn write_staged(
+    state: &PinState,
+    generation: u64,
+    write: impl FnOnce(&WriteTransaction) -> std::result::Result<(), redb::Error>,
+) -> Result<()> {
+    let path = state.path();
+    let mut txn = state.db.begin_write().map_err(|e| store::db_error(path, "staging a restore", e))?;
+    superseded(state, generation)?;
+    txn.set_durability(Durability::None)
+        .map_err(|e| store::db_error(path, "staging a restore", redb::Error::from(e)))?;
+    write(&txn).map_err(|e| store::db_error(path, "staging a restore", e))?;
+    txn.commit().map_err(|e| store::db_error(path, "staging a restore", e))
+}
+
+fn superseded(state: &PinState, generation: u64) -> Result<()> {
+    match state.staging.load(Ordering::Acquire) {
+        current if current == generation => Ok(()),
+        _ => Err(Error::Storage(format!(
+            "restoring {}: another restore started meanwhile and replaced this one",
+            state.path().display()
+        ))),
+    }
+}
+
+/// Drops what a restore stopped by a crash left in the staged tables: nothing will finish it.
+pub(super) fn drop_unfinished(state: &PinState) -> Result<()> {
+    let read = state.begin_read()?;
+    let tables = read.list_tables().map_err(|e| store::db_error(state.path(), "listing tables", e))?;
+    if !tables.into_iter().any(|table| table.name() == STAGED_PINS.name()) {
+        return Ok(());
+    }
+    tracing::info!(file = %state.path().display(), "dropping the staged tables of a restore that did not finish");
+    write_staged(state, state.staging.load(Ordering::Acquire), |txn| {
+        txn.delete_table(STAGED_PINS)?;
+        txn.delete_table(STAGED_EXPIRY)?;
+        Ok(())
+    })
+}
+
+/// Empties the staged tables (creates them, the first time).
+fn clear_staged(txn: &WriteTransaction) -> std::result::Result<(), redb::Error> {
+    txn.delete_table(STAGED_PINS)?;
+    txn.delete_table(STAGED_EXPIRY)?;
+    txn.open_table(STAGED_PINS)?;
+    txn.open_table(STAGED_EXPIRY)?;
+    Ok(())
+}
+
+fn stage_batch(txn: &WriteTransaction, Batch { records, decoded }: Batch) -> std::result::Result<(), redb::Error> {
+    let mut pins = txn.open_table(STAGED_PINS)?;
+    let mut expiry = txn.open_table(STAGED_EXPIRY)?;
+    for Decoded { key, pin, record } in decoded {
+        // Stored as it came, without encoding the pin again.
+        pins.insert(key.as_bytes(), &records[record])?;
+        if let Some(at) = pin.expire_at {
+            expiry.insert((at.timestamp(), key.as_bytes()), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the staged pinset the pinset, in one durable transaction. Each pin it removes, or whose
+/// allocations lose peers, gets its unpin record as if an op had done it.
+pub(super) fn finish(state: &PinState, staged: StagedSnapshot) -> Result<SnapshotSummary> {
+    let path = state.path();
+    let started = Instant::now();
+    let failed = |e: redb::Error| store::db_error(path, "finishing a restore", e);
+    let txn = state.db.begin_write().map_err(|e| failed(e.into()))?;
+    superseded(state, staged.generation)?;
+    // The pinset as the restore found it: with the write started, a read sees exactly what it
+    // replaces.
+    let read = state.begin_read()?;
+    let before = store::open_read(&read, store::PINS, path)?;
+    let unpin_seq = {
+        let incoming = txn.open_table(STAGED_PINS).map_err(|e| failed(e.into()))?;
+        let incoming_pin = |key: &[u8]| -> Result<Option<Pin>> {
+            let record = incoming.get(key).map_err(|e| failed(e.into()))?;
+            record.map(|record| store::decode_pin(path, key, record.value())).transpose()
+        };
+        let mut tables = Tables::open(&txn, path)?;
+        // Only keys that had a pin or an unpin record can owe an unpin: a pin new with the
+        // snapshot owes nobody.
+        for entry in before.iter().map_err(|e| failed(e.into()))? {
+            let (key, record) = entry.map_err(|e| failed(e.into()))?;
+            let previous = store::decode_pin(path, key.value(), record.value())?;
+            tables.track_removal(&cid_key(path, key.value())?, Some(&previous), incoming_pin(key.value())?.as_ref())?;
+        }
+        for key in tables.recorded_unpins()? {
+            if before.get(key.as_bytes()).map_err(|e| failed(e.into()))?.is_none() {
+                tables.track_removal(&key, None, incoming_pin(key.as_bytes())?.as_ref())?;
+            }
+        }
+        tables.set_last_applied(staged.applied.as_deref())?;
+        tables.written_unpin_seq()
+    };
+    let swap = || -> std::result::Result<(), redb::Error> {
+        txn.delete_table(store::PINS)?;
+        txn.delete_table(store::EXPIRY)?;
+        txn.rename_table(STAGED_PINS, store::PINS)?;
+        txn.rename_table(STAGED_EXPIRY, store::EXPIRY)?;
+        Ok(())
+    };
+    swap().map_err(failed)?;
+    txn.commit().map_err(|e| failed(e.into()))?;
     state.committed_unpin_seq(unpin_seq);
-    tracing::info!(file = %path.display(), pins = count, "restored the pinset from a snapshot");
-    Ok(SnapshotSummary { pins: count, last_applied: applied })
+    tracing::info!(
+        file = %path.display(),
+        pins = staged.pins,
+        seconds = started.elapsed().as_secs_f64(),
+        "restored the pinset from a snapshot"
+    );
+    Ok(SnapshotSummary { pins: staged.pins, last_applied: staged.applied })
+}
+
+fn cid_key(path: &Path, key: &[u8]) -> Result<CidKey> {
+    CidKey::from_bytes(key).ok_or_else(|| {
+        store::damaged(path, format!("a pin is stored under {}, not a CID key", store::describe_key(key)))
+    })
 }
 
 /// Records decoded per message from the decoder to the writer of a restore, and messages queued.
@@ -158,31 +306,6 @@ fn decode_records<R: Read>(
     // Checked before the last batch goes: the writer must not finish on a stream that is bad.
     read_trailer(&mut input)?;
     let _ = batches.send(batch);
-    Ok(())
-}
-
-/// Unpins, as [`crate::state::StateOp::Unpin`] does (unpin record included), every pin of the
-/// replaced pinset with a key below `until` (every one left when `None`): the snapshot, read in
-/// key order up to `until`, does not have them. A pin at `until` itself is passed over, the
-/// snapshot's own pin replaces it.
-fn unpin_departed(
-    tables: &mut Tables,
-    replaced: &mut Peekable<Range<'_, &'static [u8], &'static [u8]>>,
-    until: Option<&CidKey>,
-    path: &Path,
-) -> Result<()> {
-    // An unreadable entry is taken too, to report its error.
-    let up_to_until = |key: &[u8]| until.is_none_or(|until| key <= until.as_bytes());
-    while let Some(entry) = replaced.next_if(|entry| entry.as_ref().map_or(true, |(key, _)| up_to_until(key.value()))) {
-        let (key, _) = entry.map_err(|e| store::db_error(path, "reading the pinset for a restore", e))?;
-        if until.is_some_and(|until| key.value() == until.as_bytes()) {
-            continue;
-        }
-        let key = CidKey::from_bytes(key.value()).ok_or_else(|| {
-            store::damaged(path, format!("a pin is stored under {}, not a CID key", store::describe_key(key.value())))
-        })?;
-        tables.unpin(&key)?;
-    }
     Ok(())
 }
 

@@ -254,7 +254,7 @@ impl<'t> Tables<'t> {
     /// Keeps the unpin record of `key` in step with its pin going from `previous` to `next` (`None`:
     /// unpinned), so that the peers that lost the pin learn of it even if they crash before their
     /// IPFS unpin ran. Every write gives the record a new `seq`.
-    fn track_removal(&mut self, key: &CidKey, previous: Option<&Pin>, next: Option<&Pin>) -> Result<()> {
+    pub(super) fn track_removal(&mut self, key: &CidKey, previous: Option<&Pin>, next: Option<&Pin>) -> Result<()> {
         let recorded = self.unpins.get(key.as_bytes()).map_err(write_error(self.path))?;
         let recorded = recorded.map(|r| decode_unpin(self.path, key.as_bytes(), r.value())).transpose()?;
         let owed = owed_peers(
@@ -278,6 +278,21 @@ impl<'t> Tables<'t> {
         let record = encode_unpin(self.path, &UnpinRecord { cid, mode, from, seq })?;
         self.unpins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
         Ok(())
+    }
+
+    /// The keys of every unpin record, in key order.
+    pub(super) fn recorded_unpins(&self) -> Result<Vec<CidKey>> {
+        let mut keys = Vec::new();
+        for entry in self.unpins.iter().map_err(write_error(self.path))? {
+            let (key, _) = entry.map_err(write_error(self.path))?;
+            keys.push(CidKey::from_bytes(key.value()).ok_or_else(|| {
+                damaged(
+                    self.path,
+                    format!("an unpin record is stored under {}, not a CID key", describe_key(key.value())),
+                )
+            })?);
+        }
+        Ok(keys)
     }
 
     fn next_unpin_seq(&mut self) -> Result<u64> {

@@ -347,6 +347,75 @@ fn damaged_snapshots_are_rejected_and_change_nothing() {
     }
 }
 
+#[test]
+fn a_staged_snapshot_is_unseen_until_finished_and_writes_go_on_meanwhile() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    let mut pins: Vec<Pin> = (0..10_000).map(pin_n).collect();
+    pins[7].expire_at = Some(at("2030-01-01T00:00:00Z"));
+    source.apply_each(&pins.iter().cloned().map(StateOp::Pin).collect::<Vec<_>>(), Some(b"leader")).unwrap();
+    let mut stream = Vec::new();
+    source.snapshot(&mut stream).unwrap();
+
+    let target = PinState::open(&dir.path().join("b.redb")).unwrap();
+    target.apply_each(&[StateOp::Pin(pin_n(20_000))], Some(b"mine")).unwrap();
+    let staged = target.stage(stream.as_slice()).unwrap();
+    assert_eq!(all_pins(&target), vec![pin_n(20_000)], "staged, not yet seen");
+    assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![]);
+    target.apply_each(&[StateOp::Pin(pin_n(20_001))], Some(b"mine, later")).unwrap();
+
+    let summary = target.finish_restore(staged).unwrap();
+    assert_eq!(summary, SnapshotSummary { pins: 10_000, last_applied: Some(b"leader".to_vec()) });
+    assert_eq!(all_pins(&target), all_pins(&source));
+    assert_eq!(target.expired(at("2031-01-01T00:00:00Z")).unwrap(), vec![pins[7].clone()]);
+    // Both pins the snapshot does not have owe their unpin, the one written while it was staged too.
+    let owed: Vec<_> = all_unpins(&target).into_iter().map(|u| u.key).collect();
+    assert_eq!(owed, vec![pin_n(20_000).key(), pin_n(20_001).key()]);
+}
+
+#[test]
+fn a_later_stage_takes_the_staged_tables_over() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    source.apply(&[StateOp::Pin(pin_n(1))]).unwrap();
+    let mut first = Vec::new();
+    source.snapshot(&mut first).unwrap();
+    source.apply(&[StateOp::Pin(pin_n(2))]).unwrap();
+    let mut second = Vec::new();
+    source.snapshot(&mut second).unwrap();
+
+    let target = PinState::open(&dir.path().join("b.redb")).unwrap();
+    let earlier = target.stage(first.as_slice()).unwrap();
+    let later = target.stage(second.as_slice()).unwrap();
+    let msg = storage_error(target.finish_restore(earlier));
+    assert!(msg.contains("another restore started"), "{msg}");
+    assert!(target.is_empty().unwrap(), "unchanged");
+    target.finish_restore(later).unwrap();
+    assert_eq!(all_pins(&target), vec![pin_n(1), pin_n(2)]);
+}
+
+#[test]
+fn a_restore_stopped_before_its_finish_leaves_no_staged_tables_behind() {
+    let dir = TempDir::new().unwrap();
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    source.apply(&(0..100).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
+    let mut stream = Vec::new();
+    source.snapshot(&mut stream).unwrap();
+
+    let path = dir.path().join("b.redb");
+    let target = PinState::open(&path).unwrap();
+    let tables = |state: &PinState| -> Vec<String> {
+        let read = state.db.begin_read().unwrap();
+        read.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_string()).collect()
+    };
+    target.stage(stream.as_slice()).unwrap();
+    assert!(tables(&target).iter().any(|t| t.starts_with("restoring.")));
+    drop(target);
+    let target = PinState::open(&path).unwrap();
+    assert!(!tables(&target).iter().any(|t| t.starts_with("restoring.")), "{:?}", tables(&target));
+    assert!(target.is_empty().unwrap());
+}
+
 /// `cargo test --release -p sidecar state::tests::million -- --ignored --nocapture`
 #[test]
 #[ignore = "a benchmark: 1M pins, takes a minute in release mode"]
