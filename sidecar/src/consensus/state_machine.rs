@@ -387,9 +387,7 @@ mod tests {
         let state = Arc::new(PinState::open(&dir.path().join(format!("{name}.redb"))).unwrap());
         let mut machine =
             StateMachine::open(state.clone(), Arc::new(CountRestores::default()), &dir.path().join(name)).unwrap();
-        let entries = (1..=last)
-            .map(|n| Entry { log_id: log_id(n), payload: EntryPayload::Normal(OpBatch(vec![StateOp::Pin(pin_n(n))])) });
-        machine.apply(entries).await.unwrap();
+        machine.apply((1..=last).map(entry)).await.unwrap();
         (state, machine)
     }
 

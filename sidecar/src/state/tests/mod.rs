@@ -34,6 +34,15 @@ fn storage_error<T: std::fmt::Debug>(result: Result<T>) -> String {
     }
 }
 
+/// The snapshot stream of a state holding `pin_n(n)` for each `n`, built in `dir`.
+fn snapshot_of(dir: &TempDir, pins: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    let source = PinState::open(&dir.path().join("snapshot-source.redb")).unwrap();
+    source.apply(&pins.into_iter().map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
+    let mut stream = Vec::new();
+    source.snapshot(&mut stream).unwrap();
+    stream
+}
+
 fn all_pins(state: &PinState) -> Vec<Pin> {
     state.scan(None, usize::MAX).unwrap()
 }
@@ -317,11 +326,8 @@ fn snapshot_restores_into_a_fresh_state() {
 #[test]
 fn damaged_snapshots_are_rejected_and_change_nothing() {
     let dir = TempDir::new().unwrap();
-    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
     // Several of the restore's batches: damage found late is found after some were written.
-    source.apply(&(0..10_000).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
-    let mut stream = Vec::new();
-    source.snapshot(&mut stream).unwrap();
+    let stream = snapshot_of(&dir, 0..10_000);
 
     let target = PinState::open(&dir.path().join("b.redb")).unwrap();
     target.apply_each(&[StateOp::Pin(pin_n(999))], Some(b"mine")).unwrap();
@@ -397,10 +403,7 @@ fn a_later_stage_takes_the_staged_tables_over() {
 #[test]
 fn a_restore_stopped_before_its_finish_leaves_no_staged_tables_behind() {
     let dir = TempDir::new().unwrap();
-    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
-    source.apply(&(0..100).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
-    let mut stream = Vec::new();
-    source.snapshot(&mut stream).unwrap();
+    let stream = snapshot_of(&dir, 0..100);
 
     let path = dir.path().join("b.redb");
     let target = PinState::open(&path).unwrap();
