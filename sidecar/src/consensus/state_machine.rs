@@ -180,36 +180,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         };
         let file = snapshot.into_std().await;
-        // Kept first: a pinset restored past the current snapshot could leave that older one
-        // to be sent to followers behind the purge point. The open handle reads on, even if
-        // a newer snapshot made this one go. Kept while the staging ends.
-        let keep = {
-            let snapshots = self.snapshots.clone();
-            let meta = meta.clone();
-            tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
-                let started = std::time::Instant::now();
-                file.sync_all()?;
-                snapshots.keep(snapshots.incoming(), &meta)?;
-                tracing::info!(seconds = started.elapsed().as_secs_f64(), "kept the snapshot received");
-                Ok(file)
-            })
-        };
+        // Made durable while the staging ends.
+        let synced = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            file.sync_all()?;
+            Ok(file)
+        });
         let joined = |e: tokio::task::JoinError| failed(Error::Storage(e.to_string()));
         let staged = match staging {
             Some(staging) => Some(staging.await.map_err(joined)?.map_err(failed)?),
             None => None,
         };
-        let file = keep.await.map_err(joined)?.map_err(failed)?;
-        let state = self.state.clone();
-        let summary = tokio::task::spawn_blocking(move || match staged {
-            Some(staged) => state.finish_restore(staged),
-            // Not received through `begin_receiving_snapshot`: restored from the start.
-            None => {
-                use std::io::Seek;
-                let mut file = file;
-                file.rewind()?;
-                state.restore(BufReader::new(&file))
-            }
+        let file = synced.await.map_err(joined)?.map_err(failed)?;
+        let (state, snapshots, meta_owned) = (self.state.clone(), self.snapshots.clone(), meta.clone());
+        let summary = tokio::task::spawn_blocking(move || {
+            let staged = match staged {
+                Some(staged) => staged,
+                // Not received through `begin_receiving_snapshot`: staged from its start.
+                None => {
+                    use std::io::Seek;
+                    let mut file = &file;
+                    file.rewind()?;
+                    state.stage(BufReader::new(file))?
+                }
+            };
+            // Kept once known whole, and before the swap: a pinset restored past the current
+            // snapshot could leave that older one to be sent to followers behind the purge
+            // point.
+            snapshots.keep(snapshots.incoming(), &meta_owned)?;
+            state.finish_restore(staged)
         })
         .await
         .map_err(joined)?
@@ -507,5 +505,22 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(other_state.scan(None, usize::MAX).unwrap(), vec![pin_n(1), pin_n(2)]);
+    }
+
+    /// A snapshot that arrives damaged is refused before it is kept: neither the pinset nor the
+    /// current snapshot changes.
+    #[tokio::test]
+    async fn a_damaged_snapshot_is_neither_kept_nor_installed() {
+        let dir = TempDir::new().unwrap();
+        let (meta, mut bytes) = leader_snapshot(&dir).await;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        let (state, mut follower) = machine_at(&dir, "follower", 2).await;
+
+        let file = received(&mut follower, &bytes).await;
+        let error = follower.install_snapshot(&meta, file).await.unwrap_err();
+        assert!(error.to_string().contains("snapshot rejected"), "{error}");
+        assert_eq!(state.scan(None, usize::MAX).unwrap(), vec![pin_n(1), pin_n(2)]);
+        assert!(follower.get_current_snapshot().await.unwrap().is_none(), "not kept");
     }
 }
