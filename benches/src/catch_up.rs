@@ -6,7 +6,9 @@
 //! daemon of theirs weighs on their memory. The first peer (a process of its own, its fake daemon
 //! already holding the pins) starts a new cluster on that pinset, which snapshots it for joiners;
 //! the bench waits until it leads and its tracker sees every pin pinned. Then peer 2, and once it
-//! caught up peer 3, start with `bootstrap` = the first peer. For each joiner, from its process
+//! caught up peer 3, start with `bootstrap` = the first peer, each once every running peer's
+//! tracker ended its full sync (`tracker_syncing` 0: peer 1's start-up rebuild, peer 2's sync
+//! after its restore), so that a joiner is timed against settled peers. For each joiner, from its process
 //! start: serving (REST API up), a member in its own `/consensus`, its `last_applied_index` >= the
 //! leader's (read just before), its `cluster_pins` gauge (`GET /metrics`) == `--pins`; caught up
 //! = all of these at once. Once both caught up and the cluster converged: `VmRSS`/`VmHWM` of each
@@ -41,6 +43,8 @@ struct Joiner {
     /// Its copy came through a Raft snapshot (its snapshot directory names a current one).
     via_snapshot: bool,
     cpu: CpuCores,
+    /// How long the bench waited for the other peers' full syncs to end before starting it.
+    waited: Duration,
 }
 
 impl Joiner {
@@ -50,6 +54,7 @@ impl Joiner {
             "name": self.name, "serving_s": secs(self.up), "member_s": s(self.member), "applied_s": s(self.applied),
             "all_pins_s": s(self.all_pins), "caught_up_s": secs(self.caught_up), "via_snapshot": self.via_snapshot,
             "target_le_30s": self.caught_up.as_secs_f64() <= TARGET_S, "cpu_cores": self.cpu.json(),
+            "started_after_syncs_waited_s": secs(self.waited),
         })
     }
 }
@@ -108,7 +113,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             at(j.all_pins),
             if j.via_snapshot { "yes" } else { "NO" }
         );
-        println!("                meanwhile: {}", j.cpu);
+        println!(
+            "                started once the other peers' trackers ended their full syncs ({:.2} s of waiting); meanwhile: {}",
+            j.waited.as_secs_f64(),
+            j.cpu
+        );
     }
     let rss_ok =
         rss.iter().enumerate().all(|(i, r)| r.peak_mib - if i == 0 { fake_mib } else { 0.0 } <= rss_target_mib);
@@ -203,12 +212,13 @@ async fn catch_up(
     let pins = fixture.pins;
     cluster.spawn(Some(fixture.dir.path()), pins, fixture.seed).await?;
     let leader = &cluster.peers[0];
-    poll(wait_for, "the first peer to lead with every pin pinned", || async {
+    poll(wait_for, "the first peer to lead with every pin pinned, its start-up rebuild over", || async {
         let leads = leader.consensus().await.is_ok_and(|s| s.role == ConsensusRole::Leader);
         let text = leader.metrics().await.unwrap_or_default();
         leads
             && peer::parse_metric(&text, "ipfs_pins") == Some(pins)
             && peer::parse_metric(&text, "tracker_queued") == Some(0)
+            && peer::parse_metric(&text, "tracker_syncing") == Some(0)
     })
     .await?;
     let first = First {
@@ -220,10 +230,21 @@ async fn catch_up(
 
     let mut joiners = Vec::new();
     for _ in 1..PEERS {
+        // Each joiner is timed against settled peers: the previous joiner's tracker syncs with
+        // its restored pinset first (a scan of every pin), which is not this joiner's catch-up.
+        let waited = poll(wait_for, "every peer's tracker to end its full sync", || async {
+            let mut synced = true;
+            for peer in &cluster.peers {
+                synced &= peer.metric("tracker_syncing").await.ok() == Some(0);
+            }
+            synced
+        })
+        .await?;
         let cpu = CpuWindow::start(&cluster.pids());
         let index = cluster.spawn(None, 0, 0).await?;
         let mut joiner = watch_joiner(cluster, index, pins, wait_for).await?;
         joiner.cpu = cpu.end(&cluster.pids());
+        joiner.waited = waited;
         joiners.push(joiner);
     }
     cluster.wait_converged(Duration::from_secs(120)).await?;
@@ -282,6 +303,7 @@ async fn watch_joiner(cluster: &LocalCluster, index: usize, pins: u64, wait_for:
                 caught_up: since(now),
                 via_snapshot: snapshot_bytes(&joiner.options.data_dir) > 0,
                 cpu: CpuCores::default(),
+                waited: Duration::ZERO,
             });
         }
         // A Raft node that stopped on a storage error never catches up: say so at once.

@@ -21,6 +21,7 @@ mod peer;
 mod pins;
 mod real_daemons;
 mod startup;
+mod startup_daemon;
 mod stream;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ enum Scenario {
     Ingest,
     /// Start-up time and RSS of a fresh process with a large pinset.
     Startup,
+    /// Start-up of a fresh process with a `--pins` pinset beside a real js-ipfs daemon holding the
+    /// same pins, against the daemon's own `pin/ls` of them.
+    StartupDaemon,
     /// Streaming `GET /allocations` and `GET /pins?local=true` of a large pinset.
     Stream,
     /// The three, sharing one large pinset.
@@ -158,6 +162,9 @@ pub struct Args {
     /// peer-child: a member to join through (none: start a new cluster).
     #[arg(long, hide = true)]
     pub bootstrap: Vec<String>,
+    /// startup-child: the real daemon's RPC API (default: a fake daemon holding the fixture's pins).
+    #[arg(long, hide = true)]
+    pub ipfs_api: Option<multiaddr::Multiaddr>,
     /// peer-child: pins of fixture `--seed` its fake daemon holds from the start.
     #[arg(long, hide = true, default_value_t = 0)]
     pub fake_pins: u64,
@@ -206,6 +213,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Startup => {
             let fixture = peer::Fixture::build(&args)?;
             startup::run(&args, &fixture)?;
+        }
+        Scenario::StartupDaemon => {
+            let fixture = peer::Fixture::build(&args)?;
+            startup_daemon::run(&args, &fixture)?;
         }
         Scenario::Stream => {
             let fixture = peer::Fixture::build(&args)?;

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use multiaddr::Multiaddr;
 use sidecar::cluster::Cluster;
 use sidecar::identity::Identity;
+use sidecar::ipfs::kubo::{KuboClient, KuboConfig};
+use sidecar::ipfs::IpfsConnector;
 use sidecar::types::TrackerStatus;
 
 use crate::measure::{self, secs, verdict, Rss};
@@ -24,27 +27,12 @@ use crate::Args;
 
 const SPAWNED_AT: &str = "CLUSTER_BENCH_SPAWNED_AT_NS";
 const RESULT: &str = "CHILD_RESULT ";
-const SAMPLE: u64 = 1000;
+pub const SAMPLE: u64 = 1000;
 
 pub fn run(args: &Args, fixture: &Fixture) -> anyhow::Result<()> {
     println!("== startup: fresh process, {} pins in the state ({})", fixture.pins, measure::load_line());
     let load_before = measure::load();
-    let spawned = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let output = Command::new(std::env::current_exe()?)
-        .arg("startup-child")
-        .arg("--state-dir")
-        .arg(fixture.dir.path())
-        .args(["--pins", &fixture.pins.to_string(), "--seed", &fixture.seed.to_string()])
-        .args(args.dir.iter().flat_map(|d| [PathBuf::from("--dir"), d.clone()]))
-        .env(SPAWNED_AT, spawned.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the startup child")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(output.status.success(), "the startup child failed ({}): {stdout}", output.status);
-    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT)).context("the startup child printed no result")?;
-    let mut child: serde_json::Value = serde_json::from_str(line)?;
+    let mut child = run_child(args, fixture, None)?;
     let figures = child.clone();
     let f = |k: &str| figures[k].as_f64().unwrap_or(f64::NAN);
 
@@ -95,6 +83,28 @@ pub fn run(args: &Args, fixture: &Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the measured process on the fixture, beside a fake daemon holding its pins, or beside the
+/// real daemon at `ipfs_api`; its figures (JSON).
+pub fn run_child(args: &Args, fixture: &Fixture, ipfs_api: Option<&Multiaddr>) -> anyhow::Result<serde_json::Value> {
+    let spawned = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let output = Command::new(std::env::current_exe()?)
+        .arg("startup-child")
+        .arg("--state-dir")
+        .arg(fixture.dir.path())
+        .args(["--pins", &fixture.pins.to_string(), "--seed", &fixture.seed.to_string()])
+        .args(ipfs_api.iter().flat_map(|api| ["--ipfs-api".to_string(), api.to_string()]))
+        .args(args.dir.iter().flat_map(|d| [PathBuf::from("--dir"), d.clone()]))
+        .env(SPAWNED_AT, spawned.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the startup child")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "the startup child failed ({}): {stdout}", output.status);
+    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT)).context("the startup child printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
 /// The measured process.
 pub fn child(args: &Args) -> anyhow::Result<()> {
     let main_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
@@ -107,7 +117,10 @@ pub fn child(args: &Args) -> anyhow::Result<()> {
     let rss_empty = Rss::read();
 
     let t = Instant::now();
-    let ipfs = Arc::new(peer::fake_with_pins(seed, pins));
+    let ipfs: Arc<dyn IpfsConnector> = match &args.ipfs_api {
+        Some(api) => Arc::new(KuboClient::new(KuboConfig { node_multiaddress: api.clone(), ..KuboConfig::default() })?),
+        None => Arc::new(peer::fake_with_pins(seed, pins)),
+    };
     let fake_build = t.elapsed();
     let rss_fake = Rss::read();
     let identity = Identity::generate();

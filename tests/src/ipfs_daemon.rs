@@ -278,6 +278,27 @@ impl Drop for IpfsDaemon {
 }
 
 /// Spawns the launcher and waits for its ready line; on failure the daemon's stderr explains why.
+/// Fills the repository `repo` (created if needed; no daemon may run on it) with `count` small raw
+/// blocks, each pinned recursively: block `i` holds `seed` then `i`, both big-endian u64 (see
+/// `fill.mjs`). Offline and in-process: minutes for a million pins. Its progress goes to stderr.
+pub fn fill(repo: &Path, seed: u64, count: u64) -> anyhow::Result<Duration> {
+    ensure_installed()?;
+    let started = Instant::now();
+    let status = Command::new("node")
+        .arg(daemon_dir().join("fill.mjs"))
+        .arg(repo)
+        .arg(seed.to_string())
+        .arg(count.to_string())
+        .current_dir(daemon_dir())
+        .env("NO_UPDATE_NOTIFIER", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .context("running fill.mjs (is Node.js installed?)")?;
+    anyhow::ensure!(status.success(), "fill.mjs failed on {}: {status}", repo.display());
+    Ok(started.elapsed())
+}
+
 fn launch(repo: &Path, api_port: u16, swarm_port: u16) -> anyhow::Result<Process> {
     let mut command = Command::new("node");
     command

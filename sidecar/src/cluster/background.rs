@@ -12,13 +12,32 @@ use crate::monitor::{self, FREESPACE, PING};
 use crate::state::StateOp;
 use crate::types::{ConsensusRole, IpfsId};
 
+/// How long `Cluster::start` waits for the first probe of the IPFS daemon.
+const FIRST_PROBE_WAIT: Duration = Duration::from_secs(3);
+
 impl Cluster {
     pub(super) async fn spawn_background_tasks(&self) {
-        // The first probe runs before `start` returns, so allocation has this peer's metrics at once.
-        self.probe_and_publish().await;
         let (monitor, expiry) = (self.inner.config.monitor_ping_interval, self.inner.config.expiry_check_interval);
+        // The probes' task probes at once, and `start` waits for that first probe, so that
+        // allocation has this peer's metrics at once; but only so long: a slow daemon must not
+        // hold start-up back (js-ipfs counts every block for `repo/stat`, minutes for a million).
+        let (probed, first_probe) = tokio::sync::oneshot::channel();
+        let cluster = self.clone();
+        let probes = tokio::spawn(async move {
+            tokio::select! {
+                _ = cluster.probe_and_publish() => { let _ = probed.send(()); }
+                _ = cluster.inner.shutdown.cancelled() => return,
+            }
+            cluster.every(monitor, |c| async move { c.probe_and_publish().await }).await
+        });
+        self.inner.tasks.lock().await.push(probes);
+        if tokio::time::timeout(FIRST_PROBE_WAIT, first_probe).await.is_err() {
+            tracing::info!(
+                waited = ?FIRST_PROBE_WAIT,
+                "the IPFS daemon has not answered the first probe (id, repo/stat) yet: starting without its metrics"
+            );
+        }
         // Separate tasks: a slow call to another peer must not delay this peer's own probe.
-        self.spawn_every(monitor, |c| async move { c.probe_and_publish().await }).await;
         self.spawn_every(expiry, |c| async move { c.unpin_expired().await }).await;
         self.spawn_every(monitor, |c| async move { c.link_ipfs_daemons().await }).await;
         self.spawn_every(monitor, |c| async move { c.leader_housekeeping().await }).await;

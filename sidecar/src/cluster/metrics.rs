@@ -53,11 +53,16 @@ impl Collector for PeerCollector {
         let tracker = inner.tracker.metrics();
         let consensus = inner.consensus.status();
         let pins = inner.state.len().unwrap_or(0);
-        let gauges: [(&str, &str, i64); 12] = [
+        let gauges: [(&str, &str, i64); 13] = [
             ("pins", "Pins in the cluster's pinset", pins as i64),
             ("tracker_queued", "IPFS operations waiting (queued or backing off)", tracker.queued as i64),
             ("tracker_in_progress", "IPFS operations running", tracker.in_progress as i64),
             ("tracker_errors", "Pins or unpins failed until recovered", tracker.errors as i64),
+            (
+                "tracker_syncing",
+                "1 while a full sync with the IPFS pin set runs or is due (start-up rebuild, after a restore)",
+                tracker.syncing as i64,
+            ),
             ("ipfs_pins", "Pins the IPFS daemon holds, as last known", tracker.ipfs_pins as i64),
             ("ipfs_up", "1 when the IPFS daemon answered its last probe", inner.ipfs_up.load(Ordering::Relaxed) as i64),
             ("alerts", "Alerts raised since start (kept, newest first)", inner.monitor.alerts().len() as i64),
@@ -74,7 +79,7 @@ impl Collector for PeerCollector {
         for (name, help, value) in gauges {
             ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
             ("tracker_ops_done", "IPFS operations that succeeded", tracker.ops_done),
             ("tracker_ops_failed", "IPFS operations that failed", tracker.ops_failed),
             (
@@ -83,6 +88,7 @@ impl Collector for PeerCollector {
                 tracker.unexpectedly_unpinned,
             ),
             ("tracker_queue_overflows", "Pins refused because the queue was full", tracker.queue_overflows),
+            ("tracker_syncs", "Full syncs with the IPFS pin set completed", tracker.syncs),
         ];
         for (name, help, value) in counters {
             ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;

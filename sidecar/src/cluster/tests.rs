@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use super::{Cluster, ClusterConfig};
 use crate::identity::Identity;
 use crate::ipfs::fake::FakeIpfs;
+use crate::ipfs::kubo::{KuboClient, KuboConfig};
 use crate::monitor::PING;
 use crate::p2p::P2pConfig;
 use crate::state::StateOp;
@@ -170,4 +171,37 @@ async fn a_raft_message_for_another_node_is_refused() {
     assert!(refused.to_string().contains("not"), "{refused}");
     assert_eq!(leader.consensus_status().term, term, "the message was acted on");
     assert_eq!(leader.consensus_status().role, ConsensusRole::Leader);
+}
+
+#[tokio::test]
+async fn start_does_not_wait_long_for_a_daemon_that_does_not_answer() {
+    // A daemon that accepts connections and never answers (a js-ipfs counting a million blocks
+    // for `repo/stat` looks the same from here); its calls would wait out this request timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            connections.push(connection);
+        }
+    });
+    let ipfs = KuboClient::new(KuboConfig {
+        node_multiaddress: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+        request_timeout: Duration::from_secs(3600),
+        ..KuboConfig::default()
+    })
+    .unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut p2p = P2pConfig::new(rand::random());
+    p2p.listen = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let started = tokio::time::timeout(
+        Duration::from_secs(120),
+        Cluster::start(ClusterConfig::new("silent-daemon", p2p), Identity::generate(), Arc::new(ipfs), dir.path()),
+    )
+    .await
+    .expect("Cluster::start returns without the daemon's first answer")
+    .unwrap();
+    until("it leads its new cluster", || async { started.consensus_status().role == ConsensusRole::Leader }).await;
+    started.shutdown().await;
+    held.abort();
 }

@@ -81,6 +81,11 @@ pub struct TrackerMetrics {
     pub unexpectedly_unpinned: u64,
     /// Pins refused because the queue was full.
     pub queue_overflows: u64,
+    /// A full sync with the daemon's pin set runs or is due: the start-up rebuild, the sync after
+    /// a state restore, or a periodic one.
+    pub syncing: bool,
+    /// Full syncs that completed, since start.
+    pub syncs: u64,
 }
 
 /// The tracker. Cheap to clone: clones share one tracker.
@@ -119,6 +124,22 @@ struct Inner {
     ops_failed: u64,
     unexpectedly_unpinned: u64,
     queue_overflows: u64,
+    sync: SyncProgress,
+}
+
+/// Whether the tracker's statuses reflect a full sync of the current pinset.
+struct SyncProgress {
+    /// A sync was asked for and has not started yet: at start-up, and after a state restore.
+    due: bool,
+    running: bool,
+    completed: u64,
+}
+
+impl Default for SyncProgress {
+    fn default() -> Self {
+        // The start-up rebuild is a sync like any other.
+        SyncProgress { due: true, running: false, completed: 0 }
+    }
 }
 
 /// The daemon's pin set as last known, and the bookkeeping a sync needs to merge a fresh `pin/ls`
@@ -447,6 +468,8 @@ impl PinTracker {
             ops_failed: inner.ops_failed,
             unexpectedly_unpinned: inner.unexpectedly_unpinned,
             queue_overflows: inner.queue_overflows,
+            syncing: inner.sync.due || inner.sync.running,
+            syncs: inner.sync.completed,
         }
     }
 }
@@ -493,6 +516,7 @@ impl StateObserver for PinTracker {
 
     fn on_restored(&self, summary: &SnapshotSummary) {
         info!(pins = summary.pins, "pinset restored: full sync with the IPFS daemon");
+        self.shared.lock().sync.due = true;
         self.shared.resync.notify_one();
     }
 }

@@ -81,28 +81,46 @@ const PAGE: usize = 10_000;
 pub const SAMPLE: usize = 100;
 
 /// Opens a sync's bookkeeping window and closes it however the sync ends.
-struct Window<'a>(&'a Shared);
+struct Window<'a> {
+    shared: &'a Shared,
+    /// A sync was due when this one started: it still is unless this one completes.
+    was_due: bool,
+    completed: bool,
+}
 
 impl<'a> Window<'a> {
     fn open(shared: &'a Shared) -> Self {
         let mut inner = shared.lock();
         inner.ipfs.touched = Some(HashSet::new());
         inner.ipfs.changed_during_listing = Some(HashSet::new());
-        Window(shared)
+        // This sync reads the pinset as it is now: it is the one a restore asked for.
+        let was_due = std::mem::replace(&mut inner.sync.due, false);
+        inner.sync.running = true;
+        Window { shared, was_due, completed: false }
+    }
+
+    fn complete(mut self) {
+        self.completed = true;
     }
 }
 
 impl Drop for Window<'_> {
     fn drop(&mut self) {
-        let mut inner = self.0.lock();
+        let mut inner = self.shared.lock();
         inner.ipfs.touched = None;
         inner.ipfs.changed_during_listing = None;
+        inner.sync.running = false;
+        if self.completed {
+            inner.sync.completed += 1;
+        } else {
+            inner.sync.due |= self.was_due;
+        }
     }
 }
 
 pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
     let _one_at_a_time = shared.sync_lock.lock().await;
-    let _window = Window::open(shared);
+    let window = Window::open(shared);
     let listed = shared.ipfs.pin_ls().await?;
     let max_queue = shared.config.max_pin_queue_size;
     let mut report = SyncReport { ipfs_pins: listed.len(), ..SyncReport::default() };
@@ -200,6 +218,7 @@ pub(super) async fn sync(shared: &Arc<Shared>) -> Result<SyncReport> {
         shared.work.notify_one();
     }
     report.leftover_unpins = check_unpin_records(shared).await?;
+    window.complete();
     Ok(report)
 }
 

@@ -408,9 +408,30 @@ async fn a_full_queue_refuses_pins_with_an_error_until_a_sync_finds_room() {
 #[tokio::test]
 async fn a_restored_pinset_triggers_a_full_sync() {
     let h = Harness::started(config()).await;
-    let before = h.ipfs.pin_ls_calls();
+    h.wait_for("the start-up rebuild to complete", || !h.tracker.metrics().syncing).await;
+    let (before, syncs) = (h.ipfs.pin_ls_calls(), h.tracker.metrics().syncs);
+    assert!(syncs >= 1, "the start-up rebuild is a completed sync");
     h.tracker.on_restored(&SnapshotSummary { pins: 0, last_applied: None });
+    // Due from the restore on, so that nobody mistakes the statuses for synced meanwhile.
+    assert!(h.tracker.metrics().syncing);
     h.wait_for("another pin/ls", || h.ipfs.pin_ls_calls() > before).await;
+    h.wait_for("the sync to complete", || h.tracker.metrics().syncs > syncs).await;
+    h.wait_for("no sync running or due", || !h.tracker.metrics().syncing).await;
+}
+
+#[tokio::test]
+async fn a_sync_that_fails_is_still_due() {
+    let h = Harness::new(config());
+    h.ipfs.set_unreachable(true);
+    let task = h.tracker.start(h.cancel.clone());
+    h.wait_for("a start-up sync attempt", || h.ipfs.pin_ls_calls() > 0).await;
+    let metrics = h.tracker.metrics();
+    assert!(metrics.syncing && metrics.syncs == 0, "{metrics:?}");
+    h.ipfs.set_unreachable(false);
+    h.wait_for("the start-up rebuild to complete", || h.tracker.metrics().syncs == 1).await;
+    assert!(!h.tracker.metrics().syncing);
+    h.cancel.cancel();
+    task.await.unwrap();
 }
 
 #[tokio::test]
