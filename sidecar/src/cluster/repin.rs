@@ -70,9 +70,9 @@ impl Cluster {
         gone
     }
 
-    /// The leader's periodic pass. Skipped when nothing changed since the last full pass that
-    /// found nothing to move (the same gone peers and members), so a quiet cluster does not
-    /// rescan millions of pins every few seconds.
+    /// The leader's periodic pass. Skipped when no peer is gone, and when nothing changed since
+    /// the last full pass that found nothing to move (the same gone peers and members), so a
+    /// quiet or growing cluster does not rescan millions of pins every few seconds.
     pub(super) async fn repin_pass(&self, grace: Duration) {
         if self.consensus_status().role != crate::types::ConsensusRole::Leader {
             return;
@@ -82,6 +82,13 @@ impl Cluster {
         let mut fingerprint: BTreeSet<String> = gone.iter().map(ToString::to_string).collect();
         fingerprint.extend(members.into_iter().map(|m| format!("member:{m}")));
         if self.inner.last_repin.lock().expect("repin lock").as_ref() == Some(&fingerprint) {
+            return;
+        }
+        if gone.is_empty() {
+            // Allocation never commits a pin with fewer holders than its minimum, so with nobody
+            // gone no pin can need a move: a join alone must not cost the leader a scan of
+            // millions of pins (the reference, too, re-pins on a peer's lapsed ping only).
+            *self.inner.last_repin.lock().expect("repin lock") = Some(fingerprint);
             return;
         }
         let candidates = self.allocation_candidates();

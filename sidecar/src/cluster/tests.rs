@@ -13,7 +13,7 @@ use super::{Cluster, ClusterConfig};
 use crate::identity::Identity;
 use crate::ipfs::fake::FakeIpfs;
 use crate::ipfs::kubo::{KuboClient, KuboConfig};
-use crate::monitor::PING;
+use crate::monitor::{FREESPACE, PING};
 use crate::p2p::P2pConfig;
 use crate::state::StateOp;
 use crate::types::{Cid, CidKey, ConsensusRole, Pin, PinOptions};
@@ -153,6 +153,34 @@ async fn the_leader_moves_the_pins_of_a_peer_that_left_as_reallocations() {
         assert_eq!(Pin { allocations: vec![left], timestamp: on_left(n).timestamp, ..moved }, on_left(n));
     }
     assert!(leader.inner.last_repin.lock().unwrap().is_some(), "every move settled: the next pass is skipped");
+    member.shutdown().await;
+    leader.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_no_peer_gone_the_leader_moves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let (leader, member) = two_peers(&dir).await;
+    // Below its minimum as stored (allocation never commits that; an imported state may hold it):
+    // a departure would make the pass top it up, a join alone does not.
+    let short = Pin {
+        allocations: vec![leader.inner.identity.peer_id],
+        replication_factor_min: 2,
+        replication_factor_max: 2,
+        ..crate::state::tests::pin_n(1)
+    };
+    leader.inner.consensus.commit(StateOp::Pin(short.clone())).await.unwrap();
+    // Both members are candidates with room, so a pass that looked at the pin could move it.
+    let now = Utc::now();
+    for peer in [&leader, &member] {
+        let metric = crate::monitor::metric(FREESPACE, &peer.inner.me, 1 << 30, Duration::from_secs(3600), now);
+        leader.inner.monitor.publish(metric, now);
+    }
+    assert_eq!(leader.allocation_candidates().len(), 2);
+
+    leader.repin_pass(Duration::ZERO).await;
+    assert_eq!(stored(&leader, &short.cid), Some(short));
+    assert!(leader.inner.last_repin.lock().unwrap().is_some(), "the next pass is skipped too");
     member.shutdown().await;
     leader.shutdown().await;
 }
