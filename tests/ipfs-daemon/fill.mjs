@@ -9,14 +9,7 @@
 // sha2-256, raw codec, CIDv1). Progress goes to stderr; the last stdout line is one JSON object
 // {"pins": COUNT, "seconds": S}.
 
-// Node 20 lacks Promise.withResolvers, which transitive packages call: install it before they load.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve, reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import './polyfill.mjs'
 
 const [repo, seedArg, countArg] = process.argv.slice(2)
 if (!repo || seedArg === undefined || countArg === undefined) {

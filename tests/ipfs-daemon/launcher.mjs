@@ -7,14 +7,7 @@
 // ready it prints ONE JSON line on stdout: {"api": "/ip4/127.0.0.1/tcp/N", "swarm": [...], "id": "..."}.
 // SIGTERM or SIGINT stop it cleanly (the repo lock is released).
 
-// Node 20 lacks Promise.withResolvers, which transitive packages call: install it before they load.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve, reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
+import './polyfill.mjs'
 
 const [repo, apiArg, swarmArg] = process.argv.slice(2)
 if (!repo) {

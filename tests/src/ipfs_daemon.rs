@@ -277,21 +277,13 @@ impl Drop for IpfsDaemon {
     }
 }
 
-/// Spawns the launcher and waits for its ready line; on failure the daemon's stderr explains why.
 /// Fills the repository `repo` (created if needed; no daemon may run on it) with `count` small raw
 /// blocks, each pinned recursively: block `i` holds `seed` then `i`, both big-endian u64 (see
 /// `fill.mjs`). Offline and in-process: minutes for a million pins. Its progress goes to stderr.
 pub fn fill(repo: &Path, seed: u64, count: u64) -> anyhow::Result<Duration> {
     ensure_installed()?;
     let started = Instant::now();
-    let status = Command::new("node")
-        .arg(daemon_dir().join("fill.mjs"))
-        .arg(repo)
-        .arg(seed.to_string())
-        .arg(count.to_string())
-        .current_dir(daemon_dir())
-        .env("NO_UPDATE_NOTIFIER", "1")
-        .stdin(Stdio::null())
+    let status = node("fill.mjs", repo, [seed.to_string(), count.to_string()])
         .stdout(Stdio::null())
         .status()
         .context("running fill.mjs (is Node.js installed?)")?;
@@ -299,18 +291,23 @@ pub fn fill(repo: &Path, seed: u64, count: u64) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn launch(repo: &Path, api_port: u16, swarm_port: u16) -> anyhow::Result<Process> {
+/// `node <script> <repo> <args>` beside the installed `node_modules`, stdin closed.
+fn node(script: &str, repo: &Path, args: [String; 2]) -> Command {
     let mut command = Command::new("node");
     command
-        .arg(daemon_dir().join("launcher.mjs"))
+        .arg(daemon_dir().join(script))
         .arg(repo)
-        .arg(api_port.to_string())
-        .arg(swarm_port.to_string())
+        .args(args)
         .current_dir(daemon_dir())
         .env("NO_UPDATE_NOTIFIER", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
+    command
+}
+
+/// Spawns the launcher and waits for its ready line; on failure the daemon's stderr explains why.
+fn launch(repo: &Path, api_port: u16, swarm_port: u16) -> anyhow::Result<Process> {
+    let mut command = node("launcher.mjs", repo, [api_port.to_string(), swarm_port.to_string()]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
     unsafe {
         command.pre_exec(|| {

@@ -71,7 +71,9 @@ impl Cluster {
         }
     }
 
-    /// Runs `work` every `period` until shutdown.
+    /// Runs `work` every `period` until shutdown, which also stops a round under way: consensus
+    /// is already stopped then, so its writes would fail anyway, and a long round (a re-allocation
+    /// pass over millions of pins) must not hold the process past its grace period.
     async fn every<F, Fut>(self, period: Duration, work: F)
     where
         F: Fn(Cluster) -> Fut,
@@ -83,7 +85,11 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = ticker.tick() => work(self.clone()).await,
+                _ = ticker.tick() => {}
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = work(self.clone()) => {}
             }
         }
     }
