@@ -3,14 +3,20 @@
 
 use super::*;
 
+/// A state (`a.redb` in `dir`) of pins `0..count`, pin `expiring` with an expiry in 2030, at Raft
+/// position `applied`; and its pins.
+fn source_with_one_expiring(dir: &TempDir, count: u64, expiring: usize, applied: &[u8]) -> (PinState, Vec<Pin>) {
+    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
+    let mut pins: Vec<Pin> = (0..count).map(pin_n).collect();
+    pins[expiring].expire_at = Some(at("2030-01-01T00:00:00Z"));
+    source.apply_each(&pins.iter().cloned().map(StateOp::Pin).collect::<Vec<_>>(), Some(applied)).unwrap();
+    (source, pins)
+}
+
 #[test]
 fn snapshot_restores_into_a_fresh_state() {
     let dir = TempDir::new().unwrap();
-    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
-    let mut pins: Vec<Pin> = (0..500).map(pin_n).collect();
-    pins[3].expire_at = Some(at("2030-01-01T00:00:00Z"));
-    let ops: Vec<_> = pins.iter().cloned().map(StateOp::Pin).collect();
-    source.apply_each(&ops, Some(b"term-2-index-9")).unwrap();
+    let (source, pins) = source_with_one_expiring(&dir, 500, 3, b"term-2-index-9");
 
     let mut stream = Vec::new();
     assert_eq!(source.snapshot(&mut stream).unwrap().pins, 500);
@@ -65,10 +71,7 @@ fn damaged_snapshots_are_rejected_and_change_nothing() {
 #[test]
 fn a_staged_snapshot_is_unseen_until_finished_and_writes_go_on_meanwhile() {
     let dir = TempDir::new().unwrap();
-    let source = PinState::open(&dir.path().join("a.redb")).unwrap();
-    let mut pins: Vec<Pin> = (0..10_000).map(pin_n).collect();
-    pins[7].expire_at = Some(at("2030-01-01T00:00:00Z"));
-    source.apply_each(&pins.iter().cloned().map(StateOp::Pin).collect::<Vec<_>>(), Some(b"leader")).unwrap();
+    let (source, pins) = source_with_one_expiring(&dir, 10_000, 7, b"leader");
     let mut stream = Vec::new();
     source.snapshot(&mut stream).unwrap();
 
