@@ -248,21 +248,37 @@ pub struct StatusPage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PageStatus(pub TrackerStatus, pub i64, pub u32, pub String, pub u32, pub bool);
 
+impl PageStatus {
+    pub fn timestamp(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(self.1, self.2).unwrap_or_default()
+    }
+}
+
 impl StatusPage {
+    /// What a peer that could not answer shows for `count` pins: `cluster_error` and the reason.
+    pub fn failed(count: usize, error: String, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let status =
+            PageStatus(TrackerStatus::ClusterError, now.timestamp(), now.timestamp_subsec_nanos(), error, 0, false);
+        StatusPage {
+            peername: String::new(),
+            ipfs_peer_id: None,
+            ipfs_peer_addresses: Vec::new(),
+            statuses: vec![status; count],
+        }
+    }
+
     /// Each status whole, in order.
     pub fn into_statuses(self) -> impl Iterator<Item = PinInfoShort> {
         let StatusPage { peername, ipfs_peer_id, ipfs_peer_addresses, statuses } = self;
-        statuses.into_iter().map(move |PageStatus(status, secs, nanos, error, attempt_count, priority_pin)| {
-            PinInfoShort {
-                peername: peername.clone(),
-                ipfs_peer_id,
-                ipfs_peer_addresses: ipfs_peer_addresses.clone(),
-                status,
-                timestamp: chrono::DateTime::from_timestamp(secs, nanos).unwrap_or_default(),
-                error,
-                attempt_count,
-                priority_pin,
-            }
+        statuses.into_iter().map(move |status| PinInfoShort {
+            peername: peername.clone(),
+            ipfs_peer_id,
+            ipfs_peer_addresses: ipfs_peer_addresses.clone(),
+            timestamp: status.timestamp(),
+            status: status.0,
+            error: status.3,
+            attempt_count: status.4,
+            priority_pin: status.5,
         })
     }
 }

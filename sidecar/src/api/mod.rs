@@ -18,6 +18,7 @@ mod peers;
 mod pins;
 mod routes;
 mod service;
+mod status_lines;
 mod stream;
 
 use std::collections::BTreeMap;

@@ -1,11 +1,13 @@
 //! `/allocations` and `/pins` handlers.
 
+use futures::StreamExt;
 use http::StatusCode;
 use warp::reply::Response;
 
 use super::error::{error_response, reply};
 use super::routes::{Ctx, Query};
-use super::stream::ndjson;
+use super::status_lines;
+use super::stream::{ndjson, ndjson_lines};
 use crate::cluster::PinTypeFilter;
 use crate::types::{parse_cid, PinOptions, StatusFilter};
 use crate::Result;
@@ -29,7 +31,10 @@ pub(crate) async fn status_all(query: Query, ctx: Ctx) -> Result<Response> {
     };
     let cids = query.list("cids");
     let cids = if cids.is_empty() { None } else { Some(cids.into_iter().map(parse_cid).collect::<Result<Vec<_>>>()?) };
-    Ok(ndjson(ctx.cluster.status_all(filter, cids, query.is_true("local"))).await)
+    let sheets =
+        ctx.cluster.status_sheets(cids, query.is_true("local"), move |sheet| status_lines::render(&sheet, &filter));
+    let lines = sheets.filter(|lines| futures::future::ready(lines.as_ref().map_or(true, |lines| !lines.is_empty())));
+    Ok(ndjson_lines(lines.boxed()).await)
 }
 
 pub(crate) async fn status(cid: String, query: Query, ctx: Ctx) -> Result<Response> {

@@ -38,7 +38,29 @@ impl TrailerBody {
 
 /// 200 + NDJSON when the stream has items; 204 when it is empty; 500 + error JSON when it fails
 /// before the first item. A later failure ends the body and goes in the `X-Stream-Error` trailer.
-pub(crate) async fn ndjson<T: Serialize + Send + 'static>(mut items: BoxStream<'static, Result<T>>) -> Response {
+pub(crate) async fn ndjson<T: Serialize + Send + 'static>(items: BoxStream<'static, Result<T>>) -> Response {
+    respond(items, json_line).await
+}
+
+/// As [`ndjson`], for lines already written: each item is one or more whole lines, none empty.
+pub(crate) async fn ndjson_lines(chunks: BoxStream<'static, Result<Vec<u8>>>) -> Response {
+    respond(chunks, |chunk, buffer| {
+        buffer.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await
+}
+
+/// How an item goes into the body: appended to the buffer, its newline included.
+type Encode<T> = fn(&T, &mut Vec<u8>) -> serde_json::Result<()>;
+
+fn json_line<T: Serialize>(item: &T, buffer: &mut Vec<u8>) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *buffer, item)?;
+    buffer.push(b'\n');
+    Ok(())
+}
+
+async fn respond<T: Send + 'static>(mut items: BoxStream<'static, Result<T>>, encode: Encode<T>) -> Response {
     let mut resp = match items.next().await {
         None => no_content(),
         Some(Err(err)) => {
@@ -47,7 +69,7 @@ pub(crate) async fn ndjson<T: Serialize + Send + 'static>(mut items: BoxStream<'
         }
         Some(Ok(first)) => {
             let items = stream::iter([Ok(first)]).chain(items).boxed();
-            let body = StreamBody::new(frames(items)).boxed_unsync();
+            let body = StreamBody::new(frames(items, encode)).boxed_unsync();
             let mut resp = Response::new(Vec::<u8>::new().into());
             resp.headers_mut().insert(CONTENT_TYPE, JSON);
             resp.extensions_mut().insert(TrailerBody(Arc::new(Mutex::new(Some(body)))));
@@ -71,10 +93,11 @@ enum Body<T> {
 /// Data frames of NDJSON lines, then the trailer frame; nothing after an error. A frame holds the
 /// next item plus whatever else is ready without waiting, so a slow producer's items still go out
 /// as soon as each is made.
-fn frames<T: Serialize + Send + 'static>(
+fn frames<T: Send + 'static>(
     items: BoxStream<'static, Result<T>>,
+    encode: Encode<T>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send {
-    stream::unfold(Some(Body::Items(items)), |state| async move {
+    stream::unfold(Some(Body::Items(items)), move |state| async move {
         let mut items = match state? {
             Body::Items(items) => items,
             Body::Trailer(message) => return Some((Ok(trailer(&message)), None)),
@@ -84,10 +107,9 @@ fn frames<T: Serialize + Send + 'static>(
         let ending = loop {
             match next {
                 Some(Ok(item)) => {
-                    if let Err(e) = serde_json::to_writer(&mut buffer, &item) {
+                    if let Err(e) = encode(&item, &mut buffer) {
                         break Some(format!("encoding stream item: {e}"));
                     }
-                    buffer.push(b'\n');
                 }
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "stream failed mid-way");

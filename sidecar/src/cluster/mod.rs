@@ -7,6 +7,7 @@ mod add;
 mod background;
 mod departure;
 mod info;
+mod listing;
 mod metrics;
 mod peers;
 mod pins;
@@ -15,6 +16,8 @@ mod rpc;
 #[cfg(test)]
 mod tests;
 mod vouch;
+
+pub use listing::{PeerColumn, StatusSheet};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -6,16 +6,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::{Cluster, PinTypeFilter};
 use crate::allocator::{self, AllocationRequest, Candidate};
 use crate::monitor::FREESPACE;
-use crate::protocol::{PageStatus, RpcRequest, RpcResponse, StatusPage};
+use crate::protocol::RpcRequest;
 use crate::state::StateOp;
-use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinInfoShort, PinOptions, PinType, StatusFilter, TrackerStatus};
+use crate::types::{Cid, CidKey, GlobalPinInfo, Pin, PinOptions, PinType};
 use crate::{Error, Result};
 
 /// Pins read from the state per blocking call while streaming; large enough to amortise the hop
-/// to a blocking thread, small enough to keep the first item quick.
-const SCAN_PAGE: usize = 2048;
-/// Pages of a cluster-wide status listing whose other peers' statuses are asked for at once.
-const PAGES_IN_FLIGHT: usize = 4;
+/// to a blocking thread (and, in a status listing, the calls to the other peers), small enough to
+/// keep the first item quick.
+pub(super) const SCAN_PAGE: usize = 2048;
 
 const NOT_IN_PINSET: &str = "pin is not part of the pinset";
 
@@ -86,7 +85,11 @@ impl Cluster {
 
     /// `GET /allocations`: every pin of the pinset, streamed.
     pub fn allocations(&self, filter: PinTypeFilter) -> BoxStream<'static, Result<Pin>> {
-        self.scan_pins()
+        self.scan_pages()
+            .flat_map(|page| match page {
+                Ok(pins) => stream::iter(pins.into_iter().map(Ok)).boxed(),
+                Err(e) => stream::once(futures::future::ready(Err(e))).boxed(),
+            })
             .filter(move |pin| futures::future::ready(pin.as_ref().map_or(true, |p| filter.matches(p.pin_type))))
             .boxed()
     }
@@ -94,153 +97,6 @@ impl Cluster {
     /// `GET /allocations/{cid}`: `Error::NotFound("pin is not part of the pinset")` when absent.
     pub async fn allocation(&self, cid: &Cid) -> Result<Pin> {
         self.get_pin(cid)?.ok_or_else(|| Error::NotFound(NOT_IN_PINSET.into()))
-    }
-
-    /// `GET /pins`: statuses of every pin (or of `cids`), filtered, streamed. Unless `local`,
-    /// every member's status of each pin is in its `peer_map`, asked page by page.
-    pub fn status_all(
-        &self,
-        filter: StatusFilter,
-        cids: Option<Vec<Cid>>,
-        local: bool,
-    ) -> BoxStream<'static, Result<GlobalPinInfo>> {
-        let cluster = self.clone();
-        let infos = if let Some(cids) = cids {
-            let cluster = cluster.clone();
-            stream::iter(cids)
-                .then(move |cid| {
-                    let cluster = cluster.clone();
-                    async move { Ok(cluster.pin_info(&cid, cluster.get_pin(&cid)?)) }
-                })
-                .boxed()
-        } else {
-            let in_pinset = {
-                let cluster = cluster.clone();
-                self.scan_pins().map(move |pin| pin.map(|pin| cluster.pin_info(&pin.cid.clone(), Some(pin))))
-            };
-            // Unpins still running or failed concern CIDs that have already left the pinset.
-            let leaving = {
-                let cluster = cluster.clone();
-                stream::once(async move {
-                    let infos: Vec<Result<GlobalPinInfo>> = cluster
-                        .inner
-                        .tracker
-                        .in_flight_unpins()
-                        .into_iter()
-                        .map(|(cid, _)| Ok(cluster.pin_info(&cid, None)))
-                        .collect();
-                    stream::iter(infos)
-                })
-                .flatten()
-            };
-            in_pinset.chain(leaving).boxed()
-        };
-        let infos = if local || self.other_members().is_empty() {
-            infos
-        } else {
-            // Items ready together go to the other peers as one call each, a few pages at once
-            // (in order), each page's calls and merge a task of its own, so that reading the
-            // pinset, the other peers' answers, merging and encoding the response overlap.
-            infos
-                .ready_chunks(SCAN_PAGE)
-                .map(move |page| {
-                    let cluster = cluster.clone();
-                    let task = tokio::spawn(async move { cluster.add_peer_statuses(page).await });
-                    async move {
-                        task.await.unwrap_or_else(|e| vec![Err(Error::Io(std::io::Error::other(e.to_string())))])
-                    }
-                })
-                .buffered(PAGES_IN_FLIGHT)
-                .flat_map(stream::iter)
-                .boxed()
-        };
-        infos.filter(move |info| futures::future::ready(info.as_ref().map_or(true, |i| filter.matches_any(i)))).boxed()
-    }
-
-    /// `GET /pins/{cid}`: not in the pinset = every peer `unpinned` (or what is still in flight).
-    pub async fn status(&self, cid: &Cid, local: bool) -> Result<GlobalPinInfo> {
-        let info = self.pin_info(cid, self.get_pin(cid)?);
-        if local {
-            return Ok(info);
-        }
-        self.add_peer_statuses(vec![Ok(info)]).await.pop().expect("one item in, one out")
-    }
-
-    /// Puts every other member's status of each pin into its `peer_map`; a member that cannot
-    /// answer shows `cluster_error` with the reason.
-    async fn add_peer_statuses(&self, mut page: Vec<Result<GlobalPinInfo>>) -> Vec<Result<GlobalPinInfo>> {
-        let keys: Vec<CidKey> = page.iter().filter_map(|info| info.as_ref().ok().map(|i| CidKey::of(&i.cid))).collect();
-        if keys.is_empty() {
-            return page;
-        }
-        let keys = &keys;
-        let answers = futures::future::join_all(
-            self.other_members()
-                .into_iter()
-                .map(|(peer, addrs)| async move { (peer.to_string(), self.peer_statuses(peer, addrs, keys).await) }),
-        )
-        .await;
-        let now = Utc::now();
-        for (peer, statuses) in answers {
-            let mut statuses = statuses.map(Vec::into_iter);
-            for info in page.iter_mut().filter_map(|info| info.as_mut().ok()) {
-                let status = match &mut statuses {
-                    Ok(statuses) => statuses.next().expect("as many statuses as keys"),
-                    Err(error) => PinInfoShort {
-                        peername: String::new(),
-                        ipfs_peer_id: None,
-                        ipfs_peer_addresses: Vec::new(),
-                        status: TrackerStatus::ClusterError,
-                        timestamp: now,
-                        error: error.clone(),
-                        attempt_count: 0,
-                        priority_pin: false,
-                    },
-                };
-                info.peer_map.insert(peer.clone(), status);
-            }
-        }
-        page
-    }
-
-    /// A peer's status of each of `keys`, in order.
-    async fn peer_statuses(
-        &self,
-        peer: libp2p::PeerId,
-        addrs: Vec<libp2p::Multiaddr>,
-        keys: &[CidKey],
-    ) -> std::result::Result<Vec<PinInfoShort>, String> {
-        match self.call_peer(peer, addrs, RpcRequest::Statuses(keys.to_vec())).await {
-            Ok(RpcResponse::Statuses(page)) if page.statuses.len() == keys.len() => Ok(page.into_statuses().collect()),
-            Ok(RpcResponse::Statuses(page)) => {
-                Err(format!("the peer answered {} statuses for {} pins", page.statuses.len(), keys.len()))
-            }
-            Ok(_) => Err("the peer answered something else".to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// This peer's status of each of `keys` (the answer to another peer's
-    /// [`RpcRequest::Statuses`]).
-    pub(super) async fn local_status_page(&self, keys: &[CidKey]) -> Result<StatusPage> {
-        let keys = keys.to_vec();
-        let pins: Vec<(Option<Pin>, CidKey)> =
-            self.read_state(move |state| keys.into_iter().map(|key| Ok((state.get(&key)?, key))).collect()).await?;
-        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
-        let statuses = pins
-            .iter()
-            .map(|(pin, key)| {
-                let local = self.inner.tracker.status_of(key, pin.as_ref());
-                let (secs, nanos) = (local.timestamp.timestamp(), local.timestamp.timestamp_subsec_nanos());
-                PageStatus(local.status, secs, nanos, local.error, local.attempt_count, local.priority_pin)
-            })
-            .collect();
-        Ok(StatusPage {
-            peername: self.inner.config.peername.clone(),
-            ipfs_peer_id: ipfs.id,
-            ipfs_peer_addresses: ipfs.addresses,
-            statuses,
-        })
     }
 
     /// `POST /pins/{cid}/recover`: re-queues a failed or missing pin, or a failed unpin, of this peer.
@@ -295,50 +151,8 @@ impl Cluster {
 
     /// One pin of the pinset. A point read finds its pages in redb's cache and takes microseconds:
     /// it runs in place, as a hop to a blocking thread would cost more than the read itself.
-    fn get_pin(&self, cid: &Cid) -> Result<Option<Pin>> {
+    pub(super) fn get_pin(&self, cid: &Cid) -> Result<Option<Pin>> {
         self.inner.state.get(&CidKey::of(cid))
-    }
-
-    /// This peer's view of one pin, as the cluster-wide object (the pin's fields move into it: on
-    /// a listing of millions, copying them would be most of the work).
-    fn pin_info(&self, cid: &Cid, pin: Option<Pin>) -> GlobalPinInfo {
-        let short = self.local_status(&CidKey::of(cid), pin.as_ref());
-        let peer_map = [(self.inner.me.clone(), short)].into_iter().collect();
-        match pin {
-            Some(pin) => GlobalPinInfo {
-                cid: pin.cid,
-                name: pin.name,
-                allocations: pin.allocations,
-                origins: pin.origins,
-                created: Some(pin.timestamp),
-                metadata: (!pin.metadata.is_empty()).then_some(pin.metadata),
-                peer_map,
-            },
-            None => GlobalPinInfo {
-                cid: *cid,
-                name: String::new(),
-                allocations: Vec::new(),
-                origins: Vec::new(),
-                created: None,
-                metadata: None,
-                peer_map,
-            },
-        }
-    }
-
-    fn local_status(&self, key: &CidKey, pin: Option<&Pin>) -> PinInfoShort {
-        let local = self.inner.tracker.status_of(key, pin);
-        let ipfs = self.inner.ipfs_id.read().expect("ipfs id lock").clone();
-        PinInfoShort {
-            peername: self.inner.config.peername.clone(),
-            ipfs_peer_id: ipfs.id,
-            ipfs_peer_addresses: ipfs.addresses,
-            status: local.status,
-            timestamp: local.timestamp,
-            error: local.error,
-            attempt_count: local.attempt_count,
-            priority_pin: local.priority_pin,
-        }
     }
 
     /// Applies the cluster defaults to 0 factors and checks the result as the reference does.
@@ -375,7 +189,7 @@ impl Cluster {
     }
 
     /// The whole pinset in key order, read page by page on blocking threads.
-    fn scan_pins(&self) -> BoxStream<'static, Result<Pin>> {
+    pub(super) fn scan_pages(&self) -> BoxStream<'static, Result<Vec<Pin>>> {
         let cluster = self.clone();
         stream::try_unfold((cluster, None::<CidKey>, false), |(cluster, after, done)| async move {
             if done {
@@ -384,13 +198,8 @@ impl Cluster {
             let page = cluster.read_state(move |state| state.scan(after.as_ref(), SCAN_PAGE)).await?;
             let last = page.last().map(Pin::key);
             let done = page.len() < SCAN_PAGE;
-            Ok::<_, Error>(Some((stream::iter(page.into_iter().map(Ok)), (cluster, last, done))))
+            Ok::<_, Error>(Some((page, (cluster, last, done))))
         })
-        .map(|page| match page {
-            Ok(pins) => pins.boxed(),
-            Err(e) => stream::once(futures::future::ready(Err(e))).boxed(),
-        })
-        .flatten()
         .boxed()
     }
 }

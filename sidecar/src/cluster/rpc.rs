@@ -54,7 +54,7 @@ impl Cluster {
                 self.receive_metrics(from, metrics);
                 RpcResponse::Ok
             }
-            RpcRequest::Statuses(keys) => RpcResponse::Statuses(self.local_status_page(&keys).await?),
+            RpcRequest::Statuses(keys) => RpcResponse::Statuses(self.answer_status_page(keys).await?),
             RpcRequest::Links => RpcResponse::Links(self.local_links().await),
             RpcRequest::RepoGc => RpcResponse::RepoGc(self.local_repo_gc().await),
             RpcRequest::Recover(key) => {

@@ -363,18 +363,16 @@ impl PinTracker {
 
     /// The status of one CID. No IO: `pin` is the CID's entry in the pinset, if any.
     pub fn status_of(&self, key: &CidKey, pin: Option<&Pin>) -> LocalPinStatus {
+        self.shared.status_of(&self.shared.lock(), key, pin)
+    }
+
+    /// The statuses of many CIDs, in order, under one lock (a page of a listing).
+    pub fn statuses_of<'a>(
+        &self,
+        pins: impl IntoIterator<Item = (&'a CidKey, Option<&'a Pin>)>,
+    ) -> Vec<LocalPinStatus> {
         let inner = self.shared.lock();
-        if let Some(op) = inner.ops.get(key) {
-            return op_status(op);
-        }
-        let (status, error) = status::of_idle(self.shared.membership(pin), inner.ipfs.view(key), inner.queue_full);
-        LocalPinStatus {
-            status,
-            error: error.unwrap_or_default().to_string(),
-            attempt_count: 0,
-            priority_pin: false,
-            timestamp: pin.map_or_else(Utc::now, |pin| pin.timestamp),
-        }
+        pins.into_iter().map(|(key, pin)| self.shared.status_of(&inner, key, pin)).collect()
     }
 
     /// CIDs no longer in the pinset with an unpin queued, running or failed: the statuses a
@@ -479,6 +477,20 @@ impl Shared {
         // Every update leaves the table consistent before anything that can panic, so a poisoned
         // lock still guards usable data; refusing it would take the whole peer down.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn status_of(&self, inner: &Inner, key: &CidKey, pin: Option<&Pin>) -> LocalPinStatus {
+        if let Some(op) = inner.ops.get(key) {
+            return op_status(op);
+        }
+        let (status, error) = status::of_idle(self.membership(pin), inner.ipfs.view(key), inner.queue_full);
+        LocalPinStatus {
+            status,
+            error: error.unwrap_or_default().to_string(),
+            attempt_count: 0,
+            priority_pin: false,
+            timestamp: pin.map_or_else(Utc::now, |pin| pin.timestamp),
+        }
     }
 
     fn membership(&self, pin: Option<&Pin>) -> Membership {

@@ -9,7 +9,7 @@ mod metric;
 mod peer;
 mod pin;
 mod pin_options;
-mod rendered;
+pub mod rendered;
 mod status;
 pub mod time;
 

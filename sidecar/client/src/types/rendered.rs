@@ -20,11 +20,11 @@ thread_local! {
     static ADDRESSES: RefCell<HashMap<Multiaddr, Rc<str>>> = RefCell::new(HashMap::new());
 }
 
-pub(crate) fn peer_id(id: &PeerId) -> Rc<str> {
+pub fn peer_id(id: &PeerId) -> Rc<str> {
     PEER_IDS.with(|memo| remembered(&mut memo.borrow_mut(), id))
 }
 
-pub(crate) fn multiaddr(addr: &Multiaddr) -> Rc<str> {
+pub fn multiaddr(addr: &Multiaddr) -> Rc<str> {
     ADDRESSES.with(|memo| remembered(&mut memo.borrow_mut(), addr))
 }
 
