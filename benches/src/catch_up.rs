@@ -13,7 +13,8 @@
 //! leader's (read just before), its `cluster_pins` gauge (`GET /metrics`) == `--pins`; caught up
 //! = all of these at once. Once both caught up and the cluster converged: `VmRSS`/`VmHWM` of each
 //! peer process. The first peer's figures include its fake daemon's pins (reported apart, as
-//! measured in that process before the peer started).
+//! measured in that process before the peer started). Then, once peer 3's sync of its restored
+//! pinset ended too, the cluster-wide `GET /pins` is timed (at most 1M pins).
 
 use std::time::{Duration, Instant};
 
@@ -232,14 +233,7 @@ async fn catch_up(
     for _ in 1..PEERS {
         // Each joiner is timed against settled peers: the previous joiner's tracker syncs with
         // its restored pinset first (a scan of every pin), which is not this joiner's catch-up.
-        let waited = poll(wait_for, "every peer's tracker to end its full sync", || async {
-            let mut synced = true;
-            for peer in &cluster.peers {
-                synced &= peer.metric("tracker_syncing").await.ok() == Some(0);
-            }
-            synced
-        })
-        .await?;
+        let waited = syncs_ended(cluster, wait_for).await?;
         let cpu = CpuWindow::start(&cluster.pids());
         let index = cluster.spawn(None, 0, 0).await?;
         let mut joiner = watch_joiner(cluster, index, pins, wait_for).await?;
@@ -261,7 +255,21 @@ async fn catch_up(
             );
         }
     }
+    // The listing that follows is timed on a settled cluster too (peer 3 syncs its restored pinset).
+    syncs_ended(cluster, wait_for).await?;
     Ok((first, joiners, rss))
+}
+
+/// Waits until every peer's tracker ended its full sync with its daemon; how long that took.
+async fn syncs_ended(cluster: &LocalCluster, wait_for: Duration) -> anyhow::Result<Duration> {
+    poll(wait_for, "every peer's tracker to end its full sync", || async {
+        let mut synced = true;
+        for peer in &cluster.peers {
+            synced &= peer.metric("tracker_syncing").await.ok() == Some(0);
+        }
+        synced
+    })
+    .await
 }
 
 /// Polls the joiner `index` (and the leader) until it caught up; its times from its process start.

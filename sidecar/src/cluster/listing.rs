@@ -23,11 +23,14 @@ const PAGES_IN_FLIGHT: usize = 4;
 pub struct StatusSheet {
     /// The page's CIDs in order, each with its pin; `None` for a CID outside the pinset (an unpin
     /// still in flight, or a CID asked for by name).
-    pub rows: Vec<(Cid, Option<Pin>)>,
+    pub rows: Vec<Row>,
     /// This peer's column and, unless the view is local, every other member's, ordered by peer ID
     /// text as `peer_map` is; each holds one status per row.
     pub columns: Vec<PeerColumn>,
 }
+
+/// A CID and its pin, if it is in the pinset.
+pub type Row = (Cid, Option<Pin>);
 
 /// One member's statuses of a sheet's rows.
 #[derive(Clone, Debug)]
@@ -117,7 +120,7 @@ impl Cluster {
 
     /// The rows of the sheets, page by page: the asked-for CIDs, or the pinset in key order and then
     /// the unpins in flight (their CIDs have already left it).
-    fn sheet_rows(&self, cids: Option<Vec<Cid>>) -> BoxStream<'static, Result<Vec<(Cid, Option<Pin>)>>> {
+    fn sheet_rows(&self, cids: Option<Vec<Cid>>) -> BoxStream<'static, Result<Vec<Row>>> {
         let cluster = self.clone();
         if let Some(cids) = cids {
             let pages: Vec<Vec<Cid>> = cids.chunks(SCAN_PAGE).map(<[Cid]>::to_vec).collect();
@@ -136,7 +139,7 @@ impl Cluster {
 
     /// This peer's column of `rows` and, unless `local`, every other member's; a member that cannot
     /// answer shows `cluster_error` with the reason.
-    async fn sheet(&self, rows: Vec<(Cid, Option<Pin>)>, local: bool) -> StatusSheet {
+    async fn sheet(&self, rows: Vec<Row>, local: bool) -> StatusSheet {
         let keys: Vec<CidKey> = rows.iter().map(|(cid, _)| CidKey::of(cid)).collect();
         let mine = self.local_status_page(keys.iter().zip(rows.iter().map(|(_, pin)| pin.as_ref())));
         let mut columns = vec![PeerColumn { peer: self.inner.me.clone(), page: mine }];
@@ -172,12 +175,7 @@ impl Cluster {
 
     /// This peer's statuses of `keys` (the answer to another peer's [`RpcRequest::Statuses`]).
     pub(super) async fn answer_status_page(&self, keys: Vec<CidKey>) -> Result<StatusPage> {
-        let (keys, pins) = self
-            .read_state(move |state| {
-                let pins = keys.iter().map(|key| state.get(key)).collect::<Result<Vec<_>>>()?;
-                Ok((keys, pins))
-            })
-            .await?;
+        let (pins, keys) = self.read_state(move |state| Ok((state.get_many(&keys)?, keys))).await?;
         Ok(self.local_status_page(keys.iter().zip(pins.iter().map(Option::as_ref))))
     }
 

@@ -282,6 +282,36 @@ impl PinState {
         value.map(|v| store::decode_pin(&self.path, key.as_bytes(), v.value())).transpose()
     }
 
+    /// The pins of `keys`, in order, read in one transaction. Keys in ascending order (a page of
+    /// another peer's scan) are read as one range, merged with the keys; others one by one.
+    pub fn get_many(&self, keys: &[CidKey]) -> Result<Vec<Option<Pin>>> {
+        const DOING: &str = "reading pins";
+        let txn = self.begin_read()?;
+        let pins = store::open_read(&txn, store::PINS, &self.path)?;
+        let read_error = |e| store::db_error(&self.path, DOING, e);
+        let ascending = keys.windows(2).all(|pair| pair[0] < pair[1]);
+        let (Some(first), Some(last), true) = (keys.first(), keys.last(), ascending) else {
+            let decode = |key: &CidKey| {
+                let stored = pins.get(key.as_bytes()).map_err(read_error)?;
+                stored.map(|v| store::decode_pin(&self.path, key.as_bytes(), v.value())).transpose()
+            };
+            return keys.iter().map(decode).collect();
+        };
+        let mut found = Vec::with_capacity(keys.len());
+        let mut wanted = keys.iter().peekable();
+        for entry in pins.range::<&[u8]>(first.as_bytes()..=last.as_bytes()).map_err(read_error)? {
+            let (key, value) = entry.map_err(read_error)?;
+            while wanted.next_if(|wanted| wanted.as_bytes() < key.value()).is_some() {
+                found.push(None);
+            }
+            if wanted.next_if(|wanted| wanted.as_bytes() == key.value()).is_some() {
+                found.push(Some(store::decode_pin(&self.path, key.value(), value.value())?));
+            }
+        }
+        found.resize(keys.len(), None);
+        Ok(found)
+    }
+
     pub fn len(&self) -> Result<u64> {
         let txn = self.begin_read()?;
         let pins = store::open_read(&txn, store::PINS, &self.path)?;

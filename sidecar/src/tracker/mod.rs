@@ -483,7 +483,7 @@ impl Shared {
         if let Some(op) = inner.ops.get(key) {
             return op_status(op);
         }
-        let (status, error) = status::of_idle(self.membership(pin), inner.ipfs.view(key), inner.queue_full);
+        let (status, error) = status::of_idle(self.membership(pin), || inner.ipfs.view(key), inner.queue_full);
         LocalPinStatus {
             status,
             error: error.unwrap_or_default().to_string(),

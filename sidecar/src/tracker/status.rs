@@ -49,18 +49,23 @@ pub(crate) const QUEUE_FULL: &str =
 /// The status of a CID with nothing in the table, and the error text that goes with it.
 /// `queue_full` says a pin was refused for lack of room since the last complete sync: an
 /// allocated pin missing from IPFS is then most likely one of those.
+/// `ipfs` is asked only for a pin allocated here: it looks the CID up among every pin the daemon
+/// holds, and a listing asks for millions of statuses.
 pub(crate) fn of_idle(
     membership: Membership,
-    ipfs: IpfsView,
+    ipfs: impl FnOnce() -> IpfsView,
     queue_full: bool,
 ) -> (TrackerStatus, Option<&'static str>) {
-    match membership {
-        Membership::Absent => (TrackerStatus::Unpinned, None),
-        Membership::Remote => (TrackerStatus::Remote, None),
-        Membership::Here(mode) if ipfs.satisfies(mode) => (TrackerStatus::Pinned, None),
-        Membership::Here(_) if ipfs == IpfsView::Unknown => (TrackerStatus::ClusterError, Some(UNKNOWN_PINSET)),
-        Membership::Here(_) if queue_full => (TrackerStatus::PinError, Some(QUEUE_FULL)),
-        Membership::Here(_) => (TrackerStatus::UnexpectedlyUnpinned, None),
+    let mode = match membership {
+        Membership::Absent => return (TrackerStatus::Unpinned, None),
+        Membership::Remote => return (TrackerStatus::Remote, None),
+        Membership::Here(mode) => mode,
+    };
+    match ipfs() {
+        ipfs if ipfs.satisfies(mode) => (TrackerStatus::Pinned, None),
+        IpfsView::Unknown => (TrackerStatus::ClusterError, Some(UNKNOWN_PINSET)),
+        _ if queue_full => (TrackerStatus::PinError, Some(QUEUE_FULL)),
+        _ => (TrackerStatus::UnexpectedlyUnpinned, None),
     }
 }
 
@@ -110,7 +115,7 @@ mod tests {
             (Here(Recursive), Unknown, true, S::ClusterError),
         ];
         for (membership, ipfs, queue_full, expected) in table {
-            let (status, error) = of_idle(membership, ipfs, queue_full);
+            let (status, error) = of_idle(membership, || ipfs, queue_full);
             assert_eq!(status, expected, "{membership:?} {ipfs:?} full={queue_full}");
             assert_eq!(error.is_some(), status.is_error(), "errors and only errors explain themselves");
         }

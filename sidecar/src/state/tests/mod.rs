@@ -106,6 +106,34 @@ fn scan_pages_through_everything_in_key_order() {
 }
 
 #[test]
+fn get_many_answers_each_key_in_order_sorted_or_not() {
+    let dir = TempDir::new().unwrap();
+    let state = PinState::open(&state_path(&dir)).unwrap();
+    // Every other pin stored: the asked-for keys have gaps, and the range holds keys nobody asked for.
+    state.apply(&(0..40).filter(|n| n % 2 == 0).map(|n| StateOp::Pin(pin_n(n))).collect::<Vec<_>>()).unwrap();
+    let mut keys: Vec<CidKey> = (0..40).map(|n| pin_n(n).key()).collect();
+    keys.sort();
+    let expected = |keys: &[CidKey]| -> Vec<Option<Pin>> { keys.iter().map(|key| state.get(key).unwrap()).collect() };
+
+    let cases: Vec<(&str, Vec<CidKey>)> = vec![
+        ("ascending, with gaps", keys.clone()),
+        ("ascending, every third", keys.iter().step_by(3).cloned().collect()),
+        (
+            "ascending, only missing ones",
+            keys.iter().filter(|key| state.get(key).unwrap().is_none()).cloned().collect(),
+        ),
+        ("descending", keys.iter().rev().cloned().collect()),
+        ("a key twice", vec![keys[0].clone(), keys[0].clone(), keys[2].clone()]),
+        ("one", vec![keys[4].clone()]),
+        ("none", vec![]),
+    ];
+    for (case, keys) in cases {
+        let found = state.get_many(&keys).unwrap();
+        assert_eq!(found, expected(&keys), "{case}");
+    }
+}
+
+#[test]
 fn expired_reads_only_due_pins_and_follows_replacements() {
     let dir = TempDir::new().unwrap();
     let state = PinState::open(&state_path(&dir)).unwrap();
