@@ -42,20 +42,25 @@ pub(crate) async fn ndjson<T: Serialize + Send + 'static>(items: BoxStream<'stat
     respond(items, json_line).await
 }
 
-/// As [`ndjson`], for lines already written: each item is one or more whole lines, none empty.
+/// As [`ndjson`], for lines already written: each item is one or more whole lines, none empty. A
+/// large item becomes a frame as it is, without a copy.
 pub(crate) async fn ndjson_lines(chunks: BoxStream<'static, Result<Vec<u8>>>) -> Response {
     respond(chunks, |chunk, buffer| {
-        buffer.extend_from_slice(chunk);
+        if buffer.is_empty() {
+            *buffer = chunk;
+        } else {
+            buffer.extend_from_slice(&chunk);
+        }
         Ok(())
     })
     .await
 }
 
 /// How an item goes into the body: appended to the buffer, its newline included.
-type Encode<T> = fn(&T, &mut Vec<u8>) -> serde_json::Result<()>;
+type Encode<T> = fn(T, &mut Vec<u8>) -> serde_json::Result<()>;
 
-fn json_line<T: Serialize>(item: &T, buffer: &mut Vec<u8>) -> serde_json::Result<()> {
-    serde_json::to_writer(&mut *buffer, item)?;
+fn json_line<T: Serialize>(item: T, buffer: &mut Vec<u8>) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *buffer, &item)?;
     buffer.push(b'\n');
     Ok(())
 }
@@ -107,7 +112,7 @@ fn frames<T: Send + 'static>(
         let ending = loop {
             match next {
                 Some(Ok(item)) => {
-                    if let Err(e) = encode(&item, &mut buffer) {
+                    if let Err(e) = encode(item, &mut buffer) {
                         break Some(format!("encoding stream item: {e}"));
                     }
                 }
@@ -193,6 +198,14 @@ mod tests {
         let (status, body, trailers) = collect(resp).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, b"1\n2\n");
+        assert_eq!(trailers.unwrap()[STREAM_ERROR], "");
+    }
+
+    #[tokio::test]
+    async fn written_lines_go_out_as_they_are() {
+        let chunks = stream::iter([Ok(b"1\n2\n".to_vec()), Ok(b"3\n".to_vec())]).boxed();
+        let (status, body, trailers) = collect(ndjson_lines(chunks).await).await;
+        assert_eq!((status, body), (StatusCode::OK, b"1\n2\n3\n".to_vec()));
         assert_eq!(trailers.unwrap()[STREAM_ERROR], "");
     }
 
