@@ -8,6 +8,7 @@ mod support;
 use futures::TryStreamExt;
 use sidecar::api::RestApiConfig;
 use sidecar::client::{AddFile, Client};
+use sidecar::types::time::GO_ZERO_TIME;
 use sidecar::types::{parse_cid, PinOptions};
 use support::*;
 
@@ -246,6 +247,14 @@ async fn pin_lifecycle_on_the_wire() {
     let r = get(s.addr, &format!("/pins?filter=pinned,queued,pinning&cids={CID}")).await;
     assert_eq!((r.status, r.trailer("x-stream-error")), (200, Some("")), "{r:?}");
     assert!(r.lines().iter().all(|l| keys(l) == set(&GPI_KEYS)));
+    // CIDs asked for by name come in the order asked; one outside the pinset is `unpinned`.
+    let other = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    let lines = get(s.addr, &format!("/pins?cids={other},{CID}")).await.lines();
+    assert_eq!(lines.iter().map(|l| l["cid"].as_str().unwrap()).collect::<Vec<_>>(), [other, CID]);
+    let statuses = |line: &serde_json::Value| -> Vec<String> {
+        line["peer_map"].as_object().unwrap().values().map(|p| p["status"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!((statuses(&lines[0]), lines[0]["created"].as_str()), (vec!["unpinned".to_string()], Some(GO_ZERO_TIME)));
 
     let r = send(s.addr, "POST", &format!("/pins/{CID}/recover")).await;
     assert_eq!((r.status, keys(&r.json())), (200, set(&GPI_KEYS)));

@@ -125,7 +125,14 @@ impl Cluster {
         if let Some(cids) = cids {
             let pages: Vec<Vec<Cid>> = cids.chunks(SCAN_PAGE).map(<[Cid]>::to_vec).collect();
             return stream::iter(pages)
-                .map(move |page| page.into_iter().map(|cid| Ok((cid, cluster.get_pin(&cid)?))).collect())
+                .then(move |page| {
+                    let cluster = cluster.clone();
+                    async move {
+                        let keys: Vec<CidKey> = page.iter().map(CidKey::of).collect();
+                        let pins = cluster.read_state(move |state| state.get_many(&keys)).await?;
+                        Ok(page.into_iter().zip(pins).collect())
+                    }
+                })
                 .boxed();
         }
         let in_pinset = self.scan_pages().map(|page| Ok(page?.into_iter().map(|pin| (pin.cid, Some(pin))).collect()));
