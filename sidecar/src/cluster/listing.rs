@@ -150,7 +150,7 @@ impl Cluster {
         let keys: Vec<CidKey> = rows.iter().map(|(cid, _)| CidKey::of(cid)).collect();
         let mine = self.local_status_page(keys.iter().zip(rows.iter().map(|(_, pin)| pin.as_ref())));
         let mut columns = vec![PeerColumn { peer: self.inner.me.clone(), page: mine }];
-        if !local {
+        if !local && !rows.is_empty() {
             let keys = &keys;
             let others = self.other_members().into_iter().map(|(peer, addrs)| async move {
                 let page = self.peer_status_page(peer, addrs, keys).await;
