@@ -141,13 +141,15 @@ mod tests {
     use crate::protocol::StatusPage;
     use crate::types::{fixtures, TrackerStatus};
 
-    fn page(peername: &str, addrs: &[&str], statuses: Vec<PageStatus>) -> StatusPage {
-        StatusPage {
+    /// A member with a random peer ID and a daemon at `addrs`.
+    fn column(peername: &str, addrs: &[&str], statuses: Vec<PageStatus>) -> PeerColumn {
+        let page = StatusPage {
             peername: peername.to_string(),
-            ipfs_peer_id: (!addrs.is_empty()).then(PeerId::random),
+            ipfs_peer_id: Some(PeerId::random()),
             ipfs_peer_addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             statuses,
-        }
+        };
+        PeerColumn { peer: PeerId::random().to_string(), page }
     }
 
     fn status(status: TrackerStatus, at: DateTime<Utc>, error: &str, attempts: u32) -> PageStatus {
@@ -168,35 +170,24 @@ mod tests {
         full.timestamp = later;
         let leaving = fixtures::pin("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n").cid;
         let rows = vec![(plain.cid, Some(plain.clone())), (full.cid, Some(full.clone())), (leaving, None)];
+        let one = [
+            status(TrackerStatus::Pinned, plain.timestamp, "", 0),
+            status(TrackerStatus::PinError, later, "daemon said \"no\"\n", 3),
+            status(TrackerStatus::Unpinning, at, "", 1),
+        ];
+        let two = [
+            status(TrackerStatus::Remote, plain.timestamp, "", 0),
+            status(TrackerStatus::Pinned, at, "", 0),
+            status(TrackerStatus::Unpinned, at, "", 0),
+        ];
+        let unreachable = PeerColumn {
+            peer: PeerId::random().to_string(),
+            page: StatusPage::failed(3, "peer unreachable: \"timeout\"".to_string(), later),
+        };
         let mut columns = vec![
-            PeerColumn {
-                peer: PeerId::random().to_string(),
-                page: page(
-                    "peer \"one\"",
-                    &["/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"],
-                    vec![
-                        status(TrackerStatus::Pinned, plain.timestamp, "", 0),
-                        status(TrackerStatus::PinError, later, "daemon said \"no\"\n", 3),
-                        status(TrackerStatus::Unpinning, at, "", 1),
-                    ],
-                ),
-            },
-            PeerColumn {
-                peer: PeerId::random().to_string(),
-                page: page(
-                    "two",
-                    &["/ip4/127.0.0.1/tcp/4002"],
-                    vec![
-                        status(TrackerStatus::Remote, plain.timestamp, "", 0),
-                        status(TrackerStatus::Pinned, at, "", 0),
-                        status(TrackerStatus::Unpinned, at, "", 0),
-                    ],
-                ),
-            },
-            PeerColumn {
-                peer: PeerId::random().to_string(),
-                page: StatusPage::failed(3, "peer unreachable: \"timeout\"".to_string(), later),
-            },
+            column("peer \"one\"", &["/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"], one.to_vec()),
+            column("two", &["/ip4/127.0.0.1/tcp/4002"], two.to_vec()),
+            unreachable,
         ];
         columns.sort_by(|a, b| a.peer.cmp(&b.peer));
         StatusSheet { rows, columns }
