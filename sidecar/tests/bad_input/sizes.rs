@@ -1,5 +1,7 @@
 //! Oversized input: bodies (with or without Content-Length), identifiers, pins and batches.
 
+use sidecar::types::time::GO_ZERO_TIME;
+
 use super::*;
 
 #[tokio::test]
@@ -65,4 +67,26 @@ async fn a_pin_larger_than_an_entry_allows_is_400_and_leaves_the_pinset_as_it_wa
     // Large but within the limit.
     let metadata = "m".repeat(30_000);
     assert_eq!(send(s.addr, "POST", &format!("/pins/{other}?meta-blob={metadata}")).await.status, 200);
+}
+
+/// As many CIDs as a request line holds (hyper refuses URIs from 64 KiB on), some repeated: every
+/// one answered, in the order asked; what is not pinned shows Go's zero time as created.
+#[tokio::test]
+async fn a_listing_of_a_thousand_named_cids_answers_each_in_order() {
+    let s = server(Default::default()).await;
+    pin_baseline(s.addr).await;
+    let unpinned = |n: u32| cid::Cid::new_v1(0x55, multihash::Multihash::<64>::wrap(0x00, &n.to_be_bytes()).unwrap());
+    let mut asked: Vec<String> = (0..1000).map(|n| unpinned(n).to_string()).collect();
+    for at in [0, 500, asked.len()] {
+        asked.insert(at, KEPT.to_string());
+    }
+    let r = get(s.addr, &format!("/pins?cids={}", asked.join(","))).await;
+    assert_eq!((r.status, r.trailer("x-stream-error")), (200, Some("")), "{r:?}");
+    let lines = r.lines();
+    assert_eq!(lines.iter().map(|l| l["cid"].as_str().unwrap()).collect::<Vec<_>>(), asked);
+    for line in &lines {
+        let pinned = line["cid"] == KEPT;
+        assert_eq!(line["created"] != GO_ZERO_TIME, pinned, "{line}");
+    }
+    assert_unharmed(s.addr).await;
 }
