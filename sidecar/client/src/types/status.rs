@@ -101,10 +101,6 @@ impl StatusFilter {
     pub fn matches(&self, status: TrackerStatus) -> bool {
         self.0.is_empty() || self.0.contains(&status)
     }
-
-    pub fn matches_any(&self, info: &GlobalPinInfo) -> bool {
-        self.0.is_empty() || info.peer_map.values().any(|p| self.0.contains(&p.status))
-    }
 }
 
 /// One peer's view of one pin, as it appears inside `peer_map`.
