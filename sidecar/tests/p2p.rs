@@ -185,3 +185,85 @@ async fn large_responses_go_through() {
     limited.dial(address_of(&big).await).await.unwrap();
     assert!(limited.request(big.peer_id(), RpcRequest::Id).await.is_err());
 }
+
+/// The host's one listen address, without its peer ID.
+async fn listen_addr_of(host: &Host) -> Multiaddr {
+    host.listen_addrs().await.unwrap().remove(0)
+}
+
+#[tokio::test]
+async fn a_lane_carries_call_after_call_and_outlives_a_restart_of_its_peer() {
+    let a_config = config(SECRET);
+    let a = host_with(&a_config, 8).await;
+    let b_key = Keypair::generate_ed25519();
+    let b_config = config(SECRET);
+    let b = Host::start(b_key.clone(), &b_config).await.unwrap();
+    b.serve(Arc::new(IdHandler { peer_id: b.peer_id(), peername_len: 8 })).await.unwrap();
+    let b_addr = listen_addr_of(&b).await;
+
+    // Dialed through the lane's own addresses: the hosts were never connected.
+    let mut lane = a.lane(b.peer_id(), vec![b_addr.clone()]);
+    for _ in 0..200 {
+        assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(b.peer_id()));
+    }
+    let counted = a_config.bandwidth.by_protocol();
+    let lane_bytes = counted.get("/cluster-sidecar/rpc/1.0.0/lane").map(|b| (b.total_out, b.total_in));
+    assert!(lane_bytes.is_some_and(|(out, into)| out > 0 && into > out), "{counted:?}");
+
+    // The peer restarts on the same address: the lane's stream died with the old connection,
+    // and the next call goes through a new one.
+    b.shutdown().await;
+    wait_for("a to see b gone", || async {
+        let peers = a.connected_peers().await.unwrap();
+        if peers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    })
+    .await;
+    let mut b_config = b_config;
+    b_config.listen = b_addr;
+    let b = Host::start(b_key, &b_config).await.unwrap();
+    b.serve(Arc::new(IdHandler { peer_id: b.peer_id(), peername_len: 8 })).await.unwrap();
+    assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(b.peer_id()));
+}
+
+#[tokio::test]
+async fn a_lane_call_over_the_size_limit_fails_and_the_next_call_goes_through() {
+    let a = host(SECRET).await;
+    let mut small = config(SECRET);
+    small.max_request_size = 1024;
+    let b = host_with(&small, 8).await;
+    let mut lane = a.lane(b.peer_id(), vec![listen_addr_of(&b).await]);
+    assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(b.peer_id()));
+
+    let oversized = RpcRequest::Join { addrs: vec!["x".repeat(4096)] };
+    let err = lane.call(oversized).await.unwrap_err();
+    // Sent whole, so the peer may have handled it, as far as the caller can tell.
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+    assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(b.peer_id()));
+}
+
+#[tokio::test]
+async fn a_lane_to_a_stopped_or_unknown_peer_reports_it_unreachable() {
+    let a = host(SECRET).await;
+    let gone = host(SECRET).await;
+    let address = listen_addr_of(&gone).await;
+    gone.shutdown().await;
+    let err = a.lane(gone.peer_id(), vec![address]).call(RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+    let err = a.lane(PeerId::random(), Vec::new()).call(RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_lane_to_a_host_not_serving_yet_is_answered_with_an_error() {
+    let a = host(SECRET).await;
+    let unserved = unserved_host(&config(SECRET)).await;
+    let mut lane = a.lane(unserved.peer_id(), vec![listen_addr_of(&unserved).await]);
+    let err = lane.call(RpcRequest::Id).await.unwrap_err();
+    assert!(matches!(&err, Error::Remote { message, .. } if message.contains("not serving")), "{err:?}");
+    unserved.serve(Arc::new(IdHandler { peer_id: unserved.peer_id(), peername_len: 8 })).await.unwrap();
+    assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(unserved.peer_id()));
+}

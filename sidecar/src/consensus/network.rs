@@ -1,8 +1,8 @@
-//! Raft's messages over the cluster's libp2p RPC.
+//! Raft's messages over the cluster's libp2p host, each peer's on a lane of its own (one stream
+//! that carries call after call: openraft makes one call at a time per peer and link).
 
 use std::future::Future;
 
-use libp2p::{Multiaddr, PeerId};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -14,7 +14,8 @@ use openraft::raft::{
 
 use super::types::{ClusterNode, NodeId, TypeConfig};
 use crate::p2p::encoded_len;
-use crate::protocol::{Host, RaftMessage, RpcRequest, RpcResponse};
+use crate::p2p::Lane;
+use crate::protocol::{ClusterProtocol, Host, RaftMessage, RpcRequest, RpcResponse};
 use crate::Error;
 
 /// Makes one [`PeerLink`] per Raft peer.
@@ -27,17 +28,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> PeerLink {
         let entries_budget = APPEND_BYTES.min(self.p2p.max_request_size().saturating_sub(ENVELOPE_BYTES));
-        PeerLink { p2p: self.p2p.clone(), target, peer: node.peer(), addrs: node.multiaddrs(), entries_budget }
+        let lane = node.peer().map(|peer| self.p2p.lane(peer, node.multiaddrs()));
+        PeerLink { target, lane, entries_budget }
     }
 }
 
 /// The way to one Raft peer.
 pub struct PeerLink {
-    p2p: Host,
     target: NodeId,
     /// `None` for a member whose peer ID does not parse: every call to it fails as unreachable.
-    peer: Option<PeerId>,
-    addrs: Vec<Multiaddr>,
+    lane: Option<Lane<ClusterProtocol>>,
     /// The most bytes of entries one append request may carry.
     entries_budget: u64,
 }
@@ -75,19 +75,18 @@ impl PeerLink {
 
     /// Sends `request` within the call's time limit; `answer` picks the reply out of the response.
     async fn call<T, E: std::error::Error>(
-        &self,
+        &mut self,
         request: RpcRequest,
         option: &RPCOption,
         answer: impl FnOnce(RpcResponse) -> Option<Result<T, RaftError<NodeId, E>>>,
     ) -> RpcResult<T, E> {
-        let Some(peer) = self.peer else {
+        let Some(lane) = self.lane.as_mut() else {
             return Err(RPCError::Unreachable(Unreachable::new(&Error::PeerUnreachable(format!(
                 "node {} has no valid peer ID",
                 self.target
             )))));
         };
-        let sent = self.p2p.request_via(peer, self.addrs.clone(), request);
-        let response = match with_deadline(option, sent).await {
+        let response = match with_deadline(option, lane.call(request)).await {
             Ok(response) => response,
             Err(e @ (Error::PeerUnreachable(_) | Error::ShuttingDown)) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)))
@@ -99,7 +98,7 @@ impl PeerLink {
             Some(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             None => Err(RPCError::Network(NetworkError::new(&Error::Remote {
                 code: 500,
-                message: format!("peer {peer} answered a Raft call with something else"),
+                message: format!("node {} answered a Raft call with something else", self.target),
             }))),
         }
     }

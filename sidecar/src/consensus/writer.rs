@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use libp2p::PeerId;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot};
@@ -25,8 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::types::{ClusterNode, NodeId, OpBatch, Raft};
-use crate::p2p::encoded_len;
-use crate::protocol::{Host, RpcRequest, RpcResponse};
+use crate::p2p::{encoded_len, Lane};
+use crate::protocol::{ClusterProtocol, Host, RpcRequest, RpcResponse};
 use crate::state::StateOp;
 use crate::{Error, Result};
 
@@ -87,7 +88,7 @@ pub struct Writer {
 impl Writer {
     pub fn start(raft: Raft, node_id: NodeId, p2p: Host, timing: WriterTiming, shutdown: CancellationToken) -> Writer {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
-        let proposer = Arc::new(Proposer { raft, node_id, p2p, timing });
+        let proposer = Arc::new(Proposer { raft, node_id, p2p, timing, leader_lane: Default::default() });
         let batcher = Batcher { proposer: proposer.clone(), inbox, shutdown };
         Writer { requests, task: tokio::sync::Mutex::new(Some(tokio::spawn(batcher.run()))), proposer }
     }
@@ -211,6 +212,9 @@ struct Proposer {
     node_id: NodeId,
     p2p: Host,
     timing: WriterTiming,
+    /// The lane forwards take to the leader, and which peer that is: one batch is forwarded at a
+    /// time, so one lane suffices.
+    leader_lane: tokio::sync::Mutex<Option<(PeerId, Lane<ClusterProtocol>)>>,
 }
 
 /// How an attempt to propose on this peer ended.
@@ -373,7 +377,14 @@ impl Proposer {
         deadline: Instant,
     ) -> Result<Forwarded> {
         let peer = node.peer().ok_or_else(|| Error::PeerUnreachable(format!("leader {node} has a bad peer ID")))?;
-        let sent = self.p2p.request_via(peer, node.multiaddrs(), RpcRequest::Write(batch.clone()));
+        let sent = async {
+            let mut lane = self.leader_lane.lock().await;
+            if !matches!(&*lane, Some((to, _)) if *to == peer) {
+                *lane = Some((peer, self.p2p.lane(peer, node.multiaddrs())));
+            }
+            let (_, lane) = lane.as_mut().expect("just set");
+            lane.call(RpcRequest::Write(batch.clone())).await
+        };
         let answer = tokio::select! {
             answer = sent => answer,
             _ = self.leader_changed_from(leader_id) => {

@@ -1,8 +1,8 @@
 //! Bytes the host's RPC streams carried, per libp2p protocol: what the reference reports on
 //! `GET /health/bandwidth` (from its libp2p bandwidth counter).
 //!
-//! Counted in the request-response codec, so only the protocols' own bytes count (not noise,
-//! yamux or the private network's framing). Rates are averages between two readings at least a
+//! Counted in the request-response codec and in the lanes' frames, so only the protocols' own bytes
+//! count (not noise, yamux or the private network's framing). Rates are averages between two readings at least a
 //! second apart, where the reference keeps a moving average: close enough for an operator's view.
 
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ impl BandwidthMeter {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn add(&self, protocol: &str, bytes_in: u64, bytes_out: u64) {
+    pub(crate) fn add(&self, protocol: &str, bytes_in: u64, bytes_out: u64) {
         let mut meter = self.lock();
         // Every RPC message passes here: allocate the protocol's name only the first time.
         match meter.totals.get_mut(protocol) {

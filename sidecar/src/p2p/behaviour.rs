@@ -1,5 +1,6 @@
 //! The protocols every connection speaks: identify (who the peer is, where it listens), ping (keeps
-//! connections checked) and the cluster's request-response RPC.
+//! connections checked), the cluster's request-response RPC, and its lanes (long-lived streams for
+//! frequent calls, `super::lane`).
 
 use libp2p::request_response::cbor::codec::Codec;
 use libp2p::request_response::ProtocolSupport;
@@ -17,6 +18,7 @@ pub(crate) struct Behaviour<P: Protocol> {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub rpc: request_response::Behaviour<Counting<Codec<P::Request, P::Response>>>,
+    pub lanes: libp2p_stream::Behaviour,
 }
 
 impl<P: Protocol> Behaviour<P> {
@@ -35,6 +37,11 @@ impl<P: Protocol> Behaviour<P> {
             request_response::Config::default().with_request_timeout(config.request_timeout),
         );
         let ping = ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_timeout);
-        Behaviour { identify: identify::Behaviour::new(identify), ping: ping::Behaviour::new(ping), rpc }
+        Behaviour {
+            identify: identify::Behaviour::new(identify),
+            ping: ping::Behaviour::new(ping),
+            rpc,
+            lanes: libp2p_stream::Behaviour::new(),
+        }
     }
 }

@@ -37,6 +37,11 @@ pub(crate) enum Command<P: Protocol> {
     ConnectedPeers {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    RememberAddrs {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<()>,
+    },
     PeerAddrs {
         peer: PeerId,
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -127,6 +132,12 @@ impl<P: Protocol> EventLoop<P> {
             }
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::RememberAddrs { peer, addrs, reply } => {
+                for address in addrs {
+                    self.swarm.add_peer_address(peer, address);
+                }
+                let _ = reply.send(());
             }
             Command::PeerAddrs { peer, reply } => {
                 let _ = reply.send(self.identified.get(&peer).cloned().unwrap_or_default());

@@ -1,6 +1,6 @@
 //! The libp2p host that connects cluster peers: a private network keyed by the cluster secret, and
 //! request-response RPC between peers in any [`Protocol`] (the cluster's is `crate::protocol`:
-//! Raft's messages, forwarded writes, cluster-wide views).
+//! Raft's messages, forwarded writes, cluster-wide views), and [`Lane`]s for frequent calls.
 //!
 //! [`P2p`] is a cheap handle; one task owns the swarm and serves the handles' commands.
 
@@ -8,6 +8,7 @@ pub mod bandwidth;
 mod behaviour;
 mod event_loop;
 mod faults;
+mod lane;
 mod transport;
 
 use std::collections::{HashMap, HashSet};
@@ -20,10 +21,11 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use event_loop::Command;
 pub use faults::NetFaults;
+pub use lane::Lane;
 
 use crate::{Error, Result};
 
@@ -137,6 +139,12 @@ pub struct P2p<P: Protocol> {
     heard: Heard,
     ping_interval: Duration,
     max_request_size: u64,
+    max_response_size: u64,
+    /// Opens lanes.
+    streams: libp2p_stream::Control,
+    /// The handler of inbound lane calls (the event loop holds the one of request-response calls).
+    lane_handler: Arc<watch::Sender<Option<Arc<dyn RpcHandler<P>>>>>,
+    bandwidth: bandwidth::BandwidthMeter,
 }
 
 /// When each peer last answered a ping, shared by the event loop (which writes it) and the handles.
@@ -150,6 +158,10 @@ impl<P: Protocol> Clone for P2p<P> {
             heard: self.heard.clone(),
             ping_interval: self.ping_interval,
             max_request_size: self.max_request_size,
+            max_response_size: self.max_response_size,
+            streams: self.streams.clone(),
+            lane_handler: self.lane_handler.clone(),
+            bandwidth: self.bandwidth.clone(),
         }
     }
 }
@@ -179,6 +191,11 @@ impl<P: Protocol> P2p<P> {
                 _ => {}
             }
         }
+        let mut streams = swarm.behaviour().lanes.new_control();
+        let incoming = streams.accept(lane::protocol_name::<P>()).expect("the lane protocol is registered once");
+        let (lane_handler, serving) = watch::channel(None);
+        let bandwidth = config.bandwidth.clone();
+        tokio::spawn(lane::serve_lanes(incoming, serving, config.max_request_size, bandwidth.clone()));
         let (commands, receiver) = mpsc::channel(256);
         let heard = Heard::default();
         tokio::spawn(event_loop::EventLoop::<P>::new(swarm, receiver, heard.clone()).run());
@@ -188,6 +205,10 @@ impl<P: Protocol> P2p<P> {
             heard,
             ping_interval: config.ping_interval,
             max_request_size: config.max_request_size,
+            max_response_size: config.max_response_size,
+            streams,
+            lane_handler: Arc::new(lane_handler),
+            bandwidth,
         })
     }
 
@@ -197,6 +218,7 @@ impl<P: Protocol> P2p<P> {
 
     /// Sends inbound requests to `handler` from now on.
     pub async fn serve(&self, handler: Arc<dyn RpcHandler<P>>) -> Result<()> {
+        self.lane_handler.send_replace(Some(handler.clone()));
         self.commands.send(Command::Serve { handler }).await.map_err(|_| Error::ShuttingDown)
     }
 
@@ -251,6 +273,17 @@ impl<P: Protocol> P2p<P> {
     pub async fn request_via(&self, peer: PeerId, addrs: Vec<Multiaddr>, request: P::Request) -> Result<P::Response> {
         let response = self.call(|reply| Command::Request { peer, addrs, request: Box::new(request), reply }).await??;
         P::into_result(peer, response)
+    }
+
+    /// A lane to `peer` (dialing through `addrs` when not connected): calls made one after
+    /// another on one stream. Opened at its first call.
+    pub fn lane(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Lane<P> {
+        Lane::new(self.clone(), peer, addrs)
+    }
+
+    /// Adds `addrs` to those the host dials `peer` through.
+    async fn remember_addrs(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.call(|reply| Command::RememberAddrs { peer, addrs, reply }).await
     }
 
     /// Closes every connection and stops the host; later calls fail with `ShuttingDown`.

@@ -1,0 +1,213 @@
+//! Lanes: one long-lived stream to a peer that carries call after call (the next request once the
+//! previous answer arrived), for the calls a busy cluster makes hundreds of times a second (Raft's
+//! replication). A request-response call opens a substream, negotiates its protocol, arms three
+//! timers on each side and passes through the swarm's task twice; on a lane a call is one frame
+//! each way, written and read by the caller's own task.
+//!
+//! A frame is a 4-byte big-endian length, then the message in the same CBOR as the request-response
+//! codec. A lane carries the same [`Protocol`] messages, answered by the same [`RpcHandler`].
+//!
+//! A lane whose call failed or was given up midway is closed (the stream may hold half a message);
+//! the next call opens a new one. Against a peer that does not speak lanes (an older version, during
+//! a rolling upgrade) a lane falls back to request-response calls.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use libp2p_stream::OpenStreamError;
+use tokio::sync::watch;
+
+use super::bandwidth::BandwidthMeter;
+use super::{P2p, Protocol, RpcHandler};
+use crate::{Error, Result};
+
+/// Bytes of a frame's length prefix.
+const PREFIX: usize = 4;
+
+/// The stream protocol of `P`'s lanes.
+pub(crate) fn protocol_name<P: Protocol>() -> StreamProtocol {
+    StreamProtocol::try_from_owned(format!("{}/lane", P::name())).expect("a protocol name starts with /")
+}
+
+/// Calls to one peer, one at a time, over one stream.
+pub struct Lane<P: Protocol> {
+    host: P2p<P>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    /// `None` until the first call, and after a call that did not finish. In a mutex only to make
+    /// the lane `Sync` (as openraft's networks must be): it is only reached through `&mut self`.
+    stream: Option<Mutex<Stream>>,
+    /// The peer does not speak lanes: calls go through request-response.
+    fallback: bool,
+    frame: Vec<u8>,
+}
+
+impl<P: Protocol> Lane<P> {
+    pub(super) fn new(host: P2p<P>, peer: PeerId, addrs: Vec<Multiaddr>) -> Self {
+        Lane { host, peer, addrs, stream: None, fallback: false, frame: Vec::new() }
+    }
+
+    /// Calls the peer, with the errors of [`P2p::request_via`]: [`Error::PeerUnreachable`] when
+    /// the request cannot have been handled (no connection, no stream, not sent whole), another
+    /// error when it may have been. Dropping the call midway closes the lane.
+    pub async fn call(&mut self, request: P::Request) -> Result<P::Response> {
+        if !self.fallback {
+            encode_frame(&mut self.frame, &request).map_err(|e| self.failed("encoding a call to", e))?;
+            // A lane whose connection closed since its last call fails the write. The frame did
+            // not get through whole, so nothing was handled: a new stream takes it.
+            if let Some(idle) = self.stream.take() {
+                let mut stream = idle.into_inner().unwrap_or_else(PoisonError::into_inner);
+                if stream.write_all(&self.frame).await.is_ok() {
+                    return self.answer(stream).await;
+                }
+            }
+            match self.open().await {
+                Ok(mut stream) => {
+                    let sent = stream.write_all(&self.frame).await;
+                    sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
+                    return self.answer(stream).await;
+                }
+                Err(OpenStreamError::UnsupportedProtocol(_)) => {
+                    tracing::info!(peer = %self.peer, "the peer does not speak lanes; calling it through request-response");
+                    self.fallback = true;
+                }
+                Err(e) => return Err(Error::PeerUnreachable(format!("{}: {e}", self.peer))),
+            }
+        }
+        self.host.request_via(self.peer, self.addrs.clone(), request).await
+    }
+
+    /// Sends the frame written to `stream` on its way and reads the answer; the lane keeps the
+    /// stream for the next call only when all of that went well.
+    async fn answer(&mut self, mut stream: Stream) -> Result<P::Response> {
+        let lane = protocol_name::<P>();
+        stream.flush().await.map_err(|e| self.failed("sending to", e))?;
+        self.host.bandwidth.add(lane.as_ref(), 0, self.frame.len() as u64);
+        let response =
+            read_frame(&mut stream, &mut self.frame, self.host.max_response_size, &self.host.bandwidth, &lane)
+                .await
+                .map_err(|e| self.failed("reading the answer of", e))?;
+        self.stream = Some(Mutex::new(stream));
+        P::into_result(self.peer, response)
+    }
+
+    async fn open(&mut self) -> std::result::Result<Stream, OpenStreamError> {
+        // Dialing, when needed, goes through the addresses the host knows for the peer.
+        if !self.addrs.is_empty() {
+            self.host
+                .remember_addrs(self.peer, self.addrs.clone())
+                .await
+                .map_err(|e| OpenStreamError::Io(std::io::Error::other(e.to_string())))?;
+        }
+        self.host.streams.clone().open_stream(self.peer, protocol_name::<P>()).await
+    }
+
+    fn failed(&self, doing: &str, e: std::io::Error) -> Error {
+        Error::Io(std::io::Error::new(e.kind(), format!("{doing} peer {} on its lane: {e}", self.peer)))
+    }
+}
+
+/// `message` as a frame, in `frame`.
+fn encode_frame<T: serde::Serialize>(frame: &mut Vec<u8>, message: &T) -> std::io::Result<()> {
+    frame.clear();
+    frame.extend_from_slice(&[0; PREFIX]);
+    cbor4ii::serde::to_writer(&mut *frame, message).map_err(std::io::Error::other)?;
+    let len = u32::try_from(frame.len() - PREFIX).map_err(|_| std::io::Error::other("a message over 4 GiB"))?;
+    frame[..PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+async fn write_frame(
+    stream: &mut Stream,
+    frame: &[u8],
+    meter: &BandwidthMeter,
+    lane: &StreamProtocol,
+) -> std::io::Result<()> {
+    stream.write_all(frame).await?;
+    stream.flush().await?;
+    meter.add(lane.as_ref(), 0, frame.len() as u64);
+    Ok(())
+}
+
+/// Reads one frame; `None` when the stream ended cleanly before one began.
+async fn read_frame_or_end<T: serde::de::DeserializeOwned>(
+    stream: &mut Stream,
+    frame: &mut Vec<u8>,
+    max: u64,
+    meter: &BandwidthMeter,
+    lane: &StreamProtocol,
+) -> std::io::Result<Option<T>> {
+    let mut prefix = [0u8; PREFIX];
+    let first = stream.read(&mut prefix).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    stream.read_exact(&mut prefix[first..]).await?;
+    let len = u32::from_be_bytes(prefix) as u64;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a message of {len} bytes, over the limit of {max}"),
+        ));
+    }
+    frame.resize(len as usize, 0);
+    stream.read_exact(frame).await?;
+    meter.add(lane.as_ref(), (PREFIX as u64) + len, 0);
+    let message = cbor4ii::serde::from_slice(frame)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("undecodable message: {e}")))?;
+    Ok(Some(message))
+}
+
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut Stream,
+    frame: &mut Vec<u8>,
+    max: u64,
+    meter: &BandwidthMeter,
+    lane: &StreamProtocol,
+) -> std::io::Result<T> {
+    read_frame_or_end(stream, frame, max, meter, lane)
+        .await?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the peer closed the lane"))
+}
+
+/// Serves the lanes other peers open to this host, each on a task of its own, until the host
+/// stops. Until a handler is set, every call is answered with [`Protocol::not_serving`].
+pub(super) async fn serve_lanes<P: Protocol>(
+    mut incoming: libp2p_stream::IncomingStreams,
+    handler: watch::Receiver<Option<Arc<dyn RpcHandler<P>>>>,
+    max_request_size: u64,
+    meter: BandwidthMeter,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let handler = handler.clone();
+        let meter = meter.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer_lane(peer, stream, handler, max_request_size, &meter).await {
+                tracing::debug!(%peer, error = %e, "a lane closed");
+            }
+        });
+    }
+}
+
+async fn answer_lane<P: Protocol>(
+    peer: PeerId,
+    mut stream: Stream,
+    handler: watch::Receiver<Option<Arc<dyn RpcHandler<P>>>>,
+    max_request_size: u64,
+    meter: &BandwidthMeter,
+) -> std::io::Result<()> {
+    let lane = protocol_name::<P>();
+    let mut frame = Vec::new();
+    while let Some(request) = read_frame_or_end(&mut stream, &mut frame, max_request_size, meter, &lane).await? {
+        let serving = handler.borrow().clone();
+        let response = match serving {
+            Some(handler) => handler.handle(peer, request).await,
+            None => P::not_serving(),
+        };
+        encode_frame(&mut frame, &response)?;
+        drop(response);
+        write_frame(&mut stream, &frame, meter, &lane).await?;
+    }
+    Ok(())
+}
