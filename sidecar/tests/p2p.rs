@@ -257,6 +257,79 @@ async fn a_lane_to_a_stopped_or_unknown_peer_reports_it_unreachable() {
     assert!(matches!(err, Error::PeerUnreachable(_)), "{err:?}");
 }
 
+/// A peer of a version from before lanes, on the same transport: ping and request-response only.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct PeerBeforeLanes {
+    ping: libp2p::ping::Behaviour,
+    rpc: libp2p::request_response::cbor::Behaviour<RpcRequest, RpcResponse>,
+}
+
+/// Starts such a peer; it answers `Id` until the test ends. Its ID and listen address.
+async fn peer_before_lanes(secret: [u8; 32]) -> (PeerId, Multiaddr) {
+    use libp2p::core::upgrade::Version;
+    use libp2p::futures::StreamExt;
+    use libp2p::pnet::{PnetConfig, PreSharedKey};
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{noise, tcp, yamux, Transport};
+
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            let psk = PreSharedKey::new(secret);
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default())
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
+        .unwrap()
+        .with_behaviour(|_| PeerBeforeLanes {
+            ping: libp2p::ping::Behaviour::default(),
+            rpc: request_response::cbor::Behaviour::new(
+                [(libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0"), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let peer = *swarm.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            let event = swarm.select_next_some().await;
+            if let SwarmEvent::Behaviour(PeerBeforeLanesEvent::Rpc(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = event
+            {
+                let id = Id { id: Some(peer), peername: "before lanes".into(), ..Id::default() };
+                let _ = swarm.behaviour_mut().rpc.send_response(channel, RpcResponse::Id(Box::new(id)));
+            }
+        }
+    });
+    (peer, address)
+}
+
+#[tokio::test]
+async fn a_lane_to_a_peer_from_before_lanes_calls_it_through_request_response() {
+    let a = host(SECRET).await;
+    let (old, address) = peer_before_lanes(SECRET).await;
+    let mut lane = a.lane(old, vec![address]);
+    for _ in 0..3 {
+        let id = id_in(lane.call(RpcRequest::Id).await.unwrap());
+        assert_eq!((id.id, id.peername.as_str()), (Some(old), "before lanes"));
+    }
+}
+
 #[tokio::test]
 async fn a_lane_to_a_host_not_serving_yet_is_answered_with_an_error() {
     let a = host(SECRET).await;

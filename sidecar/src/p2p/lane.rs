@@ -8,12 +8,15 @@
 //! codec. A lane carries the same [`Protocol`] messages, answered by the same [`RpcHandler`].
 //!
 //! A lane whose call failed or was given up midway is closed (the stream may hold half a message);
-//! the next call opens a new one. Against a peer that does not speak lanes (an older version, during
-//! a rolling upgrade) a lane falls back to request-response calls.
+//! the next call opens a new one. Opening costs no round trip: the stream's protocol is negotiated
+//! lazily (as every stream of the host), its proposal travelling with the first request. So a peer
+//! that does not speak lanes (an older version, during a rolling upgrade) refuses in place of an
+//! answer; it never read the request, and the lane falls back to request-response calls.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::core::upgrade::NegotiationError;
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
 use libp2p_stream::OpenStreamError;
 use tokio::sync::watch;
@@ -53,26 +56,25 @@ impl<P: Protocol> Lane<P> {
     /// error when it may have been. Dropping the call midway closes the lane.
     pub async fn call(&mut self, request: P::Request) -> Result<P::Response> {
         if !self.fallback {
-            encode_frame(&mut self.frame, &request).map_err(|e| self.failed("encoding a call to", e))?;
+            let encoded = encode_frame(&mut self.frame, &request);
+            encoded.map_err(|error| Unanswered::Broken { doing: "encoding a call to", error }.into_error(self.peer))?;
             // A lane whose connection closed since its last call fails the write. The frame did
             // not get through whole, so nothing was handled: a new stream takes it.
             if let Some(idle) = self.stream.take() {
                 let mut stream = idle.into_inner().unwrap_or_else(PoisonError::into_inner);
                 if stream.write_all(&self.frame).await.is_ok() {
-                    return self.answer(stream).await;
+                    return self.answer(stream).await.map_err(|e| e.into_error(self.peer));
                 }
             }
-            match self.open().await {
-                Ok(mut stream) => {
-                    let sent = stream.write_all(&self.frame).await;
-                    sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
-                    return self.answer(stream).await;
-                }
-                Err(OpenStreamError::UnsupportedProtocol(_)) => {
+            let mut stream = self.open().await.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
+            let sent = stream.write_all(&self.frame).await;
+            sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
+            match self.answer(stream).await {
+                Err(Unanswered::Refused) => {
                     tracing::info!(peer = %self.peer, "the peer does not speak lanes; calling it through request-response");
                     self.fallback = true;
                 }
-                Err(e) => return Err(Error::PeerUnreachable(format!("{}: {e}", self.peer))),
+                answered => return answered.map_err(|e| e.into_error(self.peer)),
             }
         }
         self.host.request_via(self.peer, self.addrs.clone(), request).await
@@ -80,16 +82,16 @@ impl<P: Protocol> Lane<P> {
 
     /// Sends the frame written to `stream` on its way and reads the answer; the lane keeps the
     /// stream for the next call only when all of that went well.
-    async fn answer(&mut self, mut stream: Stream) -> Result<P::Response> {
+    async fn answer(&mut self, mut stream: Stream) -> std::result::Result<P::Response, Unanswered> {
         let lane = protocol_name::<P>();
-        stream.flush().await.map_err(|e| self.failed("sending to", e))?;
+        stream.flush().await.map_err(|e| Unanswered::failed("sending to", e))?;
         self.host.bandwidth.add(lane.as_ref(), 0, self.frame.len() as u64);
-        let response =
-            read_frame(&mut stream, &mut self.frame, self.host.max_response_size, &self.host.bandwidth, &lane)
-                .await
-                .map_err(|e| self.failed("reading the answer of", e))?;
+        let max = self.host.max_response_size;
+        let response = read_frame(&mut stream, &mut self.frame, max, &self.host.bandwidth, &lane)
+            .await
+            .map_err(|e| Unanswered::failed("reading the answer of", e))?;
         self.stream = Some(Mutex::new(stream));
-        P::into_result(self.peer, response)
+        P::into_result(self.peer, response).map_err(Unanswered::Failed)
     }
 
     async fn open(&mut self) -> std::result::Result<Stream, OpenStreamError> {
@@ -102,9 +104,38 @@ impl<P: Protocol> Lane<P> {
         }
         self.host.streams.clone().open_stream(self.peer, protocol_name::<P>()).await
     }
+}
 
-    fn failed(&self, doing: &str, e: std::io::Error) -> Error {
-        Error::Io(std::io::Error::new(e.kind(), format!("{doing} peer {} on its lane: {e}", self.peer)))
+/// Why a call sent on a lane has no answer.
+enum Unanswered {
+    /// The peer refused the lane's protocol (it negotiates lazily: the refusal comes instead of
+    /// the answer), so it never read the request.
+    Refused,
+    Failed(Error),
+    Broken {
+        doing: &'static str,
+        error: std::io::Error,
+    },
+}
+
+impl Unanswered {
+    fn failed(doing: &'static str, error: std::io::Error) -> Unanswered {
+        let refused = error.get_ref().and_then(|inner| inner.downcast_ref::<NegotiationError>());
+        match refused {
+            Some(NegotiationError::Failed) => Unanswered::Refused,
+            _ => Unanswered::Broken { doing, error },
+        }
+    }
+
+    fn into_error(self, peer: PeerId) -> Error {
+        match self {
+            // Only a new stream is refused, and a new stream's refusal is taken as a fallback.
+            Unanswered::Refused => Error::PeerUnreachable(format!("{peer} refused the lane's protocol")),
+            Unanswered::Failed(e) => e,
+            Unanswered::Broken { doing, error } => {
+                Error::Io(std::io::Error::new(error.kind(), format!("{doing} peer {peer} on its lane: {error}")))
+            }
+        }
     }
 }
 
