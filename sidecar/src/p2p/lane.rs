@@ -27,6 +27,9 @@ use crate::{Error, Result};
 
 /// Bytes of a frame's length prefix.
 const PREFIX: usize = 4;
+/// A frame buffer grown past this (by a snapshot chunk, a large append) is not kept for the next
+/// frame: replication's usual frames are far smaller.
+const KEPT_FRAME_CAPACITY: usize = 1024 * 1024;
 
 /// The stream protocol of `P`'s lanes.
 pub(crate) fn protocol_name<P: Protocol>() -> StreamProtocol {
@@ -43,12 +46,13 @@ pub struct Lane<P: Protocol> {
     stream: Option<Mutex<Stream>>,
     /// The peer does not speak lanes: calls go through request-response.
     fallback: bool,
-    frame: Vec<u8>,
+    frames: Frames,
 }
 
 impl<P: Protocol> Lane<P> {
     pub(super) fn new(host: P2p<P>, peer: PeerId, addrs: Vec<Multiaddr>) -> Self {
-        Lane { host, peer, addrs, stream: None, fallback: false, frame: Vec::new() }
+        let frames = Frames::new::<P>(host.bandwidth.clone());
+        Lane { host, peer, addrs, stream: None, fallback: false, frames }
     }
 
     /// Calls the peer, with the errors of [`P2p::request_via`]: [`Error::PeerUnreachable`] when
@@ -56,18 +60,18 @@ impl<P: Protocol> Lane<P> {
     /// error when it may have been. Dropping the call midway closes the lane.
     pub async fn call(&mut self, request: P::Request) -> Result<P::Response> {
         if !self.fallback {
-            let encoded = encode_frame(&mut self.frame, &request);
+            let encoded = self.frames.encode(&request);
             encoded.map_err(|error| Unanswered::Broken { doing: "encoding a call to", error }.into_error(self.peer))?;
             // A lane whose connection closed since its last call fails the write. The frame did
             // not get through whole, so nothing was handled: a new stream takes it.
             if let Some(idle) = self.stream.take() {
                 let mut stream = idle.into_inner().unwrap_or_else(PoisonError::into_inner);
-                if stream.write_all(&self.frame).await.is_ok() {
+                if stream.write_all(self.frames.bytes()).await.is_ok() {
                     return self.answer(stream).await.map_err(|e| e.into_error(self.peer));
                 }
             }
             let mut stream = self.open().await.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
-            let sent = stream.write_all(&self.frame).await;
+            let sent = stream.write_all(self.frames.bytes()).await;
             sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
             match self.answer(stream).await {
                 Err(Unanswered::Refused) => {
@@ -83,13 +87,9 @@ impl<P: Protocol> Lane<P> {
     /// Sends the frame written to `stream` on its way and reads the answer; the lane keeps the
     /// stream for the next call only when all of that went well.
     async fn answer(&mut self, mut stream: Stream) -> std::result::Result<P::Response, Unanswered> {
-        let lane = protocol_name::<P>();
-        stream.flush().await.map_err(|e| Unanswered::failed("sending to", e))?;
-        self.host.bandwidth.add(lane.as_ref(), 0, self.frame.len() as u64);
-        let max = self.host.max_response_size;
-        let response = read_frame(&mut stream, &mut self.frame, max, &self.host.bandwidth, &lane)
-            .await
-            .map_err(|e| Unanswered::failed("reading the answer of", e))?;
+        self.frames.flush(&mut stream).await.map_err(|e| Unanswered::failed("sending to", e))?;
+        let response = self.frames.receive(&mut stream, self.host.max_response_size).await;
+        let response = response.map_err(|e| Unanswered::failed("reading the answer of", e))?;
         self.stream = Some(Mutex::new(stream));
         P::into_result(self.peer, response).map_err(Unanswered::Failed)
     }
@@ -139,67 +139,83 @@ impl Unanswered {
     }
 }
 
-/// `message` as a frame, in `frame`.
-fn encode_frame<T: serde::Serialize>(frame: &mut Vec<u8>, message: &T) -> std::io::Result<()> {
-    frame.clear();
-    frame.extend_from_slice(&[0; PREFIX]);
-    cbor4ii::serde::to_writer(&mut *frame, message).map_err(std::io::Error::other)?;
-    let len = u32::try_from(frame.len() - PREFIX).map_err(|_| std::io::Error::other("a message over 4 GiB"))?;
-    frame[..PREFIX].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+/// Frames in and out of lane streams, their bytes counted as the lane protocol's.
+struct Frames {
+    /// The frame being written or the one last read.
+    buffer: Vec<u8>,
+    meter: BandwidthMeter,
+    protocol: StreamProtocol,
 }
 
-async fn write_frame(
-    stream: &mut Stream,
-    frame: &[u8],
-    meter: &BandwidthMeter,
-    lane: &StreamProtocol,
-) -> std::io::Result<()> {
-    stream.write_all(frame).await?;
-    stream.flush().await?;
-    meter.add(lane.as_ref(), 0, frame.len() as u64);
-    Ok(())
-}
-
-/// Reads one frame; `None` when the stream ended cleanly before one began.
-async fn read_frame_or_end<T: serde::de::DeserializeOwned>(
-    stream: &mut Stream,
-    frame: &mut Vec<u8>,
-    max: u64,
-    meter: &BandwidthMeter,
-    lane: &StreamProtocol,
-) -> std::io::Result<Option<T>> {
-    let mut prefix = [0u8; PREFIX];
-    let first = stream.read(&mut prefix).await?;
-    if first == 0 {
-        return Ok(None);
+impl Frames {
+    fn new<P: Protocol>(meter: BandwidthMeter) -> Self {
+        Frames { buffer: Vec::new(), meter, protocol: protocol_name::<P>() }
     }
-    stream.read_exact(&mut prefix[first..]).await?;
-    let len = u32::from_be_bytes(prefix) as u64;
-    if len > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a message of {len} bytes, over the limit of {max}"),
-        ));
-    }
-    frame.resize(len as usize, 0);
-    stream.read_exact(frame).await?;
-    meter.add(lane.as_ref(), (PREFIX as u64) + len, 0);
-    let message = cbor4ii::serde::from_slice(frame)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("undecodable message: {e}")))?;
-    Ok(Some(message))
-}
 
-async fn read_frame<T: serde::de::DeserializeOwned>(
-    stream: &mut Stream,
-    frame: &mut Vec<u8>,
-    max: u64,
-    meter: &BandwidthMeter,
-    lane: &StreamProtocol,
-) -> std::io::Result<T> {
-    read_frame_or_end(stream, frame, max, meter, lane)
-        .await?
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the peer closed the lane"))
+    /// Makes `message` the frame to send.
+    fn encode<T: serde::Serialize>(&mut self, message: &T) -> std::io::Result<()> {
+        self.release_if_large();
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0; PREFIX]);
+        cbor4ii::serde::to_writer(&mut self.buffer, message).map_err(std::io::Error::other)?;
+        let len =
+            u32::try_from(self.buffer.len() - PREFIX).map_err(|_| std::io::Error::other("a message over 4 GiB"))?;
+        self.buffer[..PREFIX].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+
+    /// The encoded frame, to write.
+    fn bytes(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Flushes the frame written to `stream`.
+    async fn flush(&mut self, stream: &mut Stream) -> std::io::Result<()> {
+        stream.flush().await?;
+        self.meter.add(self.protocol.as_ref(), 0, self.buffer.len() as u64);
+        Ok(())
+    }
+
+    /// Reads one frame of at most `max` bytes; `None` when the stream ended before one began.
+    async fn receive_or_end<T: serde::de::DeserializeOwned>(
+        &mut self,
+        stream: &mut Stream,
+        max: u64,
+    ) -> std::io::Result<Option<T>> {
+        let mut prefix = [0u8; PREFIX];
+        let first = stream.read(&mut prefix).await?;
+        if first == 0 {
+            return Ok(None);
+        }
+        stream.read_exact(&mut prefix[first..]).await?;
+        let len = u32::from_be_bytes(prefix) as u64;
+        if len > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a message of {len} bytes, over the limit of {max}"),
+            ));
+        }
+        self.release_if_large();
+        self.buffer.resize(len as usize, 0);
+        stream.read_exact(&mut self.buffer).await?;
+        self.meter.add(self.protocol.as_ref(), (PREFIX as u64) + len, 0);
+        let message = cbor4ii::serde::from_slice(&self.buffer)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("undecodable message: {e}")))?;
+        Ok(Some(message))
+    }
+
+    async fn receive<T: serde::de::DeserializeOwned>(&mut self, stream: &mut Stream, max: u64) -> std::io::Result<T> {
+        self.receive_or_end(stream, max)
+            .await?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the peer closed the lane"))
+    }
+
+    /// A buffer grown past [`KEPT_FRAME_CAPACITY`] is not kept for the next frame.
+    fn release_if_large(&mut self) {
+        if self.buffer.capacity() > KEPT_FRAME_CAPACITY {
+            self.buffer = Vec::new();
+        }
+    }
 }
 
 /// Serves the lanes other peers open to this host, each on a task of its own, until the host
@@ -214,7 +230,7 @@ pub(super) async fn serve_lanes<P: Protocol>(
         let handler = handler.clone();
         let meter = meter.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer_lane(peer, stream, handler, max_request_size, &meter).await {
+            if let Err(e) = answer_lane(peer, stream, handler, max_request_size, meter).await {
                 tracing::debug!(%peer, error = %e, "a lane closed");
             }
         });
@@ -226,19 +242,19 @@ async fn answer_lane<P: Protocol>(
     mut stream: Stream,
     handler: watch::Receiver<Option<Arc<dyn RpcHandler<P>>>>,
     max_request_size: u64,
-    meter: &BandwidthMeter,
+    meter: BandwidthMeter,
 ) -> std::io::Result<()> {
-    let lane = protocol_name::<P>();
-    let mut frame = Vec::new();
-    while let Some(request) = read_frame_or_end(&mut stream, &mut frame, max_request_size, meter, &lane).await? {
+    let mut frames = Frames::new::<P>(meter);
+    while let Some(request) = frames.receive_or_end(&mut stream, max_request_size).await? {
         let serving = handler.borrow().clone();
         let response = match serving {
             Some(handler) => handler.handle(peer, request).await,
             None => P::not_serving(),
         };
-        encode_frame(&mut frame, &response)?;
+        frames.encode(&response)?;
         drop(response);
-        write_frame(&mut stream, &frame, meter, &lane).await?;
+        stream.write_all(frames.bytes()).await?;
+        frames.flush(&mut stream).await?;
     }
     Ok(())
 }
