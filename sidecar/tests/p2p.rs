@@ -340,3 +340,30 @@ async fn a_lane_to_a_host_not_serving_yet_is_answered_with_an_error() {
     unserved.serve(Arc::new(IdHandler { peer_id: unserved.peer_id(), peername_len: 8 })).await.unwrap();
     assert_eq!(id_in(lane.call(RpcRequest::Id).await.unwrap()).id, Some(unserved.peer_id()));
 }
+
+#[tokio::test]
+async fn lanes_opened_all_at_once_are_each_answered_or_never_handled() {
+    let target = host(SECRET).await;
+    let address = listen_addr_of(&target).await;
+    let callers = futures::future::join_all((0..3).map(|_| host(SECRET))).await;
+    // Every caller opens many lanes to the same host at the same moment. libp2p drops an inbound
+    // stream that arrives while the previous one is being handed over: such a call must fail as
+    // unreachable (never handled, safe to send again), never as a call that may have been handled.
+    let lanes = callers.iter().flat_map(|caller| (0..8).map(|_| caller.lane(target.peer_id(), vec![address.clone()])));
+    let answered = futures::future::join_all(lanes.map(|mut lane| async move {
+        let started = Instant::now();
+        loop {
+            match lane.call(RpcRequest::Id).await {
+                Ok(response) => return id_in(response).id,
+                Err(Error::PeerUnreachable(why)) => {
+                    assert!(started.elapsed() < WAIT, "still unreachable after {WAIT:?}: {why}");
+                    // A caller's back-off before sending again, as the writer's.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("a call failed as if it might have been handled: {e:?}"),
+            }
+        }
+    }))
+    .await;
+    assert!(answered.iter().all(|id| *id == Some(target.peer_id())), "{answered:?}");
+}

@@ -5,7 +5,10 @@
 //! each way, written and read by the caller's own task.
 //!
 //! A frame is a 4-byte big-endian length, then the message in the same CBOR as the request-response
-//! codec. A lane carries the same [`Protocol`] messages, answered by the same [`RpcHandler`].
+//! codec. A lane carries the same [`Protocol`] messages, answered by the same [`RpcHandler`]. The
+//! answering side first writes one byte, [`ACCEPTED`], as it takes the stream: libp2p drops an
+//! inbound stream that arrives while the last one is still being handed over, and a stream closed
+//! before that byte was never read, so its request can be sent again.
 //!
 //! A lane whose call failed or was given up midway is closed (the stream may hold half a message);
 //! the next call opens a new one. Opening costs no round trip: the stream's protocol is negotiated
@@ -27,6 +30,8 @@ use crate::{Error, Result};
 
 /// Bytes of a frame's length prefix.
 const PREFIX: usize = 4;
+/// What the answering side writes first on a lane it took (and the lanes' version).
+const ACCEPTED: u8 = 1;
 /// A frame buffer grown past this (by a snapshot chunk, a large append) is not kept for the next
 /// frame: replication's usual frames are far smaller.
 const KEPT_FRAME_CAPACITY: usize = 1024 * 1024;
@@ -67,27 +72,50 @@ impl<P: Protocol> Lane<P> {
             if let Some(idle) = self.stream.take() {
                 let mut stream = idle.into_inner().unwrap_or_else(PoisonError::into_inner);
                 if stream.write_all(self.frames.bytes()).await.is_ok() {
-                    return self.answer(stream).await.map_err(|e| e.into_error(self.peer));
+                    return self.answer(stream, false).await.map_err(|e| e.into_error(self.peer));
                 }
             }
-            let mut stream = self.open().await.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
-            let sent = stream.write_all(self.frames.bytes()).await;
-            sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
-            match self.answer(stream).await {
-                Err(Unanswered::Refused) => {
-                    tracing::info!(peer = %self.peer, "the peer does not speak lanes; calling it through request-response");
-                    self.fallback = true;
+            // A new stream the peer did not take (see [`ACCEPTED`]) is tried once more.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let mut stream =
+                    self.open().await.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
+                let sent = stream.write_all(self.frames.bytes()).await;
+                sent.map_err(|e| Error::PeerUnreachable(format!("{}: {e}", self.peer)))?;
+                match self.answer(stream, true).await {
+                    Err(Unanswered::Refused) => {
+                        tracing::info!(peer = %self.peer, "the peer does not speak lanes; calling it through request-response");
+                        self.fallback = true;
+                        break;
+                    }
+                    Err(Unanswered::NotTaken(_)) if tries < 2 => {}
+                    answered => return answered.map_err(|e| e.into_error(self.peer)),
                 }
-                answered => return answered.map_err(|e| e.into_error(self.peer)),
             }
         }
         self.host.request_via(self.peer, self.addrs.clone(), request).await
     }
 
-    /// Sends the frame written to `stream` on its way and reads the answer; the lane keeps the
-    /// stream for the next call only when all of that went well.
-    async fn answer(&mut self, mut stream: Stream) -> std::result::Result<P::Response, Unanswered> {
+    /// Sends the frame written to `stream` on its way and reads the answer (on a `new` stream,
+    /// the peer's [`ACCEPTED`] first); the lane keeps the stream for the next call only when all
+    /// of that went well.
+    async fn answer(&mut self, mut stream: Stream, new: bool) -> std::result::Result<P::Response, Unanswered> {
         self.frames.flush(&mut stream).await.map_err(|e| Unanswered::failed("sending to", e))?;
+        if new {
+            let mut accepted = [0u8];
+            match stream.read_exact(&mut accepted).await.map_err(|e| Unanswered::failed("opening a lane to", e)) {
+                Ok(()) if accepted[0] == ACCEPTED => {}
+                Ok(()) => {
+                    return Err(Unanswered::Failed(Error::Io(std::io::Error::other(format!(
+                        "peer {} opened its lane with {}, not {ACCEPTED}: another version of lanes",
+                        self.peer, accepted[0]
+                    )))))
+                }
+                Err(Unanswered::Broken { error, .. }) => return Err(Unanswered::NotTaken(error)),
+                Err(refused) => return Err(refused),
+            }
+        }
         let response = self.frames.receive(&mut stream, self.host.max_response_size).await;
         let response = response.map_err(|e| Unanswered::failed("reading the answer of", e))?;
         self.stream = Some(Mutex::new(stream));
@@ -112,6 +140,8 @@ enum Unanswered {
     /// the answer), so it never read the request.
     Refused,
     Failed(Error),
+    /// The stream closed before the peer took it: it never read the request.
+    NotTaken(std::io::Error),
     Broken {
         doing: &'static str,
         error: std::io::Error,
@@ -132,6 +162,7 @@ impl Unanswered {
             // Only a new stream is refused, and a new stream's refusal is taken as a fallback.
             Unanswered::Refused => Error::PeerUnreachable(format!("{peer} refused the lane's protocol")),
             Unanswered::Failed(e) => e,
+            Unanswered::NotTaken(error) => Error::PeerUnreachable(format!("{peer} did not take the lane: {error}")),
             Unanswered::Broken { doing, error } => {
                 Error::Io(std::io::Error::new(error.kind(), format!("{doing} peer {peer} on its lane: {error}")))
             }
@@ -244,6 +275,8 @@ async fn answer_lane<P: Protocol>(
     max_request_size: u64,
     meter: BandwidthMeter,
 ) -> std::io::Result<()> {
+    stream.write_all(&[ACCEPTED]).await?;
+    stream.flush().await?;
     let mut frames = Frames::new::<P>(meter);
     while let Some(request) = frames.receive_or_end(&mut stream, max_request_size).await? {
         let serving = handler.borrow().clone();
