@@ -264,16 +264,14 @@ struct PeerBeforeLanes {
     rpc: libp2p::request_response::cbor::Behaviour<RpcRequest, RpcResponse>,
 }
 
-/// Starts such a peer; it answers `Id` until the test ends. Its ID and listen address.
-async fn peer_before_lanes(secret: [u8; 32]) -> (PeerId, Multiaddr) {
+/// A bare libp2p swarm on the cluster's transport (TCP, the private network, Noise, yamux), with
+/// `behaviour`: a stand-in for peers the host must cope with.
+fn bare_swarm<B: libp2p::swarm::NetworkBehaviour>(secret: [u8; 32], behaviour: B) -> libp2p::Swarm<B> {
     use libp2p::core::upgrade::Version;
-    use libp2p::futures::StreamExt;
     use libp2p::pnet::{PnetConfig, PreSharedKey};
-    use libp2p::request_response::{self, ProtocolSupport};
-    use libp2p::swarm::SwarmEvent;
     use libp2p::{noise, tcp, yamux, Transport};
 
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+    libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
             let psk = PreSharedKey::new(secret);
@@ -286,16 +284,28 @@ async fn peer_before_lanes(secret: [u8; 32]) -> (PeerId, Multiaddr) {
             )
         })
         .unwrap()
-        .with_behaviour(|_| PeerBeforeLanes {
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Starts such a peer; it answers `Id` until the test ends. Its ID and listen address.
+async fn peer_before_lanes(secret: [u8; 32]) -> (PeerId, Multiaddr) {
+    use libp2p::futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+
+    let mut swarm = bare_swarm(
+        secret,
+        PeerBeforeLanes {
             ping: libp2p::ping::Behaviour::default(),
             rpc: request_response::cbor::Behaviour::new(
                 [(libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0"), ProtocolSupport::Full)],
                 request_response::Config::default(),
             ),
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+        },
+    );
     swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
     let address = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -366,4 +376,60 @@ async fn lanes_opened_all_at_once_are_each_answered_or_never_handled() {
     }))
     .await;
     assert!(answered.iter().all(|id| *id == Some(target.peer_id())), "{answered:?}");
+}
+
+#[tokio::test]
+async fn bad_frames_on_a_lane_close_that_lane_and_leave_the_host_serving() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use libp2p::futures::StreamExt;
+
+    let mut small = config(SECRET);
+    small.max_request_size = 64 * 1024;
+    let target = host_with(&small, 8).await;
+    let address = listen_addr_of(&target).await;
+
+    let mut swarm = bare_swarm(SECRET, libp2p_stream::Behaviour::new());
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(address.clone().with(Protocol::P2p(target.peer_id()))).unwrap();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let lane = libp2p::StreamProtocol::new("/cluster-sidecar/rpc/1.0.0/lane");
+    let mut id_frame = cbor4ii::serde::to_vec(Vec::new(), &RpcRequest::Id).unwrap();
+    id_frame.splice(0..0, (id_frame.len() as u32).to_be_bytes());
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("a length over the limit", u32::MAX.to_be_bytes().to_vec()),
+        ("a length just over the limit", (64 * 1024 + 1u32).to_be_bytes().to_vec()),
+        ("a frame that does not decode", [&5u32.to_be_bytes()[..], b"\xff\xff\xff\xff\xff"].concat()),
+        ("a frame cut short", [&100u32.to_be_bytes()[..], &[0u8; 10]].concat()),
+        ("half a length prefix", vec![0, 0]),
+        ("a valid call then garbage", [&id_frame[..], b"garbage!"].concat()),
+    ];
+    for (what, bytes) in bad {
+        let mut stream = control.open_stream(target.peer_id(), lane.clone()).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        stream.close().await.unwrap();
+        // The host takes the lane, answers what was whole, then closes it: read to the end.
+        let mut read = Vec::new();
+        let ended = tokio::time::timeout(WAIT, stream.read_to_end(&mut read)).await;
+        assert!(ended.is_ok(), "{what}: the host kept the lane open");
+        assert_eq!(read.first(), Some(&1), "{what}: the lane was not taken");
+        // Only the whole call is answered: a frame after the accept byte.
+        let answered = read.len() > 1;
+        assert_eq!(answered, what.starts_with("a valid call"), "{what}: {} bytes came back", read.len());
+    }
+    // Slow callers: lanes opened and left silent do not hold up anyone else.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        let mut stream = control.open_stream(target.peer_id(), lane.clone()).await.unwrap();
+        stream.write_all(&[0]).await.unwrap();
+        stream.flush().await.unwrap();
+        silent.push(stream);
+    }
+    let caller = host(SECRET).await;
+    let mut good = caller.lane(target.peer_id(), vec![address]);
+    assert_eq!(id_in(good.call(RpcRequest::Id).await.unwrap()).id, Some(target.peer_id()));
+    drop(silent);
 }
