@@ -6,11 +6,17 @@
 //!
 //! Tables: `logs` (index -> postcard-encoded entry) and `meta` (vote, committed, last purged log
 //! id and this peer's node id, postcard-encoded).
+//!
+//! Changes are written by one thread of their own ([`flusher`]), in the order Raft makes them;
+//! the newest entries are also kept in memory ([`tail`]), where Raft reads them back.
+
+mod flusher;
+mod tail;
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
@@ -18,6 +24,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use self::flusher::{Flusher, Write};
+use self::tail::Tail;
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use crate::{Error, Result};
 
@@ -34,14 +42,23 @@ const NODE_ID: &str = "node_id";
 pub struct LogStore {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    tail: Arc<Mutex<Tail>>,
+    /// The committed position Raft last reported, written with the flusher's next transaction.
+    committed: Arc<Mutex<Option<LogId>>>,
+    flusher: Arc<Flusher>,
 }
 
 impl LogStore {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path)
-            .map_err(|e| Error::Storage(format!("{}: cannot open the Raft log: {e}", path.display())))?;
-        let store = LogStore { db: Arc::new(db), path: Arc::new(path.to_path_buf()) };
+        let db = Arc::new(
+            Database::create(path)
+                .map_err(|e| Error::Storage(format!("{}: cannot open the Raft log: {e}", path.display())))?,
+        );
+        let path = Arc::new(path.to_path_buf());
+        let (tail, committed) = (Arc::default(), Arc::default());
+        let flusher = Arc::new(Flusher::start(db.clone(), path.clone(), Arc::clone(&tail), Arc::clone(&committed))?);
+        let store = LogStore { db, path, tail, committed, flusher };
         // Create the tables once, so readers never meet a missing one.
         store.write(Durability::Immediate, |txn| {
             txn.open_table(LOGS)?;
@@ -49,6 +66,23 @@ impl LogStore {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `write` and waits until it is done.
+    async fn write_and_wait(
+        &self,
+        write: impl FnOnce(tokio::sync::oneshot::Sender<Result<()>>) -> Write,
+    ) -> std::result::Result<(), AnyError> {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.flusher.send(write(done));
+        match outcome.await {
+            Ok(outcome) => outcome.map_err(AnyError::error),
+            Err(_) => Err(AnyError::error("the Raft log's writer stopped")),
+        }
     }
 
     /// This peer's Raft node id: read back, or drawn at random and stored on first use.
@@ -108,7 +142,7 @@ impl LogStore {
     }
 
     fn error(&self, doing: &str, e: impl Into<redb::Error>) -> Error {
-        Error::Storage(format!("{}: Raft log: {doing}: {}", self.path.display(), e.into()))
+        error_at(&self.path, doing, e)
     }
 
     /// Runs `work` on a blocking thread: redb reads and fsyncs must not stall the Raft core's task.
@@ -122,6 +156,10 @@ impl LogStore {
             Err(e) => Err(AnyError::error(format!("the Raft log task failed: {e}"))),
         }
     }
+}
+
+fn error_at(path: &Path, doing: &str, e: impl Into<redb::Error>) -> Error {
+    Error::Storage(format!("{}: Raft log: {doing}: {}", path.display(), e.into()))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -142,18 +180,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> std::result::Result<Vec<Entry>, StorageError> {
         let range = owned_bounds(range);
-        self.blocking(move |store| {
-            let txn = store.db.begin_read().map_err(|e| store.error("reading entries", e))?;
-            let logs = txn.open_table(LOGS).map_err(|e| store.error("reading entries", e))?;
-            let mut entries = Vec::new();
-            for item in logs.range::<u64>(range).map_err(|e| store.error("reading entries", e))? {
-                let (_, value) = item.map_err(|e| store.error("reading entries", e))?;
-                entries.push(decode(value.value()).map_err(Error::Storage)?);
-            }
-            Ok(entries)
-        })
-        .await
-        .map_err(|e| StorageIOError::read_logs(&e).into())
+        let (held, before_tail) = self.tail().read(&range);
+        let Some(start) = before_tail else { return Ok(held) };
+        // Older than the tail: in the file, up to where the tail starts.
+        let end = held.first().map_or(range.1, |first| Bound::Excluded(first.log_id.index));
+        let mut entries = self
+            .blocking(move |store| {
+                let txn = store.db.begin_read().map_err(|e| store.error("reading entries", e))?;
+                let logs = txn.open_table(LOGS).map_err(|e| store.error("reading entries", e))?;
+                let mut entries = Vec::new();
+                for item in
+                    logs.range::<u64>((Bound::Included(start), end)).map_err(|e| store.error("reading entries", e))?
+                {
+                    let (_, value) = item.map_err(|e| store.error("reading entries", e))?;
+                    entries.push(decode(value.value()).map_err(Error::Storage)?);
+                }
+                Ok(entries)
+            })
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?;
+        entries.extend(held);
+        Ok(entries)
     }
 }
 
@@ -161,8 +208,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+        let appended = self.tail().last();
         let (last_purged, last) = self
-            .blocking(|store| Ok((store.read_meta::<LogId>(LAST_PURGED)?, store.last_entry()?.map(|e| e.log_id))))
+            .blocking(move |store| {
+                let last = match appended {
+                    Some(appended) => Some(appended),
+                    None => store.last_entry()?.map(|e| e.log_id),
+                };
+                Ok((store.read_meta::<LogId>(LAST_PURGED)?, last))
+            })
             .await
             .map_err(|e| StorageError::from(StorageIOError::read_logs(&e)))?;
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last.or(last_purged) })
@@ -173,10 +227,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> std::result::Result<(), StorageError> {
-        let vote = *vote;
-        self.blocking(move |store| store.write_meta(VOTE, &vote))
-            .await
-            .map_err(|e| StorageIOError::write_vote(&e).into())
+        let vote = encode(vote).map_err(|e| StorageIOError::write_vote(AnyError::error(e)))?;
+        self.write_and_wait(|done| Write::Vote { vote, done }).await.map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> std::result::Result<Option<Vote>, StorageError> {
@@ -184,19 +236,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> std::result::Result<(), StorageError> {
-        // Not fsynced: a committed position lost in a crash is learnt again from the leader.
-        let bytes = encode(&committed).map_err(|e| StorageIOError::write(AnyError::error(e)))?;
-        self.blocking(move |store| {
-            store.write(Durability::None, |txn| {
-                txn.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|e| StorageIOError::write(&e).into())
+        // Written with the next change (or on a clean stop), not on its own: a committed position
+        // lost in a crash is learnt again from the leader.
+        if let Some(committed) = committed {
+            *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = Some(committed);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+        if let Some(pending) = *self.committed.lock().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(Some(pending));
+        }
         self.blocking(|store| Ok(store.read_meta::<Option<LogId>>(COMMITTED)?.flatten()))
             .await
             .map_err(|e| StorageIOError::read(&e).into())
@@ -207,57 +258,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let records = entries
-            .into_iter()
-            .map(|entry| Ok((entry.log_id.index, encode(&entry)?)))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
-        let result = self
-            .blocking(move |store| {
-                store.write(Durability::Immediate, |txn| {
-                    let mut logs = txn.open_table(LOGS)?;
-                    for (index, bytes) in &records {
-                        logs.insert(index, bytes.as_slice())?;
-                    }
-                    Ok(())
-                })
-            })
-            .await;
-        // Raft counts the entries as persisted only once this is called, after the fsync.
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
-            }
+        let (mut records, mut held) = (Vec::new(), Vec::new());
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
+            let index = entry.log_id.index;
+            held.push((entry, bytes.len()));
+            records.push((index, bytes));
         }
+        let seq = self.tail().push(held);
+        // Readable from the tail now; Raft counts them as persisted once the flusher calls back,
+        // after the fsync.
+        self.flusher.send(Write::Append { records, seq, flushed: callback });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
-        self.blocking(move |store| {
-            store.write(Durability::Immediate, |txn| {
-                txn.open_table(LOGS)?.retain_in(log_id.index.., |_, _| false)?;
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(&e).into())
+        self.tail().truncate(log_id.index);
+        self.write_and_wait(|done| Write::Truncate { from: log_id.index, done })
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
-        let purged = encode(&log_id).map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
-        // Not fsynced: entries a crash brings back are purged again; the snapshot covers them.
-        self.blocking(move |store| {
-            store.write(Durability::None, |txn| {
-                txn.open_table(META)?.insert(LAST_PURGED, purged.as_slice())?;
-                txn.open_table(LOGS)?.retain_in(..=log_id.index, |_, _| false)?;
-                Ok(())
-            })
-        })
-        .await
-        .map_err(|e| StorageIOError::write_logs(&e).into())
+        // Not fsynced on its own: entries a crash brings back are purged again; the snapshot
+        // covers them.
+        self.tail().purge(log_id.index);
+        self.write_and_wait(|done| Write::Purge { upto: log_id, done })
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
