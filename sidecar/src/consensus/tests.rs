@@ -6,13 +6,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::storage::RaftLogStorage;
 use openraft::testing::{StoreBuilder, Suite};
+use openraft::CommittedLeaderId;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
-use super::types::{StorageError, TypeConfig};
+use super::types::{LogId, StorageError, TypeConfig, Vote};
 use super::writer::MAX_OP_BYTES;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::identity::Identity;
@@ -55,6 +57,24 @@ fn node_ids_are_kept_and_differ_between_stores() {
     let second = LogStore::open(&other.path().join("raft.redb")).unwrap().node_id().unwrap();
     assert_ne!(first, second, "a wiped peer comes back as a new node");
     assert!(!LogStore::open(&path).unwrap().has_state().unwrap(), "an id alone is not Raft state");
+}
+
+#[tokio::test]
+async fn the_vote_and_the_committed_position_outlive_the_store() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("raft.redb");
+    let vote = Vote::new(3, 7);
+    let committed = LogId::new(CommittedLeaderId::new(3, 7), 42);
+    {
+        let mut log = LogStore::open(&path).unwrap();
+        log.save_vote(&vote).await.unwrap();
+        // Kept in memory until the next write; here that is the flusher's last one, as it stops.
+        log.save_committed(Some(committed)).await.unwrap();
+    }
+    let mut log = LogStore::open(&path).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), Some(committed));
+    assert!(log.has_state().unwrap(), "a vote is Raft state");
 }
 
 /// Polls `condition` until it holds; panics after a generous deadline.
