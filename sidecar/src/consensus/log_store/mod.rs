@@ -145,7 +145,7 @@ impl LogStore {
         error_at(&self.path, doing, e)
     }
 
-    /// Runs `work` on a blocking thread: redb reads and fsyncs must not stall the Raft core's task.
+    /// Runs `work` on a blocking thread: redb reads must not stall the Raft core's task.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&LogStore) -> Result<T> + Send + 'static,

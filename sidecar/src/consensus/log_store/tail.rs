@@ -8,7 +8,7 @@
 //! index may be appended again, unwritten.
 
 use std::collections::VecDeque;
-use std::ops::{Bound, RangeBounds};
+use std::ops::Bound;
 
 use super::super::types::{Entry, LogId};
 
@@ -91,16 +91,20 @@ impl Tail {
     pub fn read(&self, range: &(Bound<u64>, Bound<u64>)) -> (Vec<Entry>, Option<u64>) {
         let start = match range.0 {
             Bound::Included(start) => start,
-            Bound::Excluded(start) => start + 1,
+            Bound::Excluded(start) => start.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let held = self.entries.iter().map(|held| &held.entry).filter(|entry| range.contains(&entry.log_id.index));
-        let entries = held.cloned().collect();
-        let before_tail = match self.first_index() {
-            Some(first) if start >= first => None,
-            _ => Some(start),
+        let Some(first) = self.first_index() else { return (Vec::new(), Some(start)) };
+        // Indexes are consecutive: the range's place in the tail is arithmetic, not a scan.
+        let end = match range.1 {
+            Bound::Included(end) => end.saturating_add(1),
+            Bound::Excluded(end) => end,
+            Bound::Unbounded => u64::MAX,
         };
-        (entries, before_tail)
+        let offset = |index: u64| (index.saturating_sub(first) as usize).min(self.entries.len());
+        let (from, to) = (offset(start), offset(end));
+        let entries = self.entries.range(from..to.max(from)).map(|held| held.entry.clone()).collect();
+        (entries, (start < first).then_some(start))
     }
 
     fn pop_front(&mut self) {
@@ -152,6 +156,11 @@ mod tests {
             ((Bound::Included(12), Bound::Excluded(20)), &[], None),
             ((Bound::Included(2), Bound::Excluded(7)), &[5, 6], Some(2)),
             ((Bound::Unbounded, Bound::Excluded(4)), &[], Some(0)),
+            ((Bound::Included(1), Bound::Excluded(5)), &[], Some(1)),
+            ((Bound::Included(5), Bound::Included(5)), &[5], None),
+            ((Bound::Included(8), Bound::Excluded(7)), &[], None),
+            ((Bound::Unbounded, Bound::Unbounded), &[5, 6, 7, 8, 9], Some(0)),
+            ((Bound::Excluded(u64::MAX), Bound::Unbounded), &[], None),
         ];
         for (range, held, left) in cases {
             let (entries, before) = tail.read(range);
