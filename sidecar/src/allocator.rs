@@ -28,10 +28,16 @@ pub struct AllocationRequest<'a> {
     pub preferred: &'a [PeerId],
 }
 
+/// Whether replication `min`/`max` pins everywhere: no peer is chosen, so nothing needs to be
+/// known about the candidates or the current holders.
+pub fn everywhere(min: i32, max: i32) -> bool {
+    min == -1 && max == -1
+}
+
 /// Returns the peers to hold the pin; empty means "everywhere".
 pub fn allocate(request: &AllocationRequest<'_>, candidates: &[Candidate]) -> Result<Vec<PeerId>> {
     let (min, max) = (request.replication_min, request.replication_max);
-    if min == -1 && max == -1 {
+    if everywhere(min, max) {
         return Ok(Vec::new());
     }
     let is_candidate = |peer: &PeerId| candidates.iter().any(|c| &c.peer == peer);

@@ -22,17 +22,20 @@ impl Cluster {
     /// `POST /pins/{cid}`: allocates, commits and returns the pin as committed.
     pub async fn pin(&self, cid: Cid, opts: PinOptions) -> Result<Pin> {
         let (min, max) = self.replication_factors(&opts)?;
-        let existing = self.get_pin(&cid)?;
-        let current = existing.as_ref().map(|p| p.allocations.clone()).unwrap_or_default();
-        let candidates = self.allocation_candidates();
-        let request = AllocationRequest {
-            cid: &cid,
-            replication_min: min,
-            replication_max: max,
-            current: &current,
-            preferred: &opts.user_allocations,
+        let allocations = if allocator::everywhere(min, max) {
+            Vec::new()
+        } else {
+            let existing = self.get_pin(&cid)?;
+            let current = existing.as_ref().map(|p| p.allocations.clone()).unwrap_or_default();
+            let request = AllocationRequest {
+                cid: &cid,
+                replication_min: min,
+                replication_max: max,
+                current: &current,
+                preferred: &opts.user_allocations,
+            };
+            allocator::allocate(&request, &self.allocation_candidates())?
         };
-        let allocations = allocator::allocate(&request, &candidates)?;
         let pin = Pin {
             replication_factor_min: min,
             replication_factor_max: max,

@@ -239,7 +239,8 @@ impl Consensus {
 
     /// The members, for `/peers`, `/id` and allocation.
     pub fn members(&self) -> Vec<ClusterNode> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         metrics.membership_config.membership().nodes().map(|(_, node)| node.clone()).collect()
     }
 
