@@ -240,25 +240,19 @@ impl<'t> Tables<'t> {
     fn pinned_unless_same(&mut self, pin: &Pin) -> Result<Option<StateChange>> {
         let key = pin.key();
         let record = encode_pin(self.path, pin)?;
-        // The pin replaced, or the bytes to put back when it was the same.
-        let replaced = match self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))? {
-            None => Ok(None),
-            Some(old) => {
-                let stored = decode_pin(self.path, key.as_bytes(), old.value())?;
-                if same_pin(&stored, pin) {
-                    Err(old.value().to_vec())
-                } else {
-                    Ok(Some(stored))
-                }
+        let (mut previous, mut unchanged) = (None, None);
+        if let Some(old) = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))? {
+            let stored = decode_pin(self.path, key.as_bytes(), old.value())?;
+            if same_pin(&stored, pin) {
+                unchanged = Some(old.value().to_vec());
+            } else {
+                previous = Some(stored);
             }
-        };
-        let previous = match replaced {
-            Ok(previous) => previous,
-            Err(same) => {
-                self.pins.insert(key.as_bytes(), same.as_slice()).map_err(write_error(self.path))?;
-                return Ok(None);
-            }
-        };
+        }
+        if let Some(record) = unchanged {
+            self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
+            return Ok(None);
+        }
         self.index_replaced(pin, previous.as_ref())?;
         self.track_removal(&key, previous.as_ref(), Some(pin))?;
         Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
