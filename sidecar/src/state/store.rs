@@ -235,26 +235,15 @@ impl<'t> Tables<'t> {
     }
 
     /// Stores `pin` unless the stored pin is the same (then nothing changes, its timestamp
-    /// included). Inserted first and put back in that rare case: a new pin, the usual one, then
+    /// included). Stored first and put back in that rare case: a new pin, the usual one, then
     /// takes one search of the table instead of two.
     fn pinned_unless_same(&mut self, pin: &Pin) -> Result<Option<StateChange>> {
-        let key = pin.key();
-        let record = encode_pin(self.path, pin)?;
-        let (mut previous, mut unchanged) = (None, None);
-        if let Some(old) = self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))? {
-            let stored = decode_pin(self.path, key.as_bytes(), old.value())?;
-            if same_pin(&stored, pin) {
-                unchanged = Some(old.value().to_vec());
-            } else {
-                previous = Some(stored);
-            }
-        }
-        if let Some(record) = unchanged {
-            self.pins.insert(key.as_bytes(), record.as_slice()).map_err(write_error(self.path))?;
+        let previous = self.put(pin, &encode_pin(self.path, pin)?)?;
+        if let Some(stored) = previous.as_ref().filter(|stored| same_pin(stored, pin)) {
+            self.put(stored, &encode_pin(self.path, stored)?)?;
             return Ok(None);
         }
-        self.index_replaced(pin, previous.as_ref())?;
-        self.track_removal(&key, previous.as_ref(), Some(pin))?;
+        self.track_removal(&pin.key(), previous.as_ref(), Some(pin))?;
         Ok(Some(StateChange::Pinned { pin: pin.clone(), previous }))
     }
 
@@ -263,20 +252,13 @@ impl<'t> Tables<'t> {
         let key = pin.key();
         let previous = self.pins.insert(key.as_bytes(), record).map_err(write_error(self.path))?;
         let previous = previous.map(|old| decode_pin(self.path, key.as_bytes(), old.value())).transpose()?;
-        self.index_replaced(pin, previous.as_ref())?;
-        Ok(previous)
-    }
-
-    /// Keeps the expiry index in step with `pin` replacing `previous`.
-    fn index_replaced(&mut self, pin: &Pin, previous: Option<&Pin>) -> Result<()> {
-        let key = pin.key();
-        if let Some(at) = previous.and_then(|p| p.expire_at) {
+        if let Some(at) = previous.as_ref().and_then(|p| p.expire_at) {
             self.expiry.remove((at.timestamp(), key.as_bytes())).map_err(write_error(self.path))?;
         }
         if let Some(at) = pin.expire_at {
             self.expiry.insert((at.timestamp(), key.as_bytes()), ()).map_err(write_error(self.path))?;
         }
-        Ok(())
+        Ok(previous)
     }
 
     /// Keeps the unpin record of `key` in step with its pin going from `previous` to `next` (`None`:
